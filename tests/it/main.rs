@@ -1,0 +1,4 @@
+//! One integration-test binary, so the test bed's servers are started once.
+
+#[path = "../support/mod.rs"]
+mod support;

@@ -1,0 +1,4 @@
+//! The test bed: real components where they can run here, faithful fakes where they cannot.
+#![allow(dead_code)]
+
+pub mod process;
