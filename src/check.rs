@@ -1,0 +1,325 @@
+//! What a check is and what it returns.
+//!
+//! A check is a named, async probe. It never prints: it returns a typed [`Outcome`], and the
+//! runner turns outcomes into [`crate::report::CheckResult`]s that every reporter renders. Later
+//! layers (database, LiteLLM, vLLM, end to end) add checks; nothing here changes for them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::env::Env;
+
+/// The part of the chain a check belongs to; one JUnit testsuite each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Kubernetes,
+    Database,
+    Litellm,
+    Vllm,
+    E2e,
+    /// Not a layer of the chain: the harness itself (kubeconfig, API server), for the one entry
+    /// a run reports when nothing could be checked.
+    Setup,
+}
+
+impl Layer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Kubernetes => "kubernetes",
+            Layer::Database => "database",
+            Layer::Litellm => "litellm",
+            Layer::Vllm => "vllm",
+            Layer::E2e => "e2e",
+            Layer::Setup => "setup",
+        }
+    }
+}
+
+/// What must hold before a check can say anything useful. A check whose prerequisite failed is
+/// reported skipped with the reason, never as a cascade of failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prerequisite {
+    /// The namespace exists.
+    Namespace(String),
+}
+
+pub type Probe = Arc<dyn Fn(Arc<Env>, Ctx) -> BoxFuture<'static, Outcome> + Send + Sync>;
+
+/// A named check, built from the suite alone (no network), so `--list` and filters need no
+/// cluster.
+pub struct Check {
+    pub name: String,
+    pub layer: Layer,
+    pub requires: Vec<Prerequisite>,
+    pub probe: Probe,
+}
+
+impl Check {
+    pub fn new<F, Fut>(name: impl Into<String>, layer: Layer, probe: F) -> Check
+    where
+        F: Fn(Arc<Env>, Ctx) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Outcome> + Send + 'static,
+    {
+        Check {
+            name: name.into(),
+            layer,
+            requires: Vec::new(),
+            probe: Arc::new(move |env, ctx| Box::pin(probe(env, ctx))),
+        }
+    }
+
+    pub fn requires(mut self, prerequisite: Prerequisite) -> Check {
+        self.requires.push(prerequisite);
+        self
+    }
+}
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Check")
+            .field("name", &self.name)
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Handed to a probe: lets it leave a trace of what it last saw, which the runner reports if
+/// the probe runs out of time ("waiting for logs of pod x"), instead of a bare "timed out".
+#[derive(Clone, Default)]
+pub struct Ctx {
+    observed: Arc<Mutex<Option<String>>>,
+}
+
+impl Ctx {
+    pub fn observe(&self, state: impl Into<String>) {
+        if let Ok(mut slot) = self.observed.lock() {
+            *slot = Some(state.into());
+        }
+    }
+
+    pub fn last_observed(&self) -> Option<String> {
+        self.observed.lock().ok().and_then(|s| s.clone())
+    }
+}
+
+/// Numbers a check measured (counts, latencies), shown in every report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Metrics(BTreeMap<String, serde_json::Number>);
+
+impl Metrics {
+    pub fn count(&mut self, name: &str, value: u64) -> &mut Self {
+        self.0.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// A duration in milliseconds, to a tenth; the name should end in `_ms`.
+    pub fn millis(&mut self, name: &str, value: Duration) -> &mut Self {
+        let ms = (value.as_secs_f64() * 10_000.0).round() / 10.0;
+        if let Some(n) = serde_json::Number::from_f64(ms) {
+            self.0.insert(name.to_string(), n);
+        }
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &serde_json::Number)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// The result of one attempt of a check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Passed(Passed),
+    Failed(Failure),
+    /// Nothing to judge, with the reason (a prerequisite another check reports on failed).
+    Skipped(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Passed {
+    /// One line: what was seen ("2/2 pods ready").
+    pub summary: String,
+    /// Things worth knowing that are not failures (a stale SealedSecret, an absent Job).
+    pub notes: Vec<String>,
+    pub metrics: Metrics,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub cause: Cause,
+    /// One line: what is wrong.
+    pub summary: String,
+    /// The last observed state: container states, a redacted log tail, a server's answer.
+    pub details: Option<String>,
+    /// The fix, in the words of the runbook.
+    pub hint: Option<String>,
+    pub metrics: Metrics,
+}
+
+impl Outcome {
+    pub fn pass(summary: impl Into<String>) -> Outcome {
+        Outcome::Passed(Passed {
+            summary: summary.into(),
+            ..Passed::default()
+        })
+    }
+
+    pub fn fail(cause: Cause, summary: impl Into<String>) -> Failure {
+        Failure {
+            cause,
+            summary: summary.into(),
+            details: None,
+            hint: None,
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+impl Passed {
+    pub fn new(summary: impl Into<String>) -> Passed {
+        Passed {
+            summary: summary.into(),
+            ..Passed::default()
+        }
+    }
+
+    pub fn note(mut self, note: impl Into<String>) -> Passed {
+        self.notes.push(note.into());
+        self
+    }
+}
+
+impl Failure {
+    pub fn details(mut self, details: impl Into<String>) -> Failure {
+        let d = details.into();
+        if !d.trim().is_empty() {
+            self.details = Some(d);
+        }
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Failure {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<Failure> for Outcome {
+    fn from(f: Failure) -> Outcome {
+        Outcome::Failed(f)
+    }
+}
+
+impl From<Passed> for Outcome {
+    fn from(p: Passed) -> Outcome {
+        Outcome::Passed(p)
+    }
+}
+
+/// Why a check failed, as a stable machine code (JSON `cause`, JUnit failure `type`). Scripts
+/// match on these: add codes, never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    // Harness and API-level causes.
+    Timeout,
+    Deadline,
+    Interrupted,
+    Panicked,
+    Forbidden,
+    Unauthorized,
+    ApiUnreachable,
+    ApiError,
+    Setup,
+    // Kubernetes objects.
+    NamespaceMissing,
+    NotFound,
+    NoPods,
+    CrashLoop,
+    ImagePull,
+    ContainerConfig,
+    Unschedulable,
+    NotReady,
+    ServicePort,
+    NoEndpoints,
+    MissingKey,
+    EmptyKey,
+    KeyMismatch,
+    JobFailed,
+    JobRunning,
+    ConfigInvalid,
+    GuardrailNotDeclared,
+    GuardrailNotEnabled,
+    GuardrailNotMounted,
+    GuardrailWrongPath,
+    CrdMissing,
+    CnpgUnhealthy,
+    RwNotPrimary,
+}
+
+impl Cause {
+    pub fn code(self) -> &'static str {
+        match self {
+            Cause::Timeout => "timeout",
+            Cause::Deadline => "deadline",
+            Cause::Interrupted => "interrupted",
+            Cause::Panicked => "panicked",
+            Cause::Forbidden => "forbidden",
+            Cause::Unauthorized => "unauthorized",
+            Cause::ApiUnreachable => "api_unreachable",
+            Cause::ApiError => "api_error",
+            Cause::Setup => "setup",
+            Cause::NamespaceMissing => "namespace_missing",
+            Cause::NotFound => "not_found",
+            Cause::NoPods => "no_pods",
+            Cause::CrashLoop => "crash_loop",
+            Cause::ImagePull => "image_pull",
+            Cause::ContainerConfig => "container_config",
+            Cause::Unschedulable => "unschedulable",
+            Cause::NotReady => "not_ready",
+            Cause::ServicePort => "service_port",
+            Cause::NoEndpoints => "no_endpoints",
+            Cause::MissingKey => "missing_key",
+            Cause::EmptyKey => "empty_key",
+            Cause::KeyMismatch => "key_mismatch",
+            Cause::JobFailed => "job_failed",
+            Cause::JobRunning => "job_running",
+            Cause::ConfigInvalid => "config_invalid",
+            Cause::GuardrailNotDeclared => "guardrail_not_declared",
+            Cause::GuardrailNotEnabled => "guardrail_not_enabled",
+            Cause::GuardrailNotMounted => "guardrail_not_mounted",
+            Cause::GuardrailWrongPath => "guardrail_wrong_path",
+            Cause::CrdMissing => "crd_missing",
+            Cause::CnpgUnhealthy => "cnpg_unhealthy",
+            Cause::RwNotPrimary => "rw_not_primary",
+        }
+    }
+
+    /// A cause that only follows from an earlier failure (a timeout while retrying, a cooldown
+    /// after a 401): when retries end in one of these, the earlier, primary cause is reported.
+    pub fn is_consequence(self) -> bool {
+        matches!(self, Cause::Timeout | Cause::Deadline | Cause::Interrupted)
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Cause {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}

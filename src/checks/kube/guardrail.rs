@@ -1,0 +1,514 @@
+//! Guardrail wiring: the proxy config declares the guardrail and enables it, and the ConfigMap
+//! holding its Python module is mounted where LiteLLM will import it from.
+//!
+//! LiteLLM resolves `guardrail: pkg.module.Class` first as a file relative to the config file's
+//! directory (`<dir>/pkg/module.py`), otherwise through Python's import path: the container's
+//! working directory (`/app` in the LiteLLM image) or a `PYTHONPATH` entry. A module mounted
+//! anywhere else is not found and the proxy fails at start. This check is the static half; the
+//! trimming check of the end-to-end layer is the behavioural proof.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
+
+use crate::check::{Cause, Check, Failure, Layer, Outcome, Passed};
+use crate::suite::{Guardrail, Suite};
+
+use super::in_namespace;
+
+pub fn check(suite: &Arc<Suite>, guardrail: &Guardrail) -> Check {
+    let check_name = format!("kubernetes::guardrail::{}", guardrail.name);
+    let s = Arc::clone(suite);
+    let g = guardrail.clone();
+    in_namespace(
+        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+            let (s, g) = (Arc::clone(&s), g.clone());
+            async move {
+                let ns = &s.namespace;
+                let l = &s.litellm;
+                ctx.observe(format!("getting configmap {ns}/{}", l.config.configmap));
+                let config = match env.cluster.get::<ConfigMap>(ns, &l.config.configmap).await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => {
+                        return Outcome::fail(
+                            Cause::NotFound,
+                            format!(
+                                "configmap {ns}/{} (the proxy config) not found",
+                                l.config.configmap
+                            ),
+                        )
+                        .into();
+                    }
+                    Err(f) => return f.into(),
+                };
+                let Some(text) = config.data.as_ref().and_then(|d| d.get(&l.config.key)) else {
+                    return Outcome::fail(
+                        Cause::ConfigInvalid,
+                        format!(
+                            "configmap {ns}/{} has no key {}",
+                            l.config.configmap, l.config.key
+                        ),
+                    )
+                    .into();
+                };
+                let declared = match declaration(text, &g.name) {
+                    Ok(d) => d,
+                    Err(f) => return f.into(),
+                };
+                ctx.observe(format!("getting configmap {ns}/{}", g.configmap));
+                let module_cm = match env.cluster.get::<ConfigMap>(ns, &g.configmap).await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => {
+                        return Outcome::fail(
+                            Cause::NotFound,
+                            format!("configmap {ns}/{} (the guardrail module) not found", g.configmap),
+                        )
+                        .hint("the guardrail's ConfigMap is not deployed: check the Helm values / kustomization that generates it")
+                        .into();
+                    }
+                    Err(f) => return f.into(),
+                };
+                let keys: Vec<String> = module_cm
+                    .data
+                    .iter()
+                    .flat_map(|d| d.keys().cloned())
+                    .chain(module_cm.binary_data.iter().flat_map(|d| d.keys().cloned()))
+                    .collect();
+                ctx.observe(format!("listing LiteLLM pods {}", l.pods.selector));
+                let pods = match env.cluster.list::<Pod>(ns, Some(&l.pods.selector)).await {
+                    Ok(p) => p,
+                    Err(f) => return f.into(),
+                };
+                let Some(pod) = newest(&pods) else {
+                    return Outcome::Skipped(format!(
+                        "no LiteLLM pod to inspect (see kubernetes::pods::litellm)"
+                    ));
+                };
+                let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                let Some(spec) = pod.spec.as_ref() else {
+                    return Outcome::Skipped(format!("pod {pod_name} has no spec"));
+                };
+                wiring(
+                    &declared,
+                    spec,
+                    l.pods.container.as_deref(),
+                    &g,
+                    &keys,
+                    &pod_name,
+                )
+            }
+        }),
+        &suite.namespace,
+    )
+}
+
+/// What the proxy config says about the guardrail.
+#[derive(Debug, Clone, PartialEq)]
+struct Declared {
+    /// `pkg.module.Class`.
+    target: String,
+    /// Aliases whose `litellm_params.guardrails` name it.
+    enabled_on: Vec<String>,
+    default_on: bool,
+}
+
+fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> {
+    let config: serde_json::Value = serde_saphyr::from_str(config_text).map_err(|e| {
+        Outcome::fail(Cause::ConfigInvalid, "the proxy config is not valid YAML")
+            .details(e.to_string())
+            .hint("fix config.yaml in the Helm values; LiteLLM will not start with it")
+    })?;
+    let entry = config
+        .get("guardrails")
+        .and_then(|g| g.as_array())
+        .into_iter()
+        .flatten()
+        .find(|g| g.get("guardrail_name").and_then(|n| n.as_str()) == Some(guardrail));
+    let Some(entry) = entry else {
+        return Err(Outcome::fail(
+            Cause::GuardrailNotDeclared,
+            format!("the proxy config declares no guardrail named {guardrail}"),
+        )
+        .hint(format!(
+            "add {guardrail} under `guardrails:` in config.yaml (guardrail: <pkg>.<module>.<Class>, mode: pre_call); without it oversized prompts reach vLLM and fail with context-length errors"
+        )));
+    };
+    let params = entry.get("litellm_params");
+    let target = params
+        .and_then(|p| p.get("guardrail"))
+        .and_then(|g| g.as_str())
+        .unwrap_or_default()
+        .to_string();
+    if target.split('.').count() < 3 {
+        return Err(Outcome::fail(
+            Cause::ConfigInvalid,
+            format!(
+                "guardrail {guardrail}: litellm_params.guardrail is {target:?}, expected <pkg>.<module>.<Class>"
+            ),
+        ));
+    }
+    let default_on = params
+        .and_then(|p| p.get("default_on"))
+        .and_then(|d| d.as_bool())
+        .unwrap_or(false);
+    let enabled_on = config
+        .get("model_list")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m.get("litellm_params")
+                .and_then(|p| p.get("guardrails"))
+                .and_then(|g| g.as_array())
+                .is_some_and(|g| g.iter().any(|n| n.as_str() == Some(guardrail)))
+        })
+        .filter_map(|m| {
+            m.get("model_name")
+                .and_then(|n| n.as_str())
+                .map(String::from)
+        })
+        .collect();
+    Ok(Declared {
+        target,
+        enabled_on,
+        default_on,
+    })
+}
+
+fn newest(pods: &[Pod]) -> Option<&Pod> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .max_by(|a, b| {
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+        })
+}
+
+/// The config file path the container starts LiteLLM with (`--config X`, `--config=X`, `-c X`
+/// or `CONFIG_FILE_PATH`).
+fn config_path(container: &Container) -> Option<String> {
+    let words: Vec<&String> = container
+        .command
+        .iter()
+        .flatten()
+        .chain(container.args.iter().flatten())
+        .collect();
+    for (i, w) in words.iter().enumerate() {
+        if let Some(v) = w.strip_prefix("--config=") {
+            return Some(v.to_string());
+        }
+        if (w.as_str() == "--config" || w.as_str() == "-c") && i + 1 < words.len() {
+            return Some(words[i + 1].to_string());
+        }
+    }
+    env_value(container, "CONFIG_FILE_PATH")
+}
+
+fn env_value(container: &Container, name: &str) -> Option<String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.clone())
+}
+
+fn parent(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) => "/".into(),
+        Some((dir, _)) => dir.into(),
+        None => ".".into(),
+    }
+}
+
+fn join(dir: &str, rel: &str) -> String {
+    format!(
+        "{}/{}",
+        dir.trim_end_matches('/'),
+        rel.trim_start_matches('/')
+    )
+}
+
+/// The files a ConfigMap volume mount puts into the container, given the ConfigMap's keys.
+fn mounted_files(
+    spec: &PodSpec,
+    container: &Container,
+    configmap: &str,
+    keys: &[String],
+) -> Vec<String> {
+    let mut files = Vec::new();
+    for volume in spec.volumes.iter().flatten() {
+        // (key → path within the volume) for this ConfigMap, from a plain or projected volume.
+        let mut layout: Vec<(String, String)> = Vec::new();
+        let mut add = |items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>, prefix: &str| {
+            match items {
+                Some(items) if !items.is_empty() => {
+                    layout.extend(items.iter().map(|i| (i.key.clone(), join(prefix, &i.path))));
+                }
+                _ => layout.extend(keys.iter().map(|k| (k.clone(), join(prefix, k)))),
+            }
+        };
+        if let Some(cm) = &volume.config_map
+            && cm.name == configmap
+        {
+            add(cm.items.as_ref(), "");
+        }
+        if let Some(projected) = &volume.projected {
+            for source in projected.sources.iter().flatten() {
+                if let Some(cm) = &source.config_map
+                    && cm.name == configmap
+                {
+                    add(cm.items.as_ref(), "");
+                }
+            }
+        }
+        if layout.is_empty() {
+            continue;
+        }
+        for mount in container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.name == volume.name)
+        {
+            let sub = mount.sub_path.clone().unwrap_or_default();
+            let sub = sub.trim_matches('/');
+            for (_, path) in &layout {
+                let path = path.trim_start_matches('/');
+                if sub.is_empty() {
+                    files.push(join(&mount.mount_path, path));
+                } else if path == sub {
+                    files.push(mount.mount_path.clone());
+                } else if let Some(rest) = path.strip_prefix(&format!("{sub}/")) {
+                    files.push(join(&mount.mount_path, rest));
+                }
+            }
+        }
+    }
+    files
+}
+
+fn wiring(
+    declared: &Declared,
+    spec: &PodSpec,
+    container: Option<&str>,
+    g: &Guardrail,
+    keys: &[String],
+    pod: &str,
+) -> Outcome {
+    let Some(c) = container
+        .and_then(|name| spec.containers.iter().find(|c| c.name == name))
+        .or_else(|| spec.containers.first())
+    else {
+        return Outcome::Skipped(format!("pod {pod} has no containers"));
+    };
+    // pkg.module.Class → pkg/module.py
+    let parts: Vec<&str> = declared.target.split('.').collect();
+    let module_file = format!("{}.py", parts[..parts.len() - 1].join("/"));
+
+    let mut searched: Vec<(String, String)> = Vec::new();
+    if let Some(cfg) = config_path(c) {
+        let dir = parent(&cfg);
+        searched.push((
+            join(&dir, &module_file),
+            format!("relative to the config file's directory {dir}"),
+        ));
+    }
+    let workdir = c.working_dir.clone().unwrap_or_else(|| g.workdir.clone());
+    searched.push((
+        join(&workdir, &module_file),
+        format!("import path: working directory {workdir}"),
+    ));
+    for entry in env_value(c, "PYTHONPATH")
+        .iter()
+        .flat_map(|p| p.split(':').map(String::from).collect::<Vec<_>>())
+    {
+        if !entry.is_empty() {
+            searched.push((
+                join(&entry, &module_file),
+                format!("import path: PYTHONPATH entry {entry}"),
+            ));
+        }
+    }
+
+    let files = mounted_files(spec, c, &g.configmap, keys);
+    let searched_list = searched
+        .iter()
+        .map(|(path, why)| format!("  {path} ({why})"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if files.is_empty() {
+        return Outcome::fail(
+            Cause::GuardrailNotMounted,
+            format!("configmap {} is not mounted into container {} of pod {pod}", g.configmap, c.name),
+        )
+        .details(format!("LiteLLM looks for {module_file} at:\n{searched_list}"))
+        .hint(format!(
+            "mount {} into the LiteLLM container so that {module_file} lands at one of the paths above (e.g. mountPath {}/{})",
+            g.configmap,
+            workdir.trim_end_matches('/'),
+            parent(&module_file)
+        ))
+        .into();
+    }
+    let Some((path, why)) = searched.iter().find(|(p, _)| files.contains(p)) else {
+        return Outcome::fail(
+            Cause::GuardrailWrongPath,
+            format!(
+                "configmap {} is mounted at {}, where LiteLLM will not import {} from",
+                g.configmap,
+                files.join(", "),
+                declared.target
+            ),
+        )
+        .details(format!("LiteLLM looks for {module_file} at:\n{searched_list}"))
+        .hint("move the mount to one of the paths above (or add its parent to PYTHONPATH); as it is, the proxy fails at start with ModuleNotFoundError")
+        .into();
+    };
+    if declared.enabled_on.is_empty() && !declared.default_on {
+        return Outcome::fail(
+            Cause::GuardrailNotEnabled,
+            format!("guardrail {} is declared and mounted, but no model enables it and default_on is false", g.name),
+        )
+        .hint(format!(
+            "add `guardrails: [\"{}\"]` to each model's litellm_params in config.yaml",
+            g.name
+        ))
+        .into();
+    }
+    let on = if declared.default_on {
+        "all models (default_on)".to_string()
+    } else {
+        declared.enabled_on.join(", ")
+    };
+    Passed::new(format!(
+        "{module_file} mounted at {path} ({why}); enabled on {on}"
+    ))
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "
+model_list:
+  - model_name: small
+    litellm_params: {model: openai/x, guardrails: [message_trimming]}
+  - model_name: big
+    litellm_params: {model: openai/y}
+guardrails:
+  - guardrail_name: message_trimming
+    litellm_params: {guardrail: custom_guardrails.message_overflow.MessageTrimming, mode: pre_call}
+";
+
+    fn spec(json: serde_json::Value) -> PodSpec {
+        serde_json::from_value(json).expect("pod spec fixture")
+    }
+
+    fn pod_with_mount(mount: serde_json::Value, env: serde_json::Value) -> PodSpec {
+        spec(serde_json::json!({
+            "containers": [{"name": "litellm", "args": ["--config", "/etc/litellm/config.yaml"],
+                "env": env, "volumeMounts": [mount]}],
+            "volumes": [{"name": "guard", "configMap": {"name": "message-trimming-config"}}]
+        }))
+    }
+
+    fn judge(spec: &PodSpec) -> Outcome {
+        let declared = declaration(CONFIG, "message_trimming").expect("declared");
+        wiring(
+            &declared,
+            spec,
+            Some("litellm"),
+            &Guardrail::default(),
+            &["message_overflow.py".into()],
+            "p",
+        )
+    }
+
+    #[test]
+    fn declaration_lists_the_models_that_enable_it() {
+        let d = declaration(CONFIG, "message_trimming").expect("declared");
+        assert_eq!(
+            d.target,
+            "custom_guardrails.message_overflow.MessageTrimming"
+        );
+        assert_eq!(d.enabled_on, vec!["small".to_string()]);
+    }
+
+    #[test]
+    fn mounted_under_the_working_directory_passes() {
+        let s = pod_with_mount(
+            serde_json::json!({"name": "guard", "mountPath": "/app/custom_guardrails"}),
+            serde_json::json!([]),
+        );
+        let Outcome::Passed(p) = judge(&s) else {
+            panic!("{:?}", judge(&s))
+        };
+        assert!(
+            p.summary.contains("working directory /app"),
+            "{}",
+            p.summary
+        );
+    }
+
+    #[test]
+    fn subpath_mount_next_to_the_config_file_passes() {
+        let s = pod_with_mount(
+            serde_json::json!({"name": "guard", "mountPath": "/etc/litellm/custom_guardrails/message_overflow.py", "subPath": "message_overflow.py"}),
+            serde_json::json!([]),
+        );
+        let Outcome::Passed(p) = judge(&s) else {
+            panic!("{:?}", judge(&s))
+        };
+        assert!(
+            p.summary.contains("config file's directory /etc/litellm"),
+            "{}",
+            p.summary
+        );
+    }
+
+    #[test]
+    fn pythonpath_entry_passes() {
+        let s = pod_with_mount(
+            serde_json::json!({"name": "guard", "mountPath": "/opt/guardrails/custom_guardrails"}),
+            serde_json::json!([{"name": "PYTHONPATH", "value": "/opt/guardrails"}]),
+        );
+        let Outcome::Passed(p) = judge(&s) else {
+            panic!("{:?}", judge(&s))
+        };
+        assert!(
+            p.summary.contains("PYTHONPATH entry /opt/guardrails"),
+            "{}",
+            p.summary
+        );
+    }
+
+    #[test]
+    fn wrong_path_fails_and_lists_the_searched_paths() {
+        let s = pod_with_mount(
+            serde_json::json!({"name": "guard", "mountPath": "/opt/guardrails"}),
+            serde_json::json!([]),
+        );
+        let Outcome::Failed(f) = judge(&s) else {
+            panic!()
+        };
+        assert_eq!(f.cause, Cause::GuardrailWrongPath);
+        let details = f.details.unwrap_or_default();
+        assert!(
+            details.contains("/etc/litellm/custom_guardrails/message_overflow.py"),
+            "{details}"
+        );
+        assert!(
+            details.contains("/app/custom_guardrails/message_overflow.py"),
+            "{details}"
+        );
+    }
+
+    #[test]
+    fn undeclared_guardrail_fails() {
+        let err = declaration("model_list: []\n", "message_trimming").unwrap_err();
+        assert_eq!(err.cause, Cause::GuardrailNotDeclared);
+    }
+}

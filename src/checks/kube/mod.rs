@@ -1,0 +1,116 @@
+//! The Kubernetes layer: are the deployment's objects there and healthy? Pods, Services,
+//! Secrets, the migration Job, the guardrail wiring and the CloudNativePG cluster.
+
+mod cnpg;
+mod guardrail;
+mod jobs;
+mod pods;
+mod secrets;
+mod services;
+
+use std::sync::Arc;
+
+use crate::check::{Cause, Check, Layer, Outcome, Prerequisite};
+use crate::checks::qualified;
+use crate::env::{NamespaceState, suite_namespaces};
+use crate::suite::Suite;
+
+pub fn checks(suite: &Suite) -> Vec<Check> {
+    let s = Arc::new(suite.clone());
+    let ns = suite.namespace.clone();
+    let mut out = Vec::new();
+
+    for namespace in suite_namespaces(suite) {
+        out.push(namespace_check(namespace));
+    }
+
+    out.push(pods::check("litellm", &ns, &suite.litellm.pods));
+    if let Some(db) = &suite.database {
+        out.push(pods::check("database", &ns, &db.pods));
+    }
+    let many_vllm = suite.vllm.len() > 1;
+    for v in &suite.vllm {
+        if let Some(p) = &v.pods {
+            let label = if many_vllm {
+                format!("vllm:{}/{}", v.namespace, v.service.name)
+            } else {
+                "vllm".to_string()
+            };
+            out.push(pods::check(&label, &v.namespace, p));
+        }
+    }
+
+    out.push(services::check(&s, &ns, &suite.litellm.service));
+    if let Some(db) = &suite.database {
+        out.push(services::check(&s, &ns, &db.service));
+    }
+    for v in &suite.vllm {
+        out.push(services::check(&s, &v.namespace, &v.service));
+    }
+
+    out.extend(secrets::checks(&s));
+
+    if let Some(job) = &suite.litellm.migration_job {
+        out.push(jobs::check(&ns, job));
+    }
+    if let Some(g) = &suite.litellm.guardrail {
+        out.push(guardrail::check(&s, g));
+    }
+    if let Some(db) = &suite.database {
+        out.push(cnpg::check(&ns, db));
+    }
+    out
+}
+
+/// The check name for an object: `kubernetes::<kind>::<name or namespace/name>`.
+fn name(suite: &Suite, kind: &str, namespace: &str, object: &str) -> String {
+    format!(
+        "kubernetes::{kind}::{}",
+        qualified(suite, namespace, object)
+    )
+}
+
+fn namespace_check(namespace: String) -> Check {
+    let name = format!("kubernetes::namespace::{namespace}");
+    Check::new(name, Layer::Kubernetes, move |env, _ctx| {
+        let namespace = namespace.clone();
+        async move {
+            match env.namespace(&namespace) {
+                Some(NamespaceState::Exists) => Outcome::pass(format!("namespace {namespace} exists")),
+                Some(NamespaceState::Missing) | None => Outcome::fail(
+                    Cause::NamespaceMissing,
+                    format!("namespace {namespace} does not exist"),
+                )
+                .hint(format!(
+                    "is the context right (kubectl config current-context)? Otherwise the Argo CD Application that creates {namespace} has not synced"
+                ))
+                .into(),
+                Some(NamespaceState::Unknown(failure)) => failure.clone().into(),
+            }
+        }
+    })
+}
+
+/// Adds the namespace prerequisite every namespaced check has.
+fn in_namespace(check: Check, namespace: &str) -> Check {
+    check.requires(Prerequisite::Namespace(namespace.to_string()))
+}
+
+/// At most `max` lines of text, each cut to a readable width, for details.
+pub(crate) fn excerpt(text: &str, max_lines: usize) -> String {
+    const WIDTH: usize = 300;
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(max_lines);
+    lines[start..]
+        .iter()
+        .map(|l| {
+            if l.chars().count() > WIDTH {
+                let cut: String = l.chars().take(WIDTH).collect();
+                format!("{cut}…")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,453 @@
+//! Pods: enough Ready pods per selector, none of them broken, and when not, why: the container
+//! state in the words `kubectl describe` uses, plus the log tail where the error is (for a
+//! crash loop, the previous container's).
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
+use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed};
+use crate::suite::Pods;
+
+use super::{excerpt, in_namespace};
+
+const LOG_LINES: i64 = 20;
+
+pub fn check(label: &str, namespace: &str, pods: &Pods) -> Check {
+    let name = format!("kubernetes::pods::{label}");
+    let namespace = namespace.to_string();
+    let spec = pods.clone();
+    let ns = namespace.clone();
+    in_namespace(
+        Check::new(name, Layer::Kubernetes, move |env, ctx| {
+            let (ns, spec) = (ns.clone(), spec.clone());
+            async move {
+                ctx.observe(format!("listing pods {} in {ns}", spec.selector));
+                let pods = match env.cluster.list::<Pod>(&ns, Some(&spec.selector)).await {
+                    Ok(p) => p,
+                    Err(f) => return f.into(),
+                };
+                let mut outcome = judge(&ns, &spec, &pods);
+                if let Outcome::Failed(f) = &mut outcome
+                    && let Some((pod, container, previous)) = log_source(&pods, &spec)
+                {
+                    ctx.observe(format!("reading the log of {ns}/{pod} ({container})"));
+                    let tail = env
+                        .cluster
+                        .log_tail(&ns, &pod, &container, previous, LOG_LINES)
+                        .await;
+                    let which = if previous { "previous " } else { "" };
+                    let section = match tail {
+                        Ok(text) if text.trim().is_empty() => {
+                            format!("log of {pod} ({which}container {container}): empty")
+                        }
+                        Ok(text) => format!(
+                            "last {LOG_LINES} log lines of {pod} ({which}container {container}):\n{}",
+                            excerpt(&text, LOG_LINES as usize)
+                        ),
+                        Err(e) => format!("log of {pod} unavailable: {}", e.summary),
+                    };
+                    f.details = Some(match f.details.take() {
+                        Some(d) => format!("{d}\n{section}"),
+                        None => section,
+                    });
+                }
+                outcome
+            }
+        }),
+        &namespace,
+    )
+}
+
+/// What is wrong with one pod, most telling first.
+#[derive(Debug, Clone, PartialEq)]
+enum Problem {
+    CrashLoop {
+        container: String,
+        restarts: i32,
+        last: Option<String>,
+    },
+    ImagePull {
+        container: String,
+        image: String,
+        reason: String,
+        message: String,
+    },
+    ContainerConfig {
+        container: String,
+        reason: String,
+        message: String,
+    },
+    Unschedulable {
+        message: String,
+    },
+    /// Running (or starting) but not Ready.
+    NotReady {
+        state: String,
+    },
+}
+
+impl Problem {
+    /// Whether the pod will not get better by waiting: a broken rollout, even when enough
+    /// other pods are Ready.
+    fn is_broken(&self) -> bool {
+        !matches!(self, Problem::NotReady { .. })
+    }
+
+    fn cause(&self) -> Cause {
+        match self {
+            Problem::CrashLoop { .. } => Cause::CrashLoop,
+            Problem::ImagePull { .. } => Cause::ImagePull,
+            Problem::ContainerConfig { .. } => Cause::ContainerConfig,
+            Problem::Unschedulable { .. } => Cause::Unschedulable,
+            Problem::NotReady { .. } => Cause::NotReady,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Problem::CrashLoop {
+                container,
+                restarts,
+                last,
+            } => {
+                let last = last
+                    .as_ref()
+                    .map(|l| format!(", last exit: {l}"))
+                    .unwrap_or_default();
+                format!("container {container} in CrashLoopBackOff ({restarts} restarts{last})")
+            }
+            Problem::ImagePull {
+                container,
+                image,
+                reason,
+                ..
+            } => format!("container {container}: {reason} for image {image}"),
+            Problem::ContainerConfig {
+                container,
+                reason,
+                message,
+            } => format!("container {container}: {reason}: {message}"),
+            Problem::Unschedulable { message } => format!("Pending, unschedulable: {message}"),
+            Problem::NotReady { state } => format!("not ready: {state}"),
+        }
+    }
+
+    fn hint(&self, ns: &str, pod: &str) -> String {
+        match self {
+            Problem::CrashLoop { container, .. } => format!(
+                "the container exits at start; its previous log above shows why (kubectl logs -n {ns} {pod} -c {container} --previous)"
+            ),
+            Problem::ImagePull { .. } => format!(
+                "check the image name and tag in the Helm values, and the registry credentials (imagePullSecrets): kubectl describe pod -n {ns} {pod}"
+            ),
+            Problem::ContainerConfig { .. } => format!(
+                "a Secret or ConfigMap the pod references is missing or lacks a key (see the kubernetes::secrets checks): kubectl describe pod -n {ns} {pod}"
+            ),
+            Problem::Unschedulable { .. } => format!(
+                "no node can take the pod: free capacity or lower its requests (kubectl describe pod -n {ns} {pod})"
+            ),
+            Problem::NotReady { .. } => format!(
+                "its readiness probe fails: kubectl describe pod -n {ns} {pod} (events) and kubectl logs -n {ns} {pod}"
+            ),
+        }
+    }
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    let status = pod.status.as_ref();
+    let init = status
+        .and_then(|s| s.init_container_statuses.as_deref())
+        .unwrap_or_default();
+    let main = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    init.iter().chain(main.iter())
+}
+
+fn diagnose(pod: &Pod) -> Option<Problem> {
+    if is_ready(pod) {
+        return None;
+    }
+    let status = pod.status.as_ref();
+    for cs in statuses(pod) {
+        let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.clone().unwrap_or_default();
+        let message = waiting.message.clone().unwrap_or_default();
+        match reason.as_str() {
+            "CrashLoopBackOff" => {
+                let last = cs
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .map(|t| {
+                        format!(
+                            "{} (exit code {})",
+                            t.reason.as_deref().unwrap_or("terminated"),
+                            t.exit_code
+                        )
+                    });
+                return Some(Problem::CrashLoop {
+                    container: cs.name.clone(),
+                    restarts: cs.restart_count,
+                    last,
+                });
+            }
+            "ImagePullBackOff" | "ErrImagePull" | "InvalidImageName" | "ErrImageNeverPull" => {
+                return Some(Problem::ImagePull {
+                    container: cs.name.clone(),
+                    image: cs.image.clone(),
+                    reason,
+                    message,
+                });
+            }
+            "CreateContainerConfigError" | "CreateContainerError" | "RunContainerError" => {
+                return Some(Problem::ContainerConfig {
+                    container: cs.name.clone(),
+                    reason,
+                    message,
+                });
+            }
+            _ => {}
+        }
+    }
+    let conditions = status
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    if let Some(c) = conditions
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        return Some(Problem::Unschedulable {
+            message: c
+                .message
+                .clone()
+                .or_else(|| c.reason.clone())
+                .unwrap_or_else(|| "no reason given".into()),
+        });
+    }
+    let phase = status
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_else(|| "Unknown".into());
+    let state = statuses(pod)
+        .find(|cs| !cs.ready)
+        .map(|cs| match cs.state.as_ref() {
+            Some(s) if s.running.is_some() => {
+                format!(
+                    "container {} running but not ready (readiness probe failing)",
+                    cs.name
+                )
+            }
+            Some(s) if s.waiting.is_some() => format!(
+                "container {} waiting: {}",
+                cs.name,
+                s.waiting
+                    .as_ref()
+                    .and_then(|w| w.reason.clone())
+                    .unwrap_or_default()
+            ),
+            Some(s) if s.terminated.is_some() => format!(
+                "container {} terminated: {}",
+                cs.name,
+                s.terminated
+                    .as_ref()
+                    .and_then(|t| t.reason.clone())
+                    .unwrap_or_default()
+            ),
+            _ => format!("container {} not ready", cs.name),
+        })
+        .unwrap_or_else(|| {
+            if pod.metadata.deletion_timestamp.is_some() {
+                "terminating".to_string()
+            } else {
+                format!("phase {phase}")
+            }
+        });
+    Some(Problem::NotReady { state })
+}
+
+fn pod_name(pod: &Pod) -> String {
+    pod.metadata.name.clone().unwrap_or_default()
+}
+
+/// Decides the outcome from the listed pods (pure, so it is tested without a server).
+fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
+    let total = pods.len() as u64;
+    let ready = pods.iter().filter(|p| is_ready(p)).count() as u64;
+    let restarts: i64 = pods
+        .iter()
+        .flat_map(|p| statuses(p))
+        .map(|c| i64::from(c.restart_count))
+        .sum();
+    let mut metrics = Metrics::default();
+    metrics
+        .count("pods", total)
+        .count("ready_pods", ready)
+        .count("restarts", restarts.max(0) as u64);
+
+    if pods.is_empty() {
+        let mut f = Outcome::fail(
+            Cause::NoPods,
+            format!("no pod in namespace {ns} matches {}", spec.selector),
+        )
+        .hint(format!(
+            "is the Deployment scaled to zero, or the selector wrong? kubectl get deploy,rs,pods -n {ns} -l {}",
+            spec.selector
+        ));
+        f.metrics = metrics;
+        return f.into();
+    }
+
+    let problems: Vec<(String, Problem)> = pods
+        .iter()
+        .filter_map(|p| diagnose(p).map(|d| (pod_name(p), d)))
+        .collect();
+    let states = problems
+        .iter()
+        .map(|(pod, p)| format!("{pod}: {}", p.describe()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let worst = problems
+        .iter()
+        .find(|(_, p)| p.is_broken())
+        .or_else(|| problems.first());
+
+    let enough = ready >= u64::from(spec.min_ready);
+    match worst {
+        Some((pod, problem)) if !enough || problem.is_broken() => {
+            let summary = format!(
+                "{ready}/{total} pods ready (need {}); {pod}: {}",
+                spec.min_ready,
+                problem.describe()
+            );
+            let mut f: Failure = Outcome::fail(problem.cause(), summary)
+                .details(states)
+                .hint(problem.hint(ns, pod));
+            f.metrics = metrics;
+            f.into()
+        }
+        _ => {
+            let mut p = Passed {
+                summary: format!("{ready}/{total} pods ready (need {})", spec.min_ready),
+                metrics,
+                ..Passed::default()
+            };
+            if !states.is_empty() {
+                p = p.note(states);
+            }
+            p.into()
+        }
+    }
+}
+
+/// Which log explains the failure: the failing container of the worst pod, its previous run
+/// for a crash loop. None where there is no log to read (image pull, config error, Pending).
+fn log_source(pods: &[Pod], spec: &Pods) -> Option<(String, String, bool)> {
+    let (pod, problem) = pods
+        .iter()
+        .filter_map(|p| diagnose(p).map(|d| (p, d)))
+        .max_by_key(|(_, d)| d.is_broken())?;
+    match problem {
+        Problem::CrashLoop { container, .. } => Some((pod_name(pod), container, true)),
+        Problem::NotReady { .. } => {
+            let running =
+                statuses(pod).find(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))?;
+            let container = spec
+                .container
+                .clone()
+                .filter(|c| statuses(pod).any(|s| &s.name == c))
+                .unwrap_or_else(|| running.name.clone());
+            Some((pod_name(pod), container, false))
+        }
+        Problem::ImagePull { .. }
+        | Problem::ContainerConfig { .. }
+        | Problem::Unschedulable { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).expect("pod fixture")
+    }
+
+    fn spec() -> Pods {
+        Pods {
+            selector: "app=x".into(),
+            min_ready: 1,
+            container: Some("app".into()),
+        }
+    }
+
+    fn ready_pod(name: &str) -> Pod {
+        pod(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "app", "image": "img", "imageID": "", "ready": true,
+                    "restartCount": 0, "state": {"running": {}}}]}
+        }))
+    }
+
+    fn crash_pod(name: &str) -> Pod {
+        pod(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "app", "image": "img", "imageID": "", "ready": false,
+                    "restartCount": 7,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}
+        }))
+    }
+
+    #[test]
+    fn crash_loop_with_enough_ready_pods_still_fails() {
+        let out = judge("ns", &spec(), &[ready_pod("a"), crash_pod("b")]);
+        let Outcome::Failed(f) = out else {
+            panic!("expected failure, got {out:?}")
+        };
+        assert_eq!(f.cause, Cause::CrashLoop);
+        assert!(f.summary.contains("1/2 pods ready"), "{}", f.summary);
+        assert!(
+            f.summary
+                .contains("7 restarts, last exit: Error (exit code 1)"),
+            "{}",
+            f.summary
+        );
+    }
+
+    #[test]
+    fn crash_loop_reads_the_previous_log() {
+        let src = log_source(&[ready_pod("a"), crash_pod("b")], &spec());
+        assert_eq!(src, Some(("b".into(), "app".into(), true)));
+    }
+
+    #[test]
+    fn no_pods_names_the_selector() {
+        let Outcome::Failed(f) = judge("ns", &spec(), &[]) else {
+            panic!()
+        };
+        assert_eq!(f.cause, Cause::NoPods);
+        assert!(f.summary.contains("app=x"));
+    }
+
+    #[test]
+    fn enough_ready_pods_pass() {
+        let Outcome::Passed(p) = judge("ns", &spec(), &[ready_pod("a")]) else {
+            panic!()
+        };
+        assert_eq!(p.summary, "1/1 pods ready (need 1)");
+    }
+}

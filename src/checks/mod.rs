@@ -1,0 +1,21 @@
+//! The checks, one module per layer. Each builds named checks from its part of the suite,
+//! without touching the network, so `--list` and filters work offline.
+
+pub mod kube;
+
+use crate::check::Check;
+use crate::suite::Suite;
+
+/// Every check the suite describes, in report order.
+pub fn all(suite: &Suite) -> Vec<Check> {
+    kube::checks(suite)
+}
+
+/// An object's name in a check name: bare in the suite's namespace, `namespace/name` elsewhere.
+pub fn qualified(suite: &Suite, namespace: &str, name: &str) -> String {
+    if namespace == suite.namespace {
+        name.to_string()
+    } else {
+        format!("{namespace}/{name}")
+    }
+}

@@ -1,0 +1,388 @@
+//! The command line, in two stages: clap structs hold what the user typed; [`Plan`] holds the
+//! validated values the run is built from, before any network call. Every bad value becomes a
+//! one-line error that names the flag (or the suite file, line and field).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::cluster::KubeSelection;
+use crate::runner::Selection;
+use crate::suite::{self, Suite, SuiteError};
+
+/// Proves a LiteLLM deployment on Kubernetes really works: from pods and secrets to the
+/// database, vLLM and the trimming guardrail.
+#[derive(Debug, Parser)]
+#[command(name = "smokecheck", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the deployment described by a suite. Exit 0: all passed; 1: a check failed; 2: usage,
+    /// suite or kubeconfig error, or a filter that matches no check.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Colours and a live progress bar on a terminal.
+    Pretty,
+    /// The same lines without colours or progress bar (logs, CI).
+    Plain,
+    /// One JSON document on stdout.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConnectMode {
+    /// Direct where cluster DNS resolves, else through port-forwards.
+    Auto,
+    Direct,
+    PortForward,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Run only checks whose name contains one of these (as `cargo test`).
+    #[arg(value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Filters must equal the whole check name.
+    #[arg(long)]
+    pub exact: bool,
+    /// Leave out checks whose name contains PATTERN (repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub skip: Vec<String>,
+    /// Print the names of the selected checks and exit, without touching the network.
+    #[arg(long)]
+    pub list: bool,
+    /// The suite file [default: the built-in suites/litellm.yaml].
+    #[arg(long, value_name = "FILE", env = "SMOKECHECK_SUITE")]
+    pub suite: Option<PathBuf>,
+    /// Override the suite's namespace.
+    #[arg(short = 'n', long, value_name = "NS", env = "SMOKECHECK_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Path to the kubeconfig file (as kubectl; KUBECONFIG is honoured too).
+    #[arg(long, value_name = "PATH", env = "SMOKECHECK_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, value_name = "NAME", env = "SMOKECHECK_CONTEXT")]
+    pub context: Option<String>,
+    /// Reach suite endpoint NAME (litellm, database, vllm or vllm:<ns>/<service>) at URL.
+    #[arg(
+        long = "endpoint",
+        value_name = "NAME=URL",
+        env = "SMOKECHECK_ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// Write a JUnit XML report to PATH.
+    #[arg(long, value_name = "PATH", env = "SMOKECHECK_JUNIT")]
+    pub junit: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Pretty, env = "SMOKECHECK_FORMAT")]
+    pub format: Format,
+    /// When to use colours (NO_COLOR is honoured by auto).
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, env = "SMOKECHECK_COLOR")]
+    pub color: ColorChoice,
+    /// Time limit of one check attempt.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        env = "SMOKECHECK_TIMEOUT"
+    )]
+    pub timeout: String,
+    /// Time limit of the whole run; checks still running then fail, and reports are written.
+    #[arg(long, value_name = "DURATION", env = "SMOKECHECK_DEADLINE")]
+    pub deadline: Option<String>,
+    /// Retry failing checks with backoff until they pass or DURATION has elapsed.
+    #[arg(long, value_name = "DURATION", env = "SMOKECHECK_WAIT")]
+    pub wait: Option<String>,
+    /// How many checks run at once.
+    #[arg(long, value_name = "N", env = "SMOKECHECK_TEST_THREADS")]
+    pub test_threads: Option<NonZeroUsize>,
+    /// How endpoints inside the cluster are reached.
+    #[arg(long, value_enum, default_value_t = ConnectMode::Auto, env = "SMOKECHECK_CONNECT")]
+    pub connect: ConnectMode,
+}
+
+/// A usage or configuration error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Suite(#[from] SuiteError),
+    #[error("{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+}
+
+fn flag(flag: &'static str, message: impl Into<String>) -> PlanError {
+    PlanError::Flag {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// A suite endpoint the user can point elsewhere with `--endpoint`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EndpointName {
+    Litellm,
+    Database,
+    /// The one vLLM backend, or one of several by namespace and service.
+    Vllm(Option<(String, String)>),
+}
+
+impl std::fmt::Display for EndpointName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndpointName::Litellm => f.write_str("litellm"),
+            EndpointName::Database => f.write_str("database"),
+            EndpointName::Vllm(None) => f.write_str("vllm"),
+            EndpointName::Vllm(Some((ns, svc))) => write!(f, "vllm:{ns}/{svc}"),
+        }
+    }
+}
+
+/// How the output is rendered.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub format: Format,
+    pub color: bool,
+    pub progress_bar: bool,
+    pub junit: Option<PathBuf>,
+}
+
+/// Everything a run needs, validated.
+#[derive(Debug)]
+pub struct Plan {
+    pub suite: Suite,
+    pub selection: Selection,
+    pub list: bool,
+    pub kube: KubeSelection,
+    pub endpoints: BTreeMap<EndpointName, http::Uri>,
+    pub output: Output,
+    pub timeout: Duration,
+    pub deadline: Option<Duration>,
+    pub wait: Option<Duration>,
+    pub threads: Option<usize>,
+    pub connect: ConnectMode,
+}
+
+/// The built-in default suite, so the binary works from any directory (and in the image).
+pub const BUILTIN_SUITE: &str = include_str!("../suites/litellm.yaml");
+
+impl VerifyArgs {
+    /// How output is rendered, decided before anything else can fail, so even a bad suite
+    /// still gets its JUnit/JSON error entry.
+    pub fn output(&self) -> Output {
+        use std::io::IsTerminal;
+        let tty = std::io::stdout().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let color = match self.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && !no_color && self.format == Format::Pretty,
+        };
+        Output {
+            format: self.format,
+            color,
+            progress_bar: tty && self.format == Format::Pretty && !self.list,
+            junit: self.junit.clone(),
+        }
+    }
+
+    pub fn plan(self) -> Result<Plan, PlanError> {
+        let output = self.output();
+        let mut suite = match &self.suite {
+            Some(path) => suite::read(path)?,
+            None => suite::parse(BUILTIN_SUITE, "<built-in suites/litellm.yaml>")?,
+        };
+        if let Some(ns) = &self.namespace {
+            if ns.is_empty()
+                || !ns
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(flag(
+                    "--namespace",
+                    format!("{ns:?} is not a valid namespace name"),
+                ));
+            }
+            suite.namespace = ns.clone();
+        }
+        let timeout = duration("--timeout", &self.timeout)?;
+        let deadline = self
+            .deadline
+            .as_deref()
+            .map(|d| duration("--deadline", d))
+            .transpose()?;
+        let wait = self
+            .wait
+            .as_deref()
+            .map(|d| duration("--wait", d))
+            .transpose()?;
+        let mut endpoints = BTreeMap::new();
+        for spec in &self.endpoints {
+            let (name, uri) = endpoint(spec, &suite)?;
+            if endpoints.insert(name.clone(), uri).is_some() {
+                return Err(flag("--endpoint", format!("{name} is given twice")));
+            }
+        }
+        Ok(Plan {
+            suite,
+            selection: Selection {
+                filters: self.filters,
+                exact: self.exact,
+                skip: self.skip,
+            },
+            list: self.list,
+            kube: KubeSelection {
+                kubeconfig: self.kubeconfig,
+                context: self.context,
+            },
+            endpoints,
+            output,
+            timeout,
+            deadline,
+            wait,
+            threads: self.test_threads.map(NonZeroUsize::get),
+            connect: self.connect,
+        })
+    }
+}
+
+fn duration(name: &'static str, text: &str) -> Result<Duration, PlanError> {
+    let d = humantime::parse_duration(text).map_err(|e| {
+        flag(
+            name,
+            format!("{text:?} is not a duration ({e}); write e.g. 30s, 5m"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(flag(name, "must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// Parses `NAME=URL` against the suite's endpoints.
+fn endpoint(spec: &str, suite: &Suite) -> Result<(EndpointName, http::Uri), PlanError> {
+    let Some((name, url)) = spec.split_once('=') else {
+        return Err(flag("--endpoint", format!("{spec:?} is not NAME=URL")));
+    };
+    let name = match name {
+        "litellm" => EndpointName::Litellm,
+        "database" if suite.database.is_some() => EndpointName::Database,
+        "database" => {
+            return Err(flag(
+                "--endpoint",
+                "the suite has no database (database: null)",
+            ));
+        }
+        "vllm" => match suite.vllm.len() {
+            1 => EndpointName::Vllm(None),
+            0 => return Err(flag("--endpoint", "the suite names no vLLM backend")),
+            _ => {
+                return Err(flag(
+                    "--endpoint",
+                    "the suite names several vLLM backends: write vllm:<namespace>/<service>=URL",
+                ));
+            }
+        },
+        other => match other.strip_prefix("vllm:").and_then(|r| r.split_once('/')) {
+            Some((ns, svc))
+                if suite
+                    .vllm
+                    .iter()
+                    .any(|v| v.namespace == ns && v.service.name == svc) =>
+            {
+                EndpointName::Vllm(Some((ns.to_string(), svc.to_string())))
+            }
+            Some((ns, svc)) => {
+                return Err(flag(
+                    "--endpoint",
+                    format!("the suite names no vLLM service {ns}/{svc}"),
+                ));
+            }
+            None => {
+                return Err(flag(
+                    "--endpoint",
+                    format!(
+                        "unknown endpoint {other:?} (expected litellm, database, vllm or vllm:<namespace>/<service>)"
+                    ),
+                ));
+            }
+        },
+    };
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| flag("--endpoint", format!("{name}: {url:?} is not a URL ({e})")))?;
+    let allowed: &[&str] = match name {
+        EndpointName::Database => &["postgresql", "postgres"],
+        _ => &["http", "https"],
+    };
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(_)) if allowed.contains(&scheme) => Ok((name, uri)),
+        _ => Err(flag(
+            "--endpoint",
+            format!(
+                "{name}: {url:?} must be a {}:// URL with a host",
+                allowed[0]
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suite() -> Suite {
+        suite::parse(BUILTIN_SUITE, "builtin").expect("built-in suite parses")
+    }
+
+    #[test]
+    fn endpoints_are_validated_against_the_suite() {
+        let s = suite();
+        assert_eq!(
+            endpoint("litellm=http://127.0.0.1:4000", &s).unwrap().0,
+            EndpointName::Litellm
+        );
+        assert_eq!(
+            endpoint("vllm=http://127.0.0.1:8000", &s).unwrap().0,
+            EndpointName::Vllm(None)
+        );
+        assert!(endpoint("database=postgresql://127.0.0.1:5432", &s).is_ok());
+        let err = endpoint("lite=http://x", &s).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--endpoint: unknown endpoint \"lite\""),
+            "{err}"
+        );
+        let err = endpoint("database=http://x:1", &s).unwrap_err().to_string();
+        assert!(err.contains("postgresql://"), "{err}");
+        let err = endpoint("litellm", &s).unwrap_err().to_string();
+        assert!(err.contains("NAME=URL"), "{err}");
+    }
+
+    #[test]
+    fn durations_name_the_flag() {
+        let err = duration("--timeout", "5 parsecs").unwrap_err().to_string();
+        assert!(
+            err.starts_with("--timeout: \"5 parsecs\" is not a duration"),
+            "{err}"
+        );
+        assert!(duration("--wait", "0s").is_err());
+        assert_eq!(duration("--wait", "90s").unwrap(), Duration::from_secs(90));
+    }
+}

@@ -1,0 +1,284 @@
+//! smokecheck: proves a LiteLLM deployment on Kubernetes really works.
+//!
+//! Data flows one way: arguments → [`cli::Plan`] → [`check::Check`]s → [`runner`] → results →
+//! [`report`]ers. Checks never print; reporters never do I/O beyond writing their output.
+
+pub mod check;
+pub mod checks;
+pub mod cli;
+pub mod cluster;
+pub mod env;
+pub mod report;
+pub mod runner;
+pub mod secret;
+pub mod suite;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::check::Cause;
+use crate::cli::{Cli, Command, Format, Output, VerifyArgs};
+use crate::report::terminal::{self, Styles, Terminal};
+use crate::report::{Progress, RunReport, Silent};
+use crate::runner::{RunOptions, Stop, Stopper};
+use crate::secret::Redactor;
+
+/// The exit codes, in one place (the CLI contract).
+pub mod exit {
+    /// Every selected check passed.
+    pub const PASSED: u8 = 0;
+    /// A check failed.
+    pub const FAILED: u8 = 1;
+    /// Usage, suite or kubeconfig error, an unreachable API server, or a filter that matches no
+    /// check: nothing could be checked.
+    pub const USAGE: u8 = 2;
+}
+
+/// Runs the command line `args` and returns the process's exit code.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::PASSED
+            });
+        }
+    };
+    match cli.command {
+        Command::Verify(args) => verify(args),
+    }
+}
+
+/// Prints an error and its sources on one line.
+fn print_error(err: &dyn std::error::Error) {
+    eprintln!("error: {}", cluster::error_chain(err));
+}
+
+fn verify(args: VerifyArgs) -> ExitCode {
+    let output = args.output();
+    let namespace_hint = args.namespace.clone().unwrap_or_else(|| "litellm".into());
+    let plan = match args.plan() {
+        Ok(p) => p,
+        Err(e) => {
+            print_error(&e);
+            let report = RunReport::setup_failure(
+                None,
+                namespace_hint,
+                Cause::Setup,
+                cluster::error_chain(&e),
+            );
+            return finish_setup_failure(&output, &report);
+        }
+    };
+
+    let selected: Vec<_> = checks::all(&plan.suite)
+        .into_iter()
+        .filter(|c| plan.selection.selects(&c.name))
+        .collect();
+    let namespace = plan.suite.namespace.clone();
+    if selected.is_empty() {
+        let message = format!(
+            "no check matches {}: `smokecheck verify --list` shows the names",
+            describe_selection(&plan.selection)
+        );
+        eprintln!("error: {message}");
+        let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
+        return finish_setup_failure(&plan.output, &report);
+    }
+    if plan.list {
+        let names: Vec<&str> = selected.iter().map(|c| c.name.as_str()).collect();
+        if plan.output.format == Format::Json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&names).unwrap_or_default()
+            );
+        } else {
+            for name in names {
+                println!("{name}");
+            }
+        }
+        return ExitCode::from(exit::PASSED);
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let started = Instant::now();
+    let stopper = Stopper::default();
+    runtime.spawn(watch_for_stop(stopper.clone(), plan.deadline));
+
+    let cluster = runtime.block_on(async {
+        tokio::select! {
+            c = cluster::connect(&plan.kube, plan.timeout) => Some(c),
+            _ = stopper.token_cancelled() => None,
+        }
+    });
+    let cluster = match cluster {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            print_error(&e);
+            let cause = match e {
+                cluster::ClusterError::Unauthorized { .. } => Cause::Unauthorized,
+                cluster::ClusterError::Unreachable { .. } => Cause::ApiUnreachable,
+                _ => Cause::Setup,
+            };
+            let report = RunReport::setup_failure(None, namespace, cause, cluster::error_chain(&e));
+            return finish_setup_failure(&plan.output, &report);
+        }
+        None => {
+            let message = "stopped before the API server answered".to_string();
+            eprintln!("error: {message}");
+            let report = RunReport::setup_failure(None, namespace, Cause::Interrupted, message);
+            return finish_setup_failure(&plan.output, &report);
+        }
+    };
+    let context = cluster.context.clone();
+
+    let styles = if plan.output.color {
+        Styles::colored()
+    } else {
+        Styles::default()
+    };
+    let terminal = Arc::new(Terminal::new(styles, plan.output.progress_bar));
+    let progress: Arc<dyn Progress> = match plan.output.format {
+        Format::Json => Arc::new(Silent),
+        Format::Pretty | Format::Plain => {
+            terminal.print(&terminal::render_header(
+                Some(&context),
+                &namespace,
+                selected.len(),
+                &styles,
+            ));
+            terminal.clone()
+        }
+    };
+
+    let suite = Arc::new(plan.suite.clone());
+    let env = runtime.block_on(env::Env::prepare(suite, cluster, Redactor::default()));
+    let options = RunOptions {
+        timeout: plan.timeout,
+        wait: plan.wait,
+        threads: plan.threads,
+    };
+    let results = runner::run(
+        &runtime,
+        Arc::new(env),
+        selected,
+        &options,
+        &stopper,
+        progress,
+    );
+    terminal.finish();
+    let report = RunReport {
+        context: Some(context),
+        namespace,
+        duration: started.elapsed(),
+        checks: results,
+        error: None,
+    };
+    let code = if report.counts().failed > 0 {
+        exit::FAILED
+    } else {
+        exit::PASSED
+    };
+    let written = write_reports(&plan.output, &report, &terminal);
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match written {
+        Ok(()) => ExitCode::from(code),
+        Err(()) => ExitCode::from(exit::USAGE),
+    }
+}
+
+fn describe_selection(sel: &runner::Selection) -> String {
+    let mut parts: Vec<String> = sel.filters.iter().map(|f| format!("{f:?}")).collect();
+    if parts.is_empty() {
+        parts.push("the suite".into());
+    }
+    let mut out = format!("the filter {}", parts.join(" or "));
+    if sel.exact {
+        out.push_str(" (--exact)");
+    }
+    if !sel.skip.is_empty() {
+        out.push_str(&format!(" with --skip {}", sel.skip.join(", ")));
+    }
+    out
+}
+
+/// Waits for the run's deadline or a termination signal, then stops the run.
+async fn watch_for_stop(stopper: Stopper, deadline: Option<Duration>) {
+    let deadline = async {
+        match deadline {
+            Some(d) => {
+                tokio::time::sleep(d).await;
+                Stop::Deadline(d)
+            }
+            None => std::future::pending().await,
+        }
+    };
+    #[cfg(unix)]
+    let sigterm = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+                Stop::Signal("SIGTERM")
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let sigterm = std::future::pending::<Stop>();
+    let interrupt = async {
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => Stop::Signal("SIGINT"),
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let why = tokio::select! {
+        w = deadline => w,
+        w = sigterm => w,
+        w = interrupt => w,
+    };
+    stopper.stop(why);
+}
+
+/// Exit 2, with the JUnit/JSON reports still saying why nothing could be checked.
+fn finish_setup_failure(output: &Output, report: &RunReport) -> ExitCode {
+    let terminal = Terminal::new(Styles::default(), false);
+    let _ = write_reports(output, report, &terminal);
+    ExitCode::from(exit::USAGE)
+}
+
+/// Writes the JUnit file and the stdout report. A JUnit file that cannot be written is an
+/// error of its own (CI would otherwise read a stale one).
+fn write_reports(output: &Output, report: &RunReport, terminal: &Terminal) -> Result<(), ()> {
+    let mut ok = Ok(());
+    if let Some(path) = &output.junit
+        && let Err(e) = std::fs::write(path, report::junit::render(report))
+    {
+        eprintln!("error: writing JUnit report {}: {e}", path.display());
+        ok = Err(());
+    }
+    match output.format {
+        Format::Json => print!("{}", report::json::render(report)),
+        Format::Pretty | Format::Plain => {
+            if report.error.is_none() {
+                terminal.print(&terminal::render_summary(report, terminal.styles()));
+            }
+        }
+    }
+    ok
+}

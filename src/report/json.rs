@@ -1,0 +1,81 @@
+//! `--format json`: one JSON document on stdout, for scripts (`jq`). The shape is a contract:
+//! `schema_version` changes when a field changes meaning or goes away; fields are only added.
+
+use serde::Serialize;
+
+use super::{CheckResult, Counts, RunReport, Status};
+use crate::check::{Cause, Layer, Metrics};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct Document<'a> {
+    schema_version: u32,
+    version: &'static str,
+    context: Option<&'a str>,
+    namespace: &'a str,
+    summary: Summary,
+    checks: Vec<Entry<'a>>,
+    /// Why nothing could be checked, when the run ended with exit code 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    #[serde(flatten)]
+    counts: Counts,
+    duration_ms: u128,
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    name: &'a str,
+    layer: Layer,
+    status: Status,
+    duration_ms: u128,
+    attempts: u32,
+    cause: Option<Cause>,
+    summary: &'a str,
+    details: Option<&'a str>,
+    hint: Option<&'a str>,
+    skip_reason: Option<&'a str>,
+    metrics: &'a Metrics,
+}
+
+impl<'a> From<&'a CheckResult> for Entry<'a> {
+    fn from(r: &'a CheckResult) -> Entry<'a> {
+        Entry {
+            name: &r.name,
+            layer: r.layer,
+            status: r.status,
+            duration_ms: r.duration.as_millis(),
+            attempts: r.attempts,
+            cause: r.cause,
+            summary: &r.summary,
+            details: r.details.as_deref(),
+            hint: r.hint.as_deref(),
+            skip_reason: r.skip_reason.as_deref(),
+            metrics: &r.metrics,
+        }
+    }
+}
+
+pub fn render(report: &RunReport) -> String {
+    let doc = Document {
+        schema_version: SCHEMA_VERSION,
+        version: env!("CARGO_PKG_VERSION"),
+        context: report.context.as_deref(),
+        namespace: &report.namespace,
+        summary: Summary {
+            counts: report.counts(),
+            duration_ms: report.duration.as_millis(),
+        },
+        checks: report.checks.iter().map(Entry::from).collect(),
+        error: report.error.as_deref(),
+    };
+    // Serializing plain structs of strings and numbers cannot fail.
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    out.push('\n');
+    out
+}

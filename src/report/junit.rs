@@ -1,0 +1,89 @@
+//! `--junit PATH`: JUnit XML that GitLab and Jenkins read (quick-junit, as nextest writes it):
+//! one testsuite per layer, one testcase per check; a failure carries the summary as its
+//! message, the cause code as its type, and details plus hint as its text; metrics are
+//! testcase properties; a check that passed after retries is flaky with its failed runs.
+
+use quick_junit::{
+    NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
+};
+
+use super::{CheckResult, RunReport, Status};
+
+pub fn render(report: &RunReport) -> String {
+    let mut out = Report::new("smokecheck");
+    out.set_time(report.duration);
+    let mut layers: Vec<_> = report.checks.iter().map(|c| c.layer).collect();
+    layers.dedup();
+    let mut seen = Vec::new();
+    for layer in layers {
+        if seen.contains(&layer) {
+            continue;
+        }
+        seen.push(layer);
+        let mut suite = TestSuite::new(layer.as_str());
+        for check in report.checks.iter().filter(|c| c.layer == layer) {
+            suite.add_test_case(case(check));
+        }
+        out.add_test_suite(suite);
+    }
+    // quick-junit writes to a Vec<u8>; that cannot fail for well-formed strings.
+    out.to_string().unwrap_or_default()
+}
+
+fn case(check: &CheckResult) -> TestCase {
+    let status = match check.status {
+        Status::Passed => {
+            let mut s = TestCaseStatus::success();
+            for earlier in &check.failed_attempts {
+                let mut rerun = TestRerun::new(NonSuccessKind::Failure);
+                rerun.set_message(earlier.as_str());
+                s.add_rerun(rerun);
+            }
+            s
+        }
+        Status::Failed => {
+            let kind = if check.name == "smokecheck::setup" {
+                NonSuccessKind::Error
+            } else {
+                NonSuccessKind::Failure
+            };
+            let mut s = TestCaseStatus::non_success(kind);
+            s.set_message(check.summary.as_str());
+            if let Some(cause) = check.cause {
+                s.set_type(cause.code());
+            }
+            let mut text = check.details.clone().unwrap_or_default();
+            if let Some(hint) = &check.hint {
+                if !text.is_empty() {
+                    text.push('\n');
+                }
+                text.push_str("hint: ");
+                text.push_str(hint);
+            }
+            if !text.is_empty() {
+                s.set_description(text);
+            }
+            s
+        }
+        Status::Skipped => {
+            let mut s = TestCaseStatus::skipped();
+            if let Some(reason) = &check.skip_reason {
+                s.set_message(reason.as_str());
+            }
+            s
+        }
+    };
+    let mut case = TestCase::new(check.name.as_str(), status);
+    case.set_classname(format!("smokecheck.{}", check.layer.as_str()));
+    case.set_time(check.duration);
+    if check.attempts > 1 {
+        case.add_property(Property::new("attempts", check.attempts.to_string()));
+    }
+    for (name, value) in check.metrics.iter() {
+        case.add_property(Property::new(name, value.to_string()));
+    }
+    if check.status == Status::Passed && !check.summary.is_empty() {
+        case.set_system_out(check.summary.as_str());
+    }
+    case
+}

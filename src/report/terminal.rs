@@ -1,0 +1,202 @@
+//! What people read: a line per check as it finishes, details indented under failures, and a
+//! one-line summary. `pretty` adds colour (owo-colors) and a live progress bar (indicatif) on a
+//! terminal; `plain` is the same text without either, for logs (the Argo CD hook).
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use owo_colors::{OwoColorize, Style};
+
+use super::{CheckResult, Progress, RunReport, Status, human_duration};
+
+/// All colours in one place; plain unless switched on once.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Styles {
+    pass: Style,
+    fail: Style,
+    skip: Style,
+    name: Style,
+    dim: Style,
+    hint: Style,
+}
+
+impl Styles {
+    pub fn colored() -> Styles {
+        Styles {
+            pass: Style::new().green().bold(),
+            fail: Style::new().red().bold(),
+            skip: Style::new().yellow().bold(),
+            name: Style::new().bold(),
+            dim: Style::new().dimmed(),
+            hint: Style::new().cyan(),
+        }
+    }
+}
+
+/// The header line of a run.
+pub fn render_header(context: Option<&str>, namespace: &str, checks: usize, s: &Styles) -> String {
+    let context = context.unwrap_or("-");
+    format!(
+        "{} {} · context {context} · namespace {namespace} · {checks} checks\n",
+        "smokecheck".style(s.name),
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// One check's block: its line, then (for failures) summary, details and hint, indented.
+pub fn render_result(r: &CheckResult, s: &Styles) -> String {
+    let (label, style) = match r.status {
+        Status::Passed if r.is_flaky() => ("FLAKY", s.skip),
+        Status::Passed => ("PASS ", s.pass),
+        Status::Failed => ("FAIL ", s.fail),
+        Status::Skipped => ("SKIP ", s.skip),
+    };
+    let mut out = format!("{} {}", label.style(style), r.name.style(s.name));
+    match r.status {
+        Status::Passed => {
+            let attempts = if r.attempts > 1 {
+                format!(", {} attempts", r.attempts)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                " {}",
+                format!("({}{attempts})", human_duration(r.duration)).style(s.dim)
+            ));
+            if !r.summary.is_empty() {
+                out.push_str(&format!(" {}", r.summary));
+            }
+            out.push('\n');
+            if let Some(d) = &r.details {
+                out.push_str(&indent(d, "      ", s.dim));
+            }
+        }
+        Status::Skipped => {
+            out.push_str(&format!(
+                " {}\n",
+                r.skip_reason.as_deref().unwrap_or("").style(s.dim)
+            ));
+        }
+        Status::Failed => {
+            let cause = r.cause.map(|c| format!(" [{c}]")).unwrap_or_default();
+            let attempts = if r.attempts > 1 {
+                format!(", {} attempts", r.attempts)
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                " {}\n",
+                format!("({}{attempts}){cause}", human_duration(r.duration)).style(s.dim)
+            ));
+            out.push_str(&format!("      {}\n", r.summary));
+            if let Some(d) = &r.details {
+                out.push_str(&indent(d, "      │ ", s.dim));
+            }
+            if let Some(h) = &r.hint {
+                out.push_str(&format!("      {} {}\n", "hint:".style(s.hint), h));
+            }
+        }
+    }
+    out
+}
+
+fn indent(text: &str, prefix: &str, style: Style) -> String {
+    text.lines()
+        .map(|l| format!("{}{}\n", prefix.style(style), l))
+        .collect()
+}
+
+/// The closing line.
+pub fn render_summary(report: &RunReport, s: &Styles) -> String {
+    if let Some(error) = &report.error {
+        return format!("{} {error}\n", "error:".style(s.fail));
+    }
+    let c = report.counts();
+    let flaky = report.checks.iter().filter(|r| r.is_flaky()).count();
+    let verdict = if c.failed > 0 {
+        "FAILED".style(s.fail).to_string()
+    } else {
+        "PASSED".style(s.pass).to_string()
+    };
+    let flaky = if flaky > 0 {
+        format!(" ({flaky} flaky)")
+    } else {
+        String::new()
+    };
+    format!(
+        "\n{verdict} {} passed{flaky}, {} failed, {} skipped in {}\n",
+        c.passed,
+        c.failed,
+        c.skipped,
+        human_duration(report.duration)
+    )
+}
+
+/// Live output to stdout: each result as it arrives, under a progress bar when stdout is a
+/// terminal and the format is pretty.
+pub struct Terminal {
+    styles: Styles,
+    bar: Option<ProgressBar>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Terminal {
+    pub fn new(styles: Styles, progress_bar: bool) -> Terminal {
+        let bar = progress_bar.then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {pos}/{len} checks {elapsed} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        Terminal {
+            styles,
+            bar,
+            out: Mutex::new(Box::new(std::io::stdout())),
+        }
+    }
+
+    pub fn styles(&self) -> &Styles {
+        &self.styles
+    }
+
+    pub fn print(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| self.write(text)),
+            None => self.write(text),
+        }
+    }
+
+    fn write(&self, text: &str) {
+        if let Ok(mut out) = self.out.lock() {
+            // A closed stdout (`| head`) must not turn into a failure of the run.
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Terminal {
+    fn started(&self, total: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total as u64);
+        }
+    }
+
+    fn finished(&self, result: &CheckResult) {
+        self.print(&render_result(result, &self.styles));
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(result.name.clone());
+        }
+    }
+}

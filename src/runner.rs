@@ -1,0 +1,428 @@
+//! Runs checks: libtest-mimic trials on one tokio runtime. "Eventually" lives here, not in the
+//! checks: the per-check timeout, the run's deadline, `--wait` retries with backoff, and the
+//! last observed state when time runs out. Every result is redacted before anyone sees it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Trial};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::check::{Cause, Check, Ctx, Failure, Outcome, Prerequisite};
+use crate::env::{Env, NamespaceState};
+use crate::report::{CheckResult, Progress, Status};
+
+/// Which checks the user selected, with cargo test's semantics: a check runs when any filter
+/// is a substring of its name (equal to it with `exact`) and no skip pattern matches.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub filters: Vec<String>,
+    pub exact: bool,
+    pub skip: Vec<String>,
+}
+
+impl Selection {
+    fn arguments(&self, filter: Option<&String>) -> Arguments {
+        Arguments {
+            filter: filter.cloned(),
+            exact: self.exact,
+            skip: self.skip.clone(),
+            ..Arguments::default()
+        }
+    }
+
+    pub fn selects(&self, name: &str) -> bool {
+        // libtest-mimic's own matcher, so `--exact`/`--skip` mean exactly what they mean there.
+        let probe = Trial::test(name, || Ok(()));
+        if self.filters.is_empty() {
+            return !self.arguments(None).is_filtered_out(&probe);
+        }
+        self.filters
+            .iter()
+            .any(|f| !self.arguments(Some(f)).is_filtered_out(&probe))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub timeout: Duration,
+    pub wait: Option<Duration>,
+    pub threads: Option<usize>,
+}
+
+/// Why the run stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Deadline(Duration),
+    Signal(&'static str),
+}
+
+impl Stop {
+    fn describe(self) -> (Cause, String) {
+        match self {
+            Stop::Deadline(d) => (
+                Cause::Deadline,
+                format!(
+                    "the run's deadline ({}) passed",
+                    humantime::format_duration(d)
+                ),
+            ),
+            Stop::Signal(sig) => (Cause::Interrupted, format!("interrupted by {sig}")),
+        }
+    }
+}
+
+/// Ends the run early on the deadline or a signal; checks that were running report
+/// where they were.
+#[derive(Clone, Default)]
+pub struct Stopper {
+    token: CancellationToken,
+    reason: Arc<OnceLock<Stop>>,
+}
+
+impl Stopper {
+    pub fn stop(&self, why: Stop) {
+        let _ = self.reason.set(why);
+        self.token.cancel();
+    }
+
+    /// Resolves once the run is stopped.
+    pub async fn token_cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    pub fn reason(&self) -> Option<Stop> {
+        self.reason.get().copied()
+    }
+}
+
+/// Runs `checks` and returns their results in check order; `progress` sees each result as it
+/// is recorded.
+pub fn run(
+    runtime: &tokio::runtime::Runtime,
+    env: Arc<Env>,
+    checks: Vec<Check>,
+    options: &RunOptions,
+    stopper: &Stopper,
+    progress: Arc<dyn Progress>,
+) -> Vec<CheckResult> {
+    progress.started(checks.len());
+    let order: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
+    let recorded: Arc<Mutex<BTreeMap<String, CheckResult>>> = Arc::default();
+    let record = |r: CheckResult| {
+        let r = redact(&env, r);
+        progress.finished(&r);
+        if let Ok(mut map) = recorded.lock() {
+            map.insert(r.name.clone(), r);
+        }
+    };
+
+    let mut trials = Vec::new();
+    let mut layers = BTreeMap::new();
+    for check in checks {
+        layers.insert(check.name.clone(), check.layer);
+        if let Some(reason) = unmet(&env, &check.requires) {
+            record(CheckResult::skipped(&check.name, check.layer, reason));
+            continue;
+        }
+        let (env, options, stopper) = (Arc::clone(&env), options.clone(), stopper.clone());
+        let handle = runtime.handle().clone();
+        let (progress, recorded) = (Arc::clone(&progress), Arc::clone(&recorded));
+        trials.push(Trial::test(check.name.clone(), move || {
+            let result = handle.block_on(execute(&check, env.clone(), &options, &stopper));
+            let result = redact(&env, result);
+            progress.finished(&result);
+            if let Ok(mut map) = recorded.lock() {
+                map.insert(result.name.clone(), result);
+            }
+            Ok(())
+        }));
+    }
+
+    let args = Arguments {
+        test_threads: options.threads,
+        quiet: true,
+        // libtest-mimic always prints libtest-style lines; our reporters own the output.
+        logfile: Some(NULL_DEVICE.to_string()),
+        ..Arguments::default()
+    };
+    // The recorded results, not libtest-mimic's counts, decide the exit code.
+    let _ = libtest_mimic::run(&args, trials);
+
+    let mut map = recorded.lock().map(|m| m.clone()).unwrap_or_default();
+    order
+        .into_iter()
+        .map(|name| {
+            map.remove(&name).unwrap_or_else(|| {
+                // A check that panicked recorded nothing; libtest-mimic caught the panic.
+                let layer = layers
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(crate::check::Layer::Setup);
+                let f = Outcome::fail(
+                    Cause::Panicked,
+                    "the check panicked: this is a smokecheck bug, please report it",
+                );
+                let r = result_of(
+                    &name,
+                    layer,
+                    Duration::ZERO,
+                    1,
+                    Vec::new(),
+                    Outcome::Failed(f),
+                );
+                progress.finished(&r);
+                r
+            })
+        })
+        .collect()
+}
+
+#[cfg(unix)]
+const NULL_DEVICE: &str = "/dev/null";
+#[cfg(not(unix))]
+const NULL_DEVICE: &str = "NUL";
+
+fn unmet(env: &Env, requires: &[Prerequisite]) -> Option<String> {
+    requires.iter().find_map(|p| match p {
+        Prerequisite::Namespace(ns) => match env.namespace(ns) {
+            Some(NamespaceState::Missing) => Some(format!(
+                "namespace {ns} does not exist (see kubernetes::namespace::{ns})"
+            )),
+            _ => None,
+        },
+    })
+}
+
+fn redact(env: &Env, mut r: CheckResult) -> CheckResult {
+    let red = &env.redactor;
+    r.summary = red.redact(&r.summary);
+    r.details = r.details.map(|d| red.redact(&d));
+    r.hint = r.hint.map(|h| red.redact(&h));
+    r.skip_reason = r.skip_reason.map(|s| red.redact(&s));
+    r.failed_attempts = r.failed_attempts.iter().map(|s| red.redact(s)).collect();
+    r
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Runs one check: attempts until it passes, `--wait` runs out, or the run is stopped.
+async fn execute(
+    check: &Check,
+    env: Arc<Env>,
+    options: &RunOptions,
+    stopper: &Stopper,
+) -> CheckResult {
+    let start = Instant::now();
+    let wait_until = options.wait.map(|w| start + w);
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let ctx = Ctx::default();
+        let outcome = if let Some(stop) = stopper.reason() {
+            stopped(stop, &ctx, false)
+        } else {
+            tokio::select! {
+                biased;
+                _ = stopper.token.cancelled() => stopped(stopper.reason().unwrap_or(Stop::Signal("a signal")), &ctx, true),
+                r = tokio::time::timeout(options.timeout, (check.probe)(Arc::clone(&env), ctx.clone())) => match r {
+                    Ok(o) => o,
+                    Err(_) => timed_out(options.timeout, &ctx),
+                },
+            }
+        };
+        let failure = match outcome {
+            Outcome::Passed(_) | Outcome::Skipped(_) => {
+                let earlier = failures.iter().map(|f| f.summary.clone()).collect();
+                return result_of(
+                    &check.name,
+                    check.layer,
+                    start.elapsed(),
+                    attempts,
+                    earlier,
+                    outcome,
+                );
+            }
+            Outcome::Failed(f) => f,
+        };
+        let stopped_now = stopper.reason().is_some();
+        failures.push(failure);
+        let retry =
+            !stopped_now && wait_until.is_some_and(|until| Instant::now() + backoff < until);
+        if !retry {
+            break;
+        }
+        tokio::select! {
+            _ = stopper.token.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    let reported = pick(&mut failures);
+    let earlier = failures.iter().map(|f| f.summary.clone()).collect();
+    result_of(
+        &check.name,
+        check.layer,
+        start.elapsed(),
+        attempts,
+        earlier,
+        Outcome::Failed(reported),
+    )
+}
+
+/// The failure to report after retries: the last one with a primary cause (a timeout or a
+/// stop after a real failure reports the real failure, with the later state as details).
+fn pick(failures: &mut Vec<Failure>) -> Failure {
+    let last = failures.pop().expect("at least one attempt failed");
+    if !last.cause.is_consequence() {
+        return last;
+    }
+    match failures.iter().rposition(|f| !f.cause.is_consequence()) {
+        Some(i) => {
+            let mut primary = failures.remove(i);
+            let later = format!("last attempt: {}", last.summary);
+            primary.details = Some(match primary.details.take() {
+                Some(d) => format!("{d}\n{later}"),
+                None => later,
+            });
+            primary
+        }
+        None => last,
+    }
+}
+
+fn timed_out(timeout: Duration, ctx: &Ctx) -> Outcome {
+    let mut f = Outcome::fail(
+        Cause::Timeout,
+        format!("no answer within {}", humantime::format_duration(timeout)),
+    )
+    .hint("raise --timeout if the cluster is slow, or look at what the check was waiting for");
+    if let Some(state) = ctx.last_observed() {
+        f = f.details(format!("last observed: {state}"));
+    }
+    f.into()
+}
+
+fn stopped(stop: Stop, ctx: &Ctx, was_running: bool) -> Outcome {
+    let (cause, why) = stop.describe();
+    let summary = if was_running {
+        format!("{why} while this check was running")
+    } else {
+        format!("not run: {why}")
+    };
+    let mut f = Outcome::fail(cause, summary);
+    if let Some(state) = ctx.last_observed() {
+        f = f.details(format!("last observed: {state}"));
+    }
+    f.into()
+}
+
+fn result_of(
+    name: &str,
+    layer: crate::check::Layer,
+    duration: Duration,
+    attempts: u32,
+    failed_attempts: Vec<String>,
+    outcome: Outcome,
+) -> CheckResult {
+    let base = CheckResult::skipped(name, layer, String::new());
+    match outcome {
+        Outcome::Passed(p) => CheckResult {
+            status: Status::Passed,
+            duration,
+            attempts,
+            summary: p.summary,
+            details: (!p.notes.is_empty()).then(|| p.notes.join("\n")),
+            skip_reason: None,
+            metrics: p.metrics,
+            failed_attempts,
+            ..base
+        },
+        Outcome::Failed(f) => CheckResult {
+            status: Status::Failed,
+            duration,
+            attempts,
+            cause: Some(f.cause),
+            summary: f.summary,
+            details: f.details,
+            hint: f.hint,
+            skip_reason: None,
+            metrics: f.metrics,
+            failed_attempts,
+            ..base
+        },
+        Outcome::Skipped(reason) => CheckResult {
+            duration,
+            attempts,
+            skip_reason: Some(reason),
+            ..base
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(filters: &[&str], exact: bool, skip: &[&str]) -> Selection {
+        Selection {
+            filters: filters.iter().map(|s| s.to_string()).collect(),
+            exact,
+            skip: skip.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn filters_match_substrings_like_cargo_test() {
+        let s = sel(&["pods"], false, &[]);
+        assert!(s.selects("kubernetes::pods::litellm"));
+        assert!(!s.selects("kubernetes::services::litellm"));
+    }
+
+    #[test]
+    fn any_of_several_filters_selects() {
+        let s = sel(&["pods", "jobs"], false, &[]);
+        assert!(s.selects("kubernetes::jobs::litellm-migrations"));
+        assert!(s.selects("kubernetes::pods::database"));
+        assert!(!s.selects("kubernetes::secrets::litellm-secrets"));
+    }
+
+    #[test]
+    fn exact_needs_the_whole_name() {
+        let s = sel(&["kubernetes::pods::litellm"], true, &[]);
+        assert!(s.selects("kubernetes::pods::litellm"));
+        assert!(!s.selects("kubernetes::pods::litellm-extra"));
+    }
+
+    #[test]
+    fn skip_removes_matches() {
+        let s = sel(&[], false, &["secrets"]);
+        assert!(s.selects("kubernetes::pods::litellm"));
+        assert!(!s.selects("kubernetes::secrets::litellm-secrets"));
+    }
+
+    #[test]
+    fn a_timeout_after_a_real_failure_reports_the_real_failure() {
+        let mut fs = vec![
+            Outcome::fail(Cause::CrashLoop, "crash"),
+            Outcome::fail(Cause::Timeout, "slow"),
+        ];
+        let f = pick(&mut fs);
+        assert_eq!(f.cause, Cause::CrashLoop);
+        assert!(f.details.unwrap_or_default().contains("last attempt: slow"));
+    }
+
+    #[test]
+    fn the_latest_primary_failure_wins() {
+        let mut fs = vec![
+            Outcome::fail(Cause::NotReady, "starting"),
+            Outcome::fail(Cause::CrashLoop, "crash"),
+        ];
+        assert_eq!(pick(&mut fs).cause, Cause::CrashLoop);
+    }
+}

@@ -1,0 +1,133 @@
+//! The suite file: what "working" means for one LiteLLM deployment.
+//!
+//! A suite names the Kubernetes objects of the deployment (DESIGN.md) and how much of it must be
+//! healthy. Every field has the default of the reference deployment, so `version: 1` alone is a
+//! complete suite; `null` switches an optional part off. Loading is `read(path)` then
+//! `parse(&str)`, so parsing is tested without disk, and every error names the file, the line
+//! and the field.
+
+mod model;
+
+pub use model::*;
+
+use std::path::{Path, PathBuf};
+
+/// The suite format this smokecheck reads.
+pub const VERSION: u32 = 1;
+
+/// Why a suite could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("reading suite {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `field` is the dotted path of the offending field, empty at the top level.
+    #[error("{origin}:{line}:{column}: {field}{message}", field = field_prefix(.field))]
+    Invalid {
+        origin: String,
+        line: u64,
+        column: u64,
+        field: String,
+        message: String,
+    },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() || field == "." {
+        String::new()
+    } else {
+        format!("{field}: ")
+    }
+}
+
+/// Reads and parses the suite at `path`.
+pub fn read(path: &Path) -> Result<Suite, SuiteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses a suite; `origin` names where the text came from in error messages.
+pub fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
+    let mut field = String::new();
+    let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize::<_, Suite>(de).map_err(|err| {
+            field = err.path().to_string();
+            err.into_inner()
+        })
+    });
+    let suite = parsed.map_err(|err| {
+        let (line, column) = err
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((1, 1));
+        SuiteError::Invalid {
+            origin: origin.to_string(),
+            line,
+            column,
+            field: field.clone(),
+            message: plain_message(&err),
+        }
+    })?;
+    suite.validate().map_err(|(field, message)| {
+        let (line, column) = locate(text, &field);
+        SuiteError::Invalid {
+            origin: origin.to_string(),
+            line,
+            column,
+            field,
+            message,
+        }
+    })?;
+    Ok(suite)
+}
+
+/// serde-saphyr renders a source snippet and the location into its message; our error carries
+/// both as fields already, so keep only the first line of the message itself.
+fn plain_message(err: &serde_saphyr::Error) -> String {
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or_default().trim();
+    // "error: line 3 column 5: unknown field ..." → "unknown field ..."
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match first.split_once(": ") {
+        Some((prefix, rest)) if prefix.starts_with("line ") => rest.to_string(),
+        _ => first.to_string(),
+    }
+}
+
+/// Best-effort line of a validated field (`litellm.pods.selector`): the first line, after the
+/// parents' lines, whose key is the last path segment. Semantic errors come after parsing, when
+/// serde's locations are gone.
+fn locate(text: &str, field: &str) -> (u64, u64) {
+    let mut from = 0usize;
+    let mut found = (1, 1);
+    let lines: Vec<&str> = text.lines().collect();
+    for segment in field.split('.') {
+        let key = segment.split('[').next().unwrap_or(segment);
+        if key.is_empty() {
+            continue;
+        }
+        if let Some((idx, line)) = lines.iter().enumerate().skip(from).find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{key}:"))
+        }) {
+            from = idx + 1;
+            let column = line.len() - line.trim_start().len() + 1;
+            found = (idx as u64 + 1, column as u64);
+        }
+    }
+    found
+}
+
+/// Where the default suite lives when neither `--suite` nor `SMOKECHECK_SUITE` says otherwise.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("suites/litellm.yaml")
+}
+
+#[cfg(test)]
+mod tests;

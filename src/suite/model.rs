@@ -1,0 +1,345 @@
+//! The suite's data model. Field defaults are the reference deployment (DESIGN.md).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    /// Format version; must be [`super::VERSION`].
+    pub version: u32,
+    /// The namespace LiteLLM and its database run in.
+    #[serde(default = "defaults::namespace")]
+    pub namespace: String,
+    #[serde(default)]
+    pub litellm: Litellm,
+    /// The CloudNativePG cluster LiteLLM stores its state in; `null` for a proxy without one.
+    #[serde(default = "defaults::database")]
+    pub database: Option<Database>,
+    /// The vLLM backends the proxy config points at.
+    #[serde(default = "defaults::vllm")]
+    pub vllm: Vec<Vllm>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Litellm {
+    pub pods: Pods,
+    pub service: Service,
+    pub secret: LitellmSecret,
+    pub config: ProxyConfig,
+    /// The Prisma migration Job (an Argo CD PreSync hook, often TTL-deleted); `null` to ignore.
+    pub migration_job: Option<String>,
+    /// The trimming guardrail; `null` for a deployment without one.
+    pub guardrail: Option<Guardrail>,
+}
+
+impl Default for Litellm {
+    fn default() -> Self {
+        Litellm {
+            pods: Pods {
+                selector: "app.kubernetes.io/name=litellm".into(),
+                min_ready: 1,
+                container: Some("litellm".into()),
+            },
+            service: Service {
+                name: "litellm".into(),
+                port: Some(4000),
+            },
+            secret: LitellmSecret::default(),
+            config: ProxyConfig::default(),
+            migration_job: Some("litellm-migrations".into()),
+            guardrail: Some(Guardrail::default()),
+        }
+    }
+}
+
+/// Pods selected by a label selector, of which at least `min_ready` must be Ready.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pods {
+    pub selector: String,
+    #[serde(default = "defaults::one")]
+    pub min_ready: u32,
+    /// The container whose state and logs matter; the pod's first container when unset.
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// A port the Service must expose.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LitellmSecret {
+    pub name: String,
+    /// Key holding the proxy's master key.
+    pub master_key: String,
+    /// Key holding the API key LiteLLM sends to vLLM; must equal vLLM's own key.
+    pub vllm_api_key: String,
+}
+
+impl Default for LitellmSecret {
+    fn default() -> Self {
+        LitellmSecret {
+            name: "litellm-secrets".into(),
+            master_key: "PROXY_MASTER_KEY".into(),
+            vllm_api_key: "CA_VLLM_LOCAL_API_KEY".into(),
+        }
+    }
+}
+
+/// Where the proxy's `config.yaml` lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    pub configmap: String,
+    pub key: String,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            configmap: "litellm-config".into(),
+            key: "config.yaml".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guardrail {
+    /// `guardrail_name` in the proxy config.
+    pub name: String,
+    /// The ConfigMap holding the guardrail's Python module.
+    pub configmap: String,
+    /// The container's working directory when the pod spec sets none (the LiteLLM image's).
+    pub workdir: String,
+}
+
+impl Default for Guardrail {
+    fn default() -> Self {
+        Guardrail {
+            name: "message_trimming".into(),
+            configmap: "message-trimming-config".into(),
+            workdir: "/app".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// The CloudNativePG `Cluster` (postgresql.cnpg.io/v1).
+    pub cluster: String,
+    pub pods: Pods,
+    /// The read-write Service, which must select the primary.
+    pub service: Service,
+    pub secret: DatabaseSecret,
+    /// The database LiteLLM uses.
+    pub name: String,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database {
+            cluster: "cloudnative-pg-cluster".into(),
+            pods: Pods {
+                selector: "cnpg.io/cluster=cloudnative-pg-cluster".into(),
+                min_ready: 1,
+                container: Some("postgres".into()),
+            },
+            service: Service {
+                name: "cloudnative-pg-cluster-rw".into(),
+                port: Some(5432),
+            },
+            secret: DatabaseSecret::default(),
+            name: "litellm".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSecret {
+    pub name: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl Default for DatabaseSecret {
+    fn default() -> Self {
+        DatabaseSecret {
+            name: "cloudnative-pg-cluster-litellm".into(),
+            username: "username".into(),
+            password: "password".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vllm {
+    pub namespace: String,
+    pub service: Service,
+    /// vLLM's own key; `null` where the harness may not read it (the key coupling is then only
+    /// proven behaviourally by the vLLM layer).
+    #[serde(default)]
+    pub secret: Option<VllmSecret>,
+    /// vLLM's pods, when they should be checked on their own (the Service's endpoints already
+    /// prove some are ready).
+    #[serde(default)]
+    pub pods: Option<Pods>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VllmSecret {
+    pub name: String,
+    pub api_key: String,
+}
+
+impl Suite {
+    /// Checks what serde cannot: returns the dotted field and what is wrong with it.
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        if self.version != super::VERSION {
+            return Err((
+                "version".into(),
+                format!(
+                    "unsupported suite version {} (this smokecheck reads version {})",
+                    self.version,
+                    super::VERSION
+                ),
+            ));
+        }
+        check_name("namespace", &self.namespace)?;
+        let l = &self.litellm;
+        check_selector("litellm.pods.selector", &l.pods.selector)?;
+        check_name("litellm.service.name", &l.service.name)?;
+        check_name("litellm.secret.name", &l.secret.name)?;
+        check_key("litellm.secret.master_key", &l.secret.master_key)?;
+        check_key("litellm.secret.vllm_api_key", &l.secret.vllm_api_key)?;
+        check_name("litellm.config.configmap", &l.config.configmap)?;
+        check_key("litellm.config.key", &l.config.key)?;
+        if let Some(job) = &l.migration_job {
+            check_name("litellm.migration_job", job)?;
+        }
+        if let Some(g) = &l.guardrail {
+            not_empty("litellm.guardrail.name", &g.name)?;
+            check_name("litellm.guardrail.configmap", &g.configmap)?;
+            if !g.workdir.starts_with('/') {
+                return Err((
+                    "litellm.guardrail.workdir".into(),
+                    format!("must be an absolute path, got {:?}", g.workdir),
+                ));
+            }
+        }
+        if let Some(db) = &self.database {
+            check_name("database.cluster", &db.cluster)?;
+            check_selector("database.pods.selector", &db.pods.selector)?;
+            check_name("database.service.name", &db.service.name)?;
+            check_name("database.secret.name", &db.secret.name)?;
+            check_key("database.secret.username", &db.secret.username)?;
+            check_key("database.secret.password", &db.secret.password)?;
+            not_empty("database.name", &db.name)?;
+        }
+        for (i, v) in self.vllm.iter().enumerate() {
+            check_name(&format!("vllm[{i}].namespace"), &v.namespace)?;
+            check_name(&format!("vllm[{i}].service.name"), &v.service.name)?;
+            if let Some(s) = &v.secret {
+                check_name(&format!("vllm[{i}].secret.name"), &s.name)?;
+                check_key(&format!("vllm[{i}].secret.api_key"), &s.api_key)?;
+            }
+            if let Some(p) = &v.pods {
+                check_selector(&format!("vllm[{i}].pods.selector"), &p.selector)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn not_empty(field: &str, value: &str) -> Result<(), (String, String)> {
+    if value.trim().is_empty() {
+        return Err((field.into(), "must not be empty".into()));
+    }
+    Ok(())
+}
+
+/// A Kubernetes object name (RFC 1123 subdomain).
+fn check_name(field: &str, value: &str) -> Result<(), (String, String)> {
+    not_empty(field, value)?;
+    let ok = value.len() <= 253
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        return Err((
+            field.into(),
+            format!(
+                "{value:?} is not a valid Kubernetes name (lowercase letters, digits, '-', '.')"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A Secret or ConfigMap data key.
+fn check_key(field: &str, value: &str) -> Result<(), (String, String)> {
+    not_empty(field, value)?;
+    let ok = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !ok {
+        return Err((
+            field.into(),
+            format!("{value:?} is not a valid data key (letters, digits, '-', '_', '.')"),
+        ));
+    }
+    Ok(())
+}
+
+/// A label selector as the API server takes it; only its gross shape is checked here, the
+/// server is the judge of the rest.
+fn check_selector(field: &str, value: &str) -> Result<(), (String, String)> {
+    not_empty(field, value)?;
+    if value.contains(char::is_whitespace) && !value.contains('(') {
+        return Err((
+            field.into(),
+            format!("{value:?} is not a label selector (write `key=value,key2=value2`)"),
+        ));
+    }
+    Ok(())
+}
+
+mod defaults {
+    pub fn namespace() -> String {
+        "litellm".into()
+    }
+    pub fn one() -> u32 {
+        1
+    }
+    pub fn database() -> Option<super::Database> {
+        Some(super::Database::default())
+    }
+    pub fn vllm() -> Vec<super::Vllm> {
+        vec![super::Vllm {
+            namespace: "vllm".into(),
+            service: super::Service {
+                name: "vllm".into(),
+                port: Some(80),
+            },
+            secret: Some(super::VllmSecret {
+                name: "vllm-secrets".into(),
+                api_key: "VLLM_API_KEY".into(),
+            }),
+            pods: None,
+        }]
+    }
+}

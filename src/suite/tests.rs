@@ -1,0 +1,97 @@
+use super::*;
+
+#[test]
+fn the_default_suite_matches_the_reference_deployment() {
+    let s = parse(crate::cli::BUILTIN_SUITE, "suites/litellm.yaml").expect("parses");
+    assert_eq!(s.namespace, "litellm");
+    assert_eq!(s.litellm.pods.selector, "app.kubernetes.io/name=litellm");
+    assert_eq!(s.litellm.service.port, Some(4000));
+    assert_eq!(s.litellm.secret.vllm_api_key, "CA_VLLM_LOCAL_API_KEY");
+    let db = s.database.expect("database");
+    assert_eq!(db.service.name, "cloudnative-pg-cluster-rw");
+    assert_eq!(db.secret.name, "cloudnative-pg-cluster-litellm");
+    assert_eq!(s.vllm[0].namespace, "vllm");
+    assert_eq!(
+        s.litellm.migration_job.as_deref(),
+        Some("litellm-migrations")
+    );
+    assert_eq!(
+        s.litellm.guardrail.expect("guardrail").configmap,
+        "message-trimming-config"
+    );
+}
+
+#[test]
+fn version_alone_is_the_default_deployment() {
+    let minimal = parse("version: 1\n", "m.yaml").expect("parses");
+    let full = parse(crate::cli::BUILTIN_SUITE, "f.yaml").expect("parses");
+    assert_eq!(format!("{minimal:?}"), format!("{full:?}"));
+}
+
+#[test]
+fn null_switches_optional_parts_off() {
+    let s = parse(
+        "version: 1\ndatabase: null\nvllm: []\nlitellm:\n  migration_job: null\n  guardrail: null\n",
+        "x.yaml",
+    )
+    .expect("parses");
+    assert!(s.database.is_none());
+    assert!(s.vllm.is_empty());
+    assert!(s.litellm.migration_job.is_none());
+    assert!(s.litellm.guardrail.is_none());
+}
+
+#[test]
+fn unknown_field_names_file_line_and_field() {
+    let err = parse(
+        "version: 1\nlitellm:\n  service:\n    name: litellm\n    prot: 4000\n",
+        "my.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn wrong_type_names_file_line_and_field() {
+    let err = parse(
+        "version: 1\nlitellm:\n  pods:\n    selector: a=b\n    min_ready: many\n",
+        "my.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn unsupported_version_is_rejected() {
+    let err = parse("version: 2\n", "my.yaml").unwrap_err().to_string();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn missing_version_is_rejected() {
+    let err = parse("namespace: litellm\n", "my.yaml")
+        .unwrap_err()
+        .to_string();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn invalid_name_is_located() {
+    let err = parse(
+        "version: 1\nnamespace: litellm\nlitellm:\n  secret:\n    name: Bad_Name\n",
+        "my.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn yaml_syntax_error_is_located() {
+    let err = parse("version: 1\nlitellm: [\n", "my.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("my.yaml:"), "{err}");
+}
