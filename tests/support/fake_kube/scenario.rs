@@ -134,6 +134,9 @@ fn load(name: &str, chain: &mut Vec<String>) -> Scenario {
     for deletion in &meta.delete {
         let before = scenario.objects.len();
         scenario.objects.retain(|object| !deletion.matches(object));
+        if deletion.kind == "Pod" {
+            scenario.drop_logs(deletion.namespace.as_deref().unwrap_or_default(), &deletion.name);
+        }
         if scenario.objects.len() == before {
             panic!(
                 "{}: delete {deletion:?} matches no object of base {:?}",
@@ -144,6 +147,11 @@ fn load(name: &str, chain: &mut Vec<String>) -> Scenario {
     }
     for object in read_objects(&dir) {
         let key = identity(&object);
+        // A replaced pod is a different pod state: its logs are the overlay's only, so a pod
+        // that now fails to pull its image does not serve the healthy startup log.
+        if key.1 == "Pod" {
+            scenario.drop_logs(&key.2, &key.3);
+        }
         match scenario.objects.iter_mut().find(|o| identity(o) == key) {
             Some(existing) => *existing = object,
             None => scenario.objects.push(object),
@@ -264,6 +272,10 @@ pub fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
 }
 
 impl Scenario {
+    fn drop_logs(&mut self, namespace: &str, pod: &str) {
+        self.logs.retain(|(ns, p, _), _| !(ns == namespace && p == pod));
+    }
+
     /// The object of this kind, namespace (None for cluster-scoped) and name.
     pub fn get(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<&Value> {
         self.objects.iter().find(|o| {
@@ -301,7 +313,8 @@ impl Scenario {
             .map(str::to_string)
     }
 
-    /// Every non-empty decoded Secret value of the scenario: none may appear in any output.
+    /// Every non-empty decoded sensitive Secret value of the scenario (not the CNPG keys that
+    /// only name things, see [`NOT_SENSITIVE`]): none may appear in any output.
     pub fn secret_values(&self) -> Vec<String> {
         let mut values = Vec::new();
         for secret in self.of_kind("Secret") {
@@ -309,7 +322,11 @@ impl Scenario {
                 let Some(map) = secret.get(field).and_then(Value::as_object) else {
                     continue;
                 };
-                for value in map.values().filter_map(Value::as_str) {
+                let sensitive = map
+                    .iter()
+                    .filter(|(key, _)| !NOT_SENSITIVE.contains(&key.as_str()))
+                    .filter_map(|(_, value)| value.as_str());
+                for value in sensitive {
                     let value = if field == "data" {
                         decode_base64(value)
                     } else {
@@ -336,6 +353,9 @@ impl Scenario {
             .map(String::as_str)
     }
 }
+
+/// Secret keys whose values are names, not secrets (CNPG writes them beside the password).
+pub const NOT_SENSITIVE: &[&str] = &["username", "user", "dbname", "host", "port", "ca.crt"];
 
 fn decode_base64(encoded: &str) -> String {
     let bytes = base64::engine::general_purpose::STANDARD
