@@ -1,0 +1,1 @@
+//! Fidelity of the fake Kubernetes API server: real kubectl reads every scenario object from it.

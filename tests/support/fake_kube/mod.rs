@@ -1,0 +1,281 @@
+//! A fake Kubernetes API server serving a scenario folder, faithful enough that kube-rs and real
+//! kubectl cannot tell it from a v1.33 kube-apiserver for the reads smokecheck makes.
+//!
+//! It speaks HTTPS only, with a CA generated per server, and accepts one bearer token: kubectl
+//! refuses to send a token over plain http, so an http fake would silently test nothing. Each
+//! server runs on its own thread and tokio runtime so plain synchronous `#[test]`s can use it;
+//! dropping the [`FakeKube`] stops it.
+
+mod api;
+mod handler;
+mod scenario;
+mod select;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use base64::Engine as _;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::sync::oneshot;
+
+pub use api::{RESOURCES, ResourceType};
+pub use handler::RecordedRequest;
+pub use scenario::{
+    DEFAULT_USER, Forbid, Scenario, identity, load_scenario, scenario_names, scenarios_dir, str_at,
+};
+
+/// A running fake API server; stops when dropped.
+pub struct FakeKube {
+    scenario: String,
+    addr: SocketAddr,
+    ca_pem: String,
+    token: String,
+    shared: Arc<handler::Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeKube {
+    /// Serves `tests/fixtures/scenarios/<scenario>` over HTTPS on 127.0.0.1 at a free port.
+    pub fn start(scenario: &str) -> FakeKube {
+        Self::start_with(load_scenario(scenario))
+    }
+
+    /// Serves an already loaded (possibly modified in the test) scenario.
+    pub fn start_with(scenario: Scenario) -> FakeKube {
+        let name = scenario.name.clone();
+        let tls = Tls::generate();
+        let token = format!("fake-kube-token-{}", random_hex());
+        let shared = Arc::new(handler::Shared {
+            resources: api::installed(&scenario.crds_not_installed),
+            scenario,
+            token: token.clone(),
+            requests: Default::default(),
+        });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap_or_else(|e| panic!("fake kube {name}: binding 127.0.0.1:0: {e}"));
+        let addr = listener
+            .local_addr()
+            .expect("local address of a bound listener");
+        listener
+            .set_nonblocking(true)
+            .expect("setting the listener non-blocking");
+        let (shutdown, stop) = oneshot::channel();
+        let app = Router::new()
+            .fallback(handler::handle)
+            .with_state(shared.clone());
+        let acceptor = tls.acceptor();
+        let thread = std::thread::Builder::new()
+            .name(format!("fake-kube-{name}"))
+            .spawn(move || serve(listener, acceptor, app, stop))
+            .expect("spawning the fake kube thread");
+        FakeKube {
+            scenario: name,
+            addr,
+            ca_pem: tls.ca_pem,
+            token,
+            shared,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The PEM of the CA that signed the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The bearer token the server accepts.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The scenario being served.
+    pub fn scenario(&self) -> &Scenario {
+        &self.shared.scenario
+    }
+
+    /// The context name written into kubeconfigs: `fake-<scenario>`.
+    pub fn context(&self) -> String {
+        format!("fake-{}", self.scenario)
+    }
+
+    /// Writes `dir/kubeconfig` with a static bearer token; returns its path.
+    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
+        let user = format!("    token: {}\n", self.token);
+        self.write_config(dir, "kubeconfig", &user)
+    }
+
+    /// Writes `dir/kubeconfig-exec`, whose user gets the token from an exec credential plugin
+    /// (`tests/fixtures/exec-credential-plugin.sh`), as GKE and EKS kubeconfigs do.
+    pub fn write_kubeconfig_exec(&self, dir: &Path) -> PathBuf {
+        let plugin =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exec-credential-plugin.sh");
+        let user = format!(
+            "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: {}\n      \
+             env:\n      - name: FAKE_KUBE_TOKEN\n        value: {}\n      interactiveMode: Never\n      \
+             provideClusterInfo: false\n",
+            plugin.display(),
+            self.token
+        );
+        self.write_config(dir, "kubeconfig-exec", &user)
+    }
+
+    fn write_config(&self, dir: &Path, file: &str, user: &str) -> PathBuf {
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let context = self.context();
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\n    \
+             certificate-authority-data: {ca}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    \
+             user: {context}\n    namespace: litellm\ncurrent-context: {context}\npreferences: {{}}\nusers:\n- name: {context}\n  user:\n{user}",
+            url = self.url(),
+        );
+        let path = dir.join(file);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+
+    /// Every request seen so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(
+    listener: std::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building the fake kube runtime");
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("adopting the listener");
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut stop => break,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((tcp, _)) = accepted else { continue };
+            let acceptor = acceptor.clone();
+            let service = TowerToHyperService::new(app.clone());
+            tokio::spawn(async move {
+                // A client that gives up during the handshake (kubectl with a wrong CA) is fine.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    // Dropping the runtime cancels the connection tasks.
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost that it signed.
+struct Tls {
+    ca_pem: String,
+    cert_der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl Tls {
+    fn generate() -> Tls {
+        let ca_key = KeyPair::generate().expect("generating the CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "fake-kube-ca");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-signing the CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let key = KeyPair::generate().expect("generating the server key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        params.subject_alt_names = vec![
+            SanType::IpAddress([127, 0, 0, 1].into()),
+            SanType::DnsName("localhost".try_into().expect("a valid DNS name")),
+            SanType::DnsName(
+                "kubernetes.default.svc"
+                    .try_into()
+                    .expect("a valid DNS name"),
+            ),
+        ];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .signed_by(&key, &issuer)
+            .expect("signing the server certificate");
+        Tls {
+            ca_pem: ca_cert.pem(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert_der.clone()], key)
+            .expect("the server certificate and key");
+        // HTTP/1.1 only: kube-rs speaks it, kubectl falls back to it, and the upgrades a later
+        // port-forward needs are HTTP/1.1.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// 128 random bits from the kernel, as hex (a fresh token per server).
+fn random_hex() -> String {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom writes at most `len` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    assert_eq!(n, 16, "getrandom failed");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
