@@ -1,5 +1,8 @@
 //! One integration-test binary, so the test bed's servers are started once.
 
-mod kube_fake;
 #[path = "../support/mod.rs"]
 mod support;
+
+mod harness;
+mod kube_fake;
+mod verify_kube;

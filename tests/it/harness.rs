@@ -1,0 +1,155 @@
+//! Runs the real `smokecheck` binary against the test bed and gives tests what it wrote:
+//! exit code, stdout, stderr, the JUnit file and the JSON document.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::Value;
+
+use crate::support::fake_kube::{FakeKube, load_scenario};
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub junit: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The JSON entry of one check; panics listing the names when absent.
+    pub fn check(&self, name: &str) -> Value {
+        let doc = self.json();
+        let checks = doc["checks"].as_array().cloned().unwrap_or_default();
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| {
+                let names: Vec<_> = checks.iter().map(|c| c["name"].to_string()).collect();
+                panic!("no check {name} in {names:?}")
+            })
+    }
+
+    pub fn statuses(&self) -> Vec<(String, String)> {
+        self.json()["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap_or("").to_string(),
+                    c["status"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Everything the run wrote, for leak checks.
+    pub fn all_output(&self) -> String {
+        format!(
+            "{}\n{}\n{}",
+            self.stdout,
+            self.stderr,
+            self.junit.clone().unwrap_or_default()
+        )
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_smokecheck")
+}
+
+/// A command with a clean environment: no kubeconfig, colour or smokecheck settings leak in
+/// from the machine running the tests.
+pub fn command() -> Command {
+    let mut cmd = Command::new(bin());
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("SMOKECHECK_")
+            || k == "KUBECONFIG"
+            || k == "NO_COLOR"
+            || k == "KUBERNETES_SERVICE_HOST"
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("HOME", std::env::temp_dir().join("smokecheck-test-home"));
+    cmd
+}
+
+/// `smokecheck verify --kubeconfig <fake> --format json --junit <tmp> ARGS`.
+pub fn verify_json(fake: &FakeKube, args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    run_in(dir, &kubeconfig, &["--format", "json"], args)
+}
+
+pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: &[&str]) -> Run {
+    let junit = dir.path().join("junit.xml");
+    let out = command()
+        .arg("verify")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--junit")
+        .arg(&junit)
+        .args(format)
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .expect("running smokecheck");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        junit: std::fs::read_to_string(&junit).ok(),
+        _dir: dir,
+    }
+}
+
+/// Secret values of a scenario that must never appear in any output.
+pub fn secret_values(scenario: &str) -> Vec<String> {
+    let sensitive = [
+        "PROXY_MASTER_KEY",
+        "CA_VLLM_LOCAL_API_KEY",
+        "VLLM_API_KEY",
+        "password",
+        "uri",
+        "jdbc-uri",
+        "pgpass",
+    ];
+    load_scenario(scenario)
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Secret")
+        .filter_map(|o| serde_json::from_value::<Secret>(o.clone()).ok())
+        .flat_map(|s| s.data.unwrap_or_default())
+        .filter(|(k, _)| sensitive.contains(&k.as_str()))
+        .map(|(_, v)| String::from_utf8_lossy(&v.0).trim().to_string())
+        .filter(|v| v.len() >= 6)
+        .collect()
+}
+
+pub fn assert_no_secret_leaks(scenario: &str, run: &Run) {
+    let output = run.all_output();
+    for value in secret_values(scenario) {
+        assert!(
+            !output.contains(&value),
+            "scenario {scenario}: a secret value leaked into the output:\n{output}"
+        );
+    }
+}
+
+pub fn scratch_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}

@@ -1,0 +1,617 @@
+//! The Kubernetes layer end to end: the real binary against the fake API server, one test per
+//! failure our users meet, each asserting which check fails, what it says, and the exit code.
+
+use serde_json::Value;
+
+use crate::harness::{Run, assert_no_secret_leaks, command, run_in, secret_values, verify_json};
+use crate::support::fake_kube::{FakeKube, load_scenario, scenario_names};
+
+fn run(scenario: &str) -> Run {
+    let fake = FakeKube::start(scenario);
+    let run = verify_json(&fake, &[]);
+    assert_no_secret_leaks(scenario, &run);
+    run
+}
+
+/// Asserts a check failed with `cause` and a summary containing `summary`; returns its entry.
+#[track_caller]
+fn failed(run: &Run, check: &str, cause: &str, summary: &str) -> Value {
+    let c = run.check(check);
+    assert_eq!(c["status"], "failed", "{check}: {c:#}");
+    assert_eq!(c["cause"], cause, "{check}: {c:#}");
+    let s = c["summary"].as_str().unwrap_or_default();
+    assert!(
+        s.contains(summary),
+        "{check}: summary {s:?} lacks {summary:?}"
+    );
+    assert_eq!(run.code, 1, "exit code; stderr: {}", run.stderr);
+    c
+}
+
+#[track_caller]
+fn passed(run: &Run, check: &str) -> Value {
+    let c = run.check(check);
+    assert_eq!(c["status"], "passed", "{check}: {c:#}");
+    c
+}
+
+fn text(v: &Value, field: &str) -> String {
+    v[field].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn healthy_cluster_passes_every_kubernetes_check() {
+    let run = run("healthy");
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let statuses = run.statuses();
+    assert!(statuses.len() >= 14, "{statuses:?}");
+    for (name, status) in &statuses {
+        assert_eq!(status, "passed", "{name}");
+    }
+    let g = passed(&run, "kubernetes::guardrail::message_trimming");
+    assert!(
+        text(&g, "summary").contains("working directory /app"),
+        "{g:#}"
+    );
+    let cnpg = passed(&run, "kubernetes::cnpg::cloudnative-pg-cluster");
+    assert!(
+        text(&cnpg, "summary").contains("primary cloudnative-pg-cluster-1"),
+        "{cnpg:#}"
+    );
+    let doc = run.json();
+    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["context"], "fake-healthy");
+    assert_eq!(doc["namespace"], "litellm");
+    assert_eq!(doc["summary"]["failed"], 0);
+    assert_eq!(doc["summary"]["passed"], statuses.len());
+}
+
+#[test]
+fn crash_loop_shows_restarts_exit_code_and_the_previous_log_redacted() {
+    // The fixture's log echoes the database URL early; put a line with the password and the
+    // master key at the very end too, inside the tail the check reads.
+    let mut scenario = load_scenario("crash-loop");
+    let secrets = secret_values("crash-loop");
+    for ((_, _, file), text) in scenario.logs.iter_mut() {
+        if file == "litellm.previous.log" {
+            text.push_str(&format!("DEBUG: connecting with {}\n", secrets.join(" ")));
+        }
+    }
+    let fake = FakeKube::start_with(scenario);
+    let run = verify_json(&fake, &[]);
+    assert_no_secret_leaks("crash-loop", &run);
+    let c = failed(
+        &run,
+        "kubernetes::pods::litellm",
+        "crash_loop",
+        "CrashLoopBackOff (7 restarts, last exit: Error (exit code 1))",
+    );
+    let details = text(&c, "details");
+    assert!(
+        details.contains("ModuleNotFoundError: No module named 'custom_guardrails'"),
+        "{details}"
+    );
+    assert!(
+        details.contains("<redacted>"),
+        "the database URL's password is scrubbed: {details}"
+    );
+    assert!(text(&c, "hint").contains("--previous"), "{c:#}");
+    let log_calls: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/log"))
+        .collect();
+    assert!(
+        log_calls
+            .iter()
+            .any(|r| r.param("previous").as_deref() == Some("true")
+                && r.param("tailLines").as_deref() == Some("20")),
+        "{log_calls:?}"
+    );
+    // The other replica still serves: the Service is fine, the crash loop is the finding.
+    passed(&run, "kubernetes::services::litellm");
+}
+
+#[test]
+fn image_pull_error_names_the_image() {
+    let run = run("image-pull");
+    let c = failed(
+        &run,
+        "kubernetes::pods::litellm",
+        "image_pull",
+        "ImagePullBackOff for image ",
+    );
+    assert!(text(&c, "hint").contains("image name and tag"), "{c:#}");
+}
+
+#[test]
+fn container_config_error_names_the_missing_secret() {
+    let run = run("config-error");
+    failed(
+        &run,
+        "kubernetes::pods::litellm",
+        "container_config",
+        "CreateContainerConfigError",
+    );
+}
+
+#[test]
+fn pending_pod_gives_the_scheduler_reason() {
+    let run = run("unschedulable");
+    failed(
+        &run,
+        "kubernetes::pods::litellm",
+        "unschedulable",
+        "Insufficient memory",
+    );
+}
+
+#[test]
+fn service_without_ready_endpoints_names_its_selector() {
+    let run = run("no-endpoints");
+    let c = failed(
+        &run,
+        "kubernetes::services::litellm",
+        "no_endpoints",
+        "has no ready endpoints: its selector app.kubernetes.io/",
+    );
+    assert!(text(&c, "summary").contains("none ready"), "{c:#}");
+    failed(
+        &run,
+        "kubernetes::pods::litellm",
+        "not_ready",
+        "0/2 pods ready",
+    );
+}
+
+#[test]
+fn missing_key_is_named_and_the_coupling_check_is_skipped_not_failed() {
+    let run = run("missing-key");
+    let c = failed(
+        &run,
+        "kubernetes::secrets::litellm-secrets",
+        "missing_key",
+        "has no key CA_VLLM_LOCAL_API_KEY",
+    );
+    assert!(text(&c, "hint").contains("re-seal"), "{c:#}");
+    let coupling = run.check("kubernetes::secrets::vllm-api-key");
+    assert_eq!(coupling["status"], "skipped", "{coupling:#}");
+}
+
+#[test]
+fn empty_key_is_a_failure() {
+    let run = run("empty-key");
+    failed(
+        &run,
+        "kubernetes::secrets::litellm-secrets",
+        "empty_key",
+        "is empty",
+    );
+}
+
+#[test]
+fn key_mismatch_prints_neither_value_and_says_to_reseal() {
+    let run = run("key-mismatch");
+    let c = failed(
+        &run,
+        "kubernetes::secrets::vllm-api-key",
+        "key_mismatch",
+        "CA_VLLM_LOCAL_API_KEY and vllm/vllm-secrets VLLM_API_KEY differ",
+    );
+    assert!(
+        text(&c, "hint").contains("re-seal litellm-secrets"),
+        "{c:#}"
+    );
+    passed(&run, "kubernetes::secrets::litellm-secrets");
+}
+
+#[test]
+fn stale_sealed_secret_is_reported_but_the_secret_decides() {
+    let run = run("sealedsecret-stale");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let c = passed(&run, "kubernetes::secrets::litellm-secrets");
+    assert!(text(&c, "details").contains("Synced=False"), "{c:#}");
+}
+
+#[test]
+fn failed_migration_job_gives_reason_and_log_tail() {
+    let run = run("migration-failed");
+    let c = failed(
+        &run,
+        "kubernetes::jobs::litellm-migrations",
+        "job_failed",
+        "BackoffLimitExceeded",
+    );
+    assert!(
+        text(&c, "details").contains("last 20 log lines of litellm-migrations-"),
+        "{c:#}"
+    );
+    assert!(
+        text(&c, "hint").contains("kubectl logs -n litellm job/litellm-migrations"),
+        "{c:#}"
+    );
+}
+
+#[test]
+fn absent_migration_job_is_not_a_failure() {
+    let run = run("migration-absent");
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let c = passed(&run, "kubernetes::jobs::litellm-migrations");
+    assert!(
+        text(&c, "details").contains("ttlSecondsAfterFinished"),
+        "{c:#}"
+    );
+}
+
+#[test]
+fn running_migration_job_fails_until_it_completes() {
+    let run = run("migration-running");
+    failed(
+        &run,
+        "kubernetes::jobs::litellm-migrations",
+        "job_running",
+        "has not completed (1 active",
+    );
+}
+
+#[test]
+fn guardrail_at_the_wrong_path_shows_where_litellm_looks() {
+    let run = run("guardrail-wrong-path");
+    let c = failed(
+        &run,
+        "kubernetes::guardrail::message_trimming",
+        "guardrail_wrong_path",
+        "is mounted at /opt/guardrails/message_overflow.py",
+    );
+    let details = text(&c, "details");
+    assert!(
+        details.contains("/etc/litellm/custom_guardrails/message_overflow.py"),
+        "{details}"
+    );
+    assert!(
+        details.contains("/app/custom_guardrails/message_overflow.py"),
+        "{details}"
+    );
+}
+
+#[test]
+fn guardrail_not_mounted_is_a_failure() {
+    let run = run("guardrail-not-mounted");
+    failed(
+        &run,
+        "kubernetes::guardrail::message_trimming",
+        "guardrail_not_mounted",
+        "is not mounted into container litellm",
+    );
+}
+
+#[test]
+fn guardrail_beside_the_config_file_is_accepted_and_named() {
+    let run = run("guardrail-config-dir");
+    let c = passed(&run, "kubernetes::guardrail::message_trimming");
+    assert!(
+        text(&c, "summary").contains("relative to the config file's directory /etc/litellm"),
+        "{c:#}"
+    );
+}
+
+#[test]
+fn guardrail_on_pythonpath_is_accepted_and_named() {
+    let run = run("guardrail-pythonpath");
+    let c = passed(&run, "kubernetes::guardrail::message_trimming");
+    assert!(
+        text(&c, "summary").contains("PYTHONPATH entry /opt/guardrails"),
+        "{c:#}"
+    );
+}
+
+#[test]
+fn undeclared_guardrail_is_a_failure() {
+    let run = run("guardrail-not-declared");
+    failed(
+        &run,
+        "kubernetes::guardrail::message_trimming",
+        "guardrail_not_declared",
+        "declares no guardrail named message_trimming",
+    );
+}
+
+#[test]
+fn unhealthy_cnpg_cluster_reports_phase_and_instances() {
+    let run = run("cnpg-unhealthy");
+    failed(
+        &run,
+        "kubernetes::cnpg::cloudnative-pg-cluster",
+        "cnpg_unhealthy",
+        "1/2 instances ready",
+    );
+}
+
+#[test]
+fn rw_service_on_a_replica_is_caught() {
+    let run = run("rw-on-replica");
+    failed(
+        &run,
+        "kubernetes::cnpg::cloudnative-pg-cluster",
+        "rw_not_primary",
+        "routes to cloudnative-pg-cluster-2, but the primary is cloudnative-pg-cluster-1",
+    );
+}
+
+#[test]
+fn missing_cnpg_operator_is_named() {
+    let run = run("cnpg-not-installed");
+    failed(
+        &run,
+        "kubernetes::cnpg::cloudnative-pg-cluster",
+        "crd_missing",
+        "CloudNativePG is not installed",
+    );
+}
+
+#[test]
+fn forbidden_names_verb_resource_and_the_missing_rule() {
+    let run = run("rbac-forbidden");
+    let c = failed(
+        &run,
+        "kubernetes::pods::litellm",
+        "forbidden",
+        "forbidden: cannot list pods in namespace litellm",
+    );
+    assert!(
+        text(&c, "hint").contains("resources: [\"pods\"], verbs: [\"list\"]"),
+        "{c:#}"
+    );
+    let s = failed(
+        &run,
+        "kubernetes::secrets::litellm-secrets",
+        "forbidden",
+        "forbidden: cannot get secrets litellm/litellm-secrets",
+    );
+    assert!(
+        text(&s, "hint").contains("resourceNames: [\"litellm-secrets\"]"),
+        "{s:#}"
+    );
+}
+
+#[test]
+fn missing_namespace_fails_once_and_skips_what_lives_in_it() {
+    let run = run("namespace-missing");
+    failed(
+        &run,
+        "kubernetes::namespace::litellm",
+        "namespace_missing",
+        "namespace litellm does not exist",
+    );
+    let pods = run.check("kubernetes::pods::litellm");
+    assert_eq!(pods["status"], "skipped", "{pods:#}");
+    assert!(
+        text(&pods, "skip_reason").contains("namespace litellm does not exist"),
+        "{pods:#}"
+    );
+    passed(&run, "kubernetes::services::vllm/vllm");
+}
+
+#[test]
+fn no_scenario_leaks_a_secret_value_in_any_format() {
+    for scenario in scenario_names() {
+        let fake = FakeKube::start(&scenario);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = fake.write_kubeconfig(dir.path());
+        let plain = run_in(dir, &kubeconfig, &["--format", "plain"], &[]);
+        assert_no_secret_leaks(&scenario, &plain);
+        let json = verify_json(&fake, &[]);
+        assert_no_secret_leaks(&scenario, &json);
+    }
+}
+
+#[test]
+fn exec_credential_plugin_kubeconfig_works() {
+    let fake = FakeKube::start("healthy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig_exec(dir.path());
+    let run = run_in(dir, &kubeconfig, &["--format", "json"], &["pods"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    passed(&run, "kubernetes::pods::litellm");
+}
+
+#[test]
+fn filters_select_checks_like_cargo_test() {
+    let fake = FakeKube::start("healthy");
+    let run = verify_json(&fake, &["pods", "--skip", "database"]);
+    let names: Vec<String> = run.statuses().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["kubernetes::pods::litellm".to_string()]);
+    let exact = verify_json(&fake, &["--exact", "kubernetes::services::litellm"]);
+    let names: Vec<String> = exact.statuses().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["kubernetes::services::litellm".to_string()]);
+}
+
+#[test]
+fn unreachable_api_server_exits_2_with_one_line_and_still_writes_reports() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let fake = FakeKube::start("healthy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        text.replace(&fake.url(), &format!("https://127.0.0.1:{port}")),
+    )
+    .expect("rewrite");
+    let run = run_in(
+        dir,
+        &kubeconfig,
+        &["--format", "json"],
+        &["--timeout", "3s"],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let lines: Vec<_> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(
+        lines[0].starts_with(&format!(
+            "error: cannot reach the API server at https://127.0.0.1:{port}"
+        )),
+        "{}",
+        lines[0]
+    );
+    let doc = run.json();
+    assert_eq!(doc["checks"][0]["name"], "smokecheck::setup");
+    assert_eq!(doc["checks"][0]["cause"], "api_unreachable");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot reach")
+    );
+    let junit = run.junit.expect("junit written");
+    assert!(
+        junit.contains("<error") && junit.contains("cannot reach the API server"),
+        "{junit}"
+    );
+}
+
+#[test]
+fn rejected_token_exits_2_naming_the_401() {
+    let fake = FakeKube::start("healthy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    std::fs::write(&kubeconfig, text.replace(fake.token(), "wrong-token")).expect("rewrite");
+    let run = run_in(dir, &kubeconfig, &["--format", "plain"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("rejected our credentials (401 Unauthorized)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn unknown_context_is_a_usage_error() {
+    let fake = FakeKube::start("healthy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let run = run_in(
+        dir,
+        &kubeconfig,
+        &["--format", "plain"],
+        &["--context", "nope"],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("error: ") && run.stderr.contains("nope"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn context_flag_picks_the_named_context() {
+    let fake = FakeKube::start("healthy");
+    let run = verify_json(&fake, &["--context", "fake-healthy", "namespace"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["context"], "fake-healthy");
+}
+
+#[test]
+fn list_needs_no_cluster() {
+    let out = command()
+        .args([
+            "verify",
+            "--list",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l == "kubernetes::pods::litellm"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == "kubernetes::secrets::vllm-api-key"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn filter_matching_nothing_exits_2_and_says_so_in_the_reports() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let junit = dir.path().join("j.xml");
+    let out = command()
+        .args(["verify", "podz", "--format", "json", "--junit"])
+        .arg(&junit)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no check matches the filter \"podz\""),
+        "{stderr}"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(doc["checks"][0]["cause"], "setup");
+    assert!(
+        std::fs::read_to_string(&junit)
+            .expect("junit")
+            .contains("no check matches")
+    );
+}
+
+#[test]
+fn bad_suite_is_a_one_line_error_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(&suite, "version: 1\nlitellm:\n  pods:\n    selektor: a=b\n").expect("write");
+    let out = command()
+        .arg("verify")
+        .arg("--suite")
+        .arg(&suite)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:5: litellm.pods.selektor: unknown field `selektor`",
+            suite.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flag_value_names_the_flag() {
+    let out = command()
+        .args(["verify", "--timeout", "soon"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: --timeout: \"soon\" is not a duration"),
+        "{stderr}"
+    );
+    let out = command()
+        .args(["verify", "--endpoint", "litelm=http://x"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--endpoint: unknown endpoint \"litelm\"")
+    );
+}
