@@ -5,4 +5,5 @@ mod support;
 
 mod harness;
 mod kube_fake;
+mod snapshots;
 mod verify_kube;

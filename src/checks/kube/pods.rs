@@ -329,8 +329,14 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
                 spec.min_ready,
                 problem.describe()
             );
+            // With one problem pod the summary already says it all.
+            let details = if problems.len() > 1 {
+                states
+            } else {
+                String::new()
+            };
             let mut f: Failure = Outcome::fail(problem.cause(), summary)
-                .details(states)
+                .details(details)
                 .hint(problem.hint(ns, pod));
             f.metrics = metrics;
             f.into()
