@@ -2,14 +2,49 @@
 //! the test binary.
 //!
 //! Rust never drops statics, so a server started "once per test binary" would be orphaned when
-//! the binary exits. Each child gets `PR_SET_PDEATHSIG(SIGKILL)` (the kernel kills it when the
-//! test process dies, however it dies), its own process group (so a `Drop` can kill helpers it
-//! forked too), and its output in a log file (an inherited stdout would keep CI's pipe open).
+//! the binary exits. Each child gets `PR_SET_PDEATHSIG(SIGKILL)` (the kernel kills it when its
+//! parent dies, however it dies), its own process group (so a `Drop` can kill helpers it forked
+//! too), and its output in a log file (an inherited stdout would keep CI's pipe open).
+//!
+//! The "parent" of PR_SET_PDEATHSIG is the *thread* that forked the child, and libtest ends each
+//! test's thread when the test returns: a shared server started from a test would be killed as
+//! soon as that first test finished. So every child is forked by one spawner thread that lives
+//! as long as the test binary.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Mutex, OnceLock};
+
+type SpawnRequest = (Command, Sender<std::io::Result<Child>>);
+
+/// Forks `cmd` from the spawner thread, which never exits before the process does.
+fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("test-bed-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("starting the test bed's spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, answer) = channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
 
 /// A running child tied to the lifetime of the test process.
 pub struct Supervised {
@@ -35,7 +70,7 @@ impl Supervised {
                 Ok(())
             });
         }
-        let child = cmd.spawn()?;
+        let child = spawn_from_lasting_thread(cmd)?;
         Ok(Supervised {
             child,
             log: log.to_path_buf(),
