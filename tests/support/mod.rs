@@ -1,4 +1,6 @@
 //! The test bed: real components where they can run here, faithful fakes where they cannot.
 #![allow(dead_code)]
 
+pub mod fake_vllm;
+pub mod litellm;
 pub mod process;
