@@ -645,7 +645,11 @@ fn proxy_with_its_guardrail_module_missing_fails_to_start_with_the_import_error(
         "no import error in the log:\n{tail}"
     );
     assert!(log.contains("custom_guardrails"), "{tail}");
-    eprintln!("bed: missing guardrail: {status} after {elapsed:?}");
+    let cause = log
+        .lines()
+        .find(|l| l.contains("ModuleNotFoundError") || l.contains("ImportError"))
+        .unwrap_or_default();
+    eprintln!("bed: missing guardrail: {status} after {elapsed:?}: {cause}");
 }
 
 #[test]

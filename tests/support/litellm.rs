@@ -270,12 +270,28 @@ pub fn start_with_missing_guardrail(timeout: Duration) -> FailedStart {
 }
 
 /// A fresh folder under the target dir's tmp (`CARGO_TARGET_TMPDIR`), kept after the run for
-/// post-mortems (config and log).
+/// post-mortems (config and log). Folders of test processes that are gone are removed first, so
+/// they do not pile up (several test binaries may share the target dir, hence the pid check).
 fn bed_dir(what: &str) -> PathBuf {
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("litellm-bed");
     std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && pid != std::process::id()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     tempfile::Builder::new()
-        .prefix(&format!("{what}-{}-", std::process::id()))
+        .prefix(&format!("{}-{what}-", std::process::id()))
         .tempdir_in(&base)
         .unwrap_or_else(|e| panic!("creating a folder in {}: {e}", base.display()))
         .keep()
