@@ -159,8 +159,9 @@ pub fn litellm_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/litellm");
     assert!(
         bin.exists(),
-        "{} is missing: the end-to-end tests need the real LiteLLM proxy. Run `ci/test` (it creates \
-         .venv with litellm[proxy]=={LITELLM_VERSION}); it does not need to finish the tests to install it.",
+        "{} is missing: the end-to-end tests need the real LiteLLM proxy. Run `ci/test` (or \
+         `ci/test --no-run`, which installs it without running the tests): it links .venv to a \
+         venv with litellm[proxy]=={LITELLM_VERSION}.",
         bin.display()
     );
     bin
