@@ -1,5 +1,7 @@
 //! The test bed: real components where they can run here, faithful fakes where they cannot.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod fake_kube;
+pub mod fake_vllm;
+pub mod litellm;
 pub mod process;
