@@ -39,9 +39,19 @@ async fn connect_as(
     ca_pem: &str,
     ssl: SslMode,
 ) -> Result<Client, tokio_postgres::Error> {
+    connect_named(db, "cloudnative-pg-cluster-rw", ca_pem, ssl).await
+}
+
+/// Connects to `db` at 127.0.0.1, verifying the server certificate for `name`.
+async fn connect_named(
+    db: &Database,
+    name: &str,
+    ca_pem: &str,
+    ssl: SslMode,
+) -> Result<Client, tokio_postgres::Error> {
     let mut config = Config::new();
     config
-        .host("cloudnative-pg-cluster-rw")
+        .host(name)
         .hostaddr(IpAddr::V4(Ipv4Addr::LOCALHOST))
         .port(db.port)
         .user(&db.user)
@@ -115,6 +125,64 @@ async fn scenario_role_logs_in_over_tls_verified_for_the_service_name() {
     )
     .await;
     assert!(!encrypted);
+}
+
+#[tokio::test]
+async fn server_cert_verifies_for_every_service_name_and_the_loopback_ip_only() {
+    let bed = postgres();
+    let db = bed.scenario(Scenario::Empty);
+    for name in bed.server_cert_names().iter().copied().chain(["127.0.0.1"]) {
+        connect_named(&db, name, bed.ca_pem(), SslMode::Require)
+            .await
+            .unwrap_or_else(|e| panic!("verifying the server certificate for {name}: {e:?}"));
+    }
+    let err = connect_named(
+        &db,
+        "cloudnative-pg-cluster-ro",
+        bed.ca_pem(),
+        SslMode::Require,
+    )
+    .await
+    .expect_err("the certificate does not name the ro Service");
+    assert!(format!("{err:?}").contains("NotValidForName"), "{err:?}");
+}
+
+/// libpq (psql) agrees: `verify-full` with the host/hostaddr split, CA from a file.
+#[tokio::test]
+async fn libpq_verify_full_accepts_the_service_name_through_loopback() {
+    let bed = postgres();
+    let db = bed.scenario(Scenario::Empty);
+    let out = std::process::Command::new("/usr/lib/postgresql/15/bin/psql")
+        .arg(format!(
+            "host=cloudnative-pg-cluster-rw.litellm.svc hostaddr=127.0.0.1 port={} user={} \
+             dbname={} sslmode=verify-full sslrootcert={}",
+            db.port,
+            db.user,
+            db.name,
+            bed.ca_path().display()
+        ))
+        .args(["-X", "-A", "-t", "-c"])
+        .arg("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .env("PGPASSWORD", &db.password)
+        .output()
+        .expect("running psql");
+    assert!(
+        out.status.success(),
+        "psql verify-full: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+}
+
+#[tokio::test]
+async fn role_over_its_connection_limit_is_sqlstate_53300() {
+    let bed = postgres();
+    let db = bed.scenario(Scenario::Empty);
+    bed.limit_connections(&db, 0);
+    let err = connect_as(&db, bed.ca_pem(), SslMode::Require)
+        .await
+        .expect_err("a role limited to 0 connections must not log in");
+    assert_eq!(err.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{err:?}");
 }
 
 #[tokio::test]
@@ -381,5 +449,22 @@ async fn replica_stand_in_is_a_hot_standby_that_refuses_writes() {
         .execute("CREATE TABLE smokecheck_write_probe (x int)", &[])
         .await
         .expect_err("a standby refuses writes");
+    assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
+}
+
+#[tokio::test]
+async fn read_only_default_scenario_is_a_primary_whose_sessions_start_read_only() {
+    let bed = postgres();
+    let db = bed.scenario(Scenario::ReadOnlyDefault);
+    assert_eq!(db.port, bed.port(), "served by the primary");
+    let client = connect(&db).await;
+    let in_recovery: bool = scalar(&client, "SELECT pg_is_in_recovery()").await;
+    assert!(!in_recovery);
+    let read_only: String = scalar(&client, "SHOW default_transaction_read_only").await;
+    assert_eq!(read_only, "on");
+    let err = client
+        .execute("CREATE TABLE smokecheck_write_probe (x int)", &[])
+        .await
+        .expect_err("sessions start read-only");
     assert_eq!(err.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION));
 }

@@ -62,6 +62,9 @@ pub enum Scenario {
     NoLedger,
     /// Fully migrated, then `"LiteLLM_SpendLogs"` dropped: a core table is missing.
     MissingCoreTable,
+    /// Fully migrated on the primary, but sessions start with `default_transaction_read_only`
+    /// on (set on the database): the read-only stand-in that needs no second server.
+    ReadOnlyDefault,
 }
 
 impl Scenario {
@@ -73,6 +76,7 @@ impl Scenario {
             Scenario::Empty => "empty",
             Scenario::NoLedger => "noledger",
             Scenario::MissingCoreTable => "missingcore",
+            Scenario::ReadOnlyDefault => "readonly",
         }
     }
 
@@ -80,6 +84,7 @@ impl Scenario {
     fn template(self) -> String {
         match self {
             Scenario::Empty => "template0".to_string(),
+            Scenario::ReadOnlyDefault => Scenario::Migrated.template(),
             other => format!("tpl_{}", other.label()),
         }
     }
@@ -216,6 +221,20 @@ impl Postgres {
         self.primary.log_tail()
     }
 
+    /// Caps `db`'s role at `limit` concurrent sessions (`0`: every login gets SQLSTATE 53300,
+    /// "too many connections").
+    pub fn limit_connections(&self, db: &Database, limit: i32) {
+        self.superuser_sql(
+            "postgres",
+            &format!("ALTER ROLE {} CONNECTION LIMIT {limit};", db.user),
+        );
+    }
+
+    /// The CA certificate as a file (PEM), for clients that take a path (`sslrootcert`).
+    pub fn ca_path(&self) -> PathBuf {
+        self.root.join("ca.crt")
+    }
+
     /// A loopback port with nothing listening: "server down".
     pub fn closed_port(&self) -> u16 {
         free_port()
@@ -233,16 +252,18 @@ impl Postgres {
             Scenario::Empty => String::new(),
             _ => format!(" IN ROLE {OWNER_ROLE}"),
         };
-        self.psql(
-            &self.primary,
-            "postgres",
-            &format!(
-                "CREATE ROLE {user} LOGIN PASSWORD '{password}'{membership};\n\
-                 CREATE DATABASE {name} OWNER {user} TEMPLATE {};\n",
-                scenario.template()
-            ),
-            STATEMENT,
+        let mut sql = format!(
+            "CREATE ROLE {user} LOGIN PASSWORD '{password}'{membership};\n\
+             CREATE DATABASE {name} OWNER {user} TEMPLATE {};\n",
+            scenario.template()
         );
+        // Per-database settings are not copied from a template, so this one is set per clone.
+        if scenario == Scenario::ReadOnlyDefault {
+            sql.push_str(&format!(
+                "ALTER DATABASE {name} SET default_transaction_read_only = on;\n"
+            ));
+        }
+        self.psql(&self.primary, "postgres", &sql, STATEMENT);
         Database {
             host: self.host().to_string(),
             port: self.port(),
@@ -312,9 +333,15 @@ impl Postgres {
         let migrations = migration_names(&migrations_dir);
 
         let uid = server_user();
+        // In /tmp, not $TMPDIR: the postgres user must be able to reach it, and a TMPDIR
+        // under /root would not let it.
         let dir = tempfile::Builder::new()
             .prefix("smokecheck-pg-")
-            .tempdir()
+            .tempdir_in(if uid.is_some() {
+                PathBuf::from("/tmp")
+            } else {
+                std::env::temp_dir()
+            })
             .expect("creating the PostgreSQL temp dir");
         let root = dir.path().to_path_buf();
         give_to_server_user(&root, uid, 0o755);
