@@ -108,6 +108,12 @@ impl Database {
             self.user, self.password, self.host, self.port, self.name
         )
     }
+
+    /// `postgresql://host:port`, the form `--endpoint database=URL` takes (no credentials:
+    /// smokecheck reads those from the Secret).
+    pub fn endpoint(&self) -> String {
+        format!("postgresql://{}:{}", self.host, self.port)
+    }
 }
 
 /// One PostgreSQL server process of the bed.
@@ -335,13 +341,15 @@ impl Postgres {
         let uid = server_user();
         // In /tmp, not $TMPDIR: the postgres user must be able to reach it, and a TMPDIR
         // under /root would not let it.
+        let tmp = if uid.is_some() {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        remove_orphaned_dirs(&tmp);
         let dir = tempfile::Builder::new()
-            .prefix("smokecheck-pg-")
-            .tempdir_in(if uid.is_some() {
-                PathBuf::from("/tmp")
-            } else {
-                std::env::temp_dir()
-            })
+            .prefix(&format!("smokecheck-pg-{}-", std::process::id()))
+            .tempdir_in(&tmp)
             .expect("creating the PostgreSQL temp dir");
         let root = dir.path().to_path_buf();
         give_to_server_user(&root, uid, 0o755);
@@ -574,6 +582,26 @@ impl Postgres {
         .env_remove("PGSERVICE")
         .env("PGCONNECT_TIMEOUT", "10");
         cmd
+    }
+}
+
+/// Removes the temp dirs of earlier test processes that died without running `tear_down`
+/// (SIGKILL, abort): each dir is named after the pid that made it.
+fn remove_orphaned_dirs(tmp: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("smokecheck-pg-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
