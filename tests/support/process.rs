@@ -22,10 +22,7 @@ impl Supervised {
     pub fn spawn(mut cmd: Command, log: &Path) -> std::io::Result<Supervised> {
         let out = File::options().create(true).append(true).open(log)?;
         let err = out.try_clone()?;
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -36,10 +33,7 @@ impl Supervised {
             });
         }
         let child = cmd.spawn()?;
-        Ok(Supervised {
-            child,
-            log: log.to_path_buf(),
-        })
+        Ok(Supervised { child, log: log.to_path_buf() })
     }
 
     pub fn id(&self) -> u32 {
