@@ -1,7 +1,7 @@
 //! Runs the real `smokecheck` binary against the test bed and gives tests what it wrote:
 //! exit code, stdout, stderr, the JUnit file and the JSON document.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -148,8 +148,4 @@ pub fn assert_no_secret_leaks(scenario: &str, run: &Run) {
             "scenario {scenario}: a secret value leaked into the output:\n{output}"
         );
     }
-}
-
-pub fn scratch_path(dir: &tempfile::TempDir, name: &str) -> PathBuf {
-    dir.path().join(name)
 }

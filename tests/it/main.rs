@@ -6,5 +6,6 @@ mod support;
 mod harness;
 mod kube_fake;
 mod llm_bed;
+mod postgres_bed;
 mod snapshots;
 mod verify_kube;

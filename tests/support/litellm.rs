@@ -363,27 +363,9 @@ fn launch(dir: &Path, config: &str) -> Result<(Supervised, SocketAddr), String> 
         .env_remove("http_proxy")
         .env_remove("https_proxy");
     let log = dir.join("litellm.log");
-    let process = spawn_from_lasting_thread(cmd, log)
-        .map_err(|e| format!("spawning {}: {e}", bin.display()))?;
+    let process =
+        Supervised::spawn(cmd, &log).map_err(|e| format!("spawning {}: {e}", bin.display()))?;
     Ok((process, addr))
-}
-
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process.
-/// libtest runs each test on a thread of its own, so a proxy spawned by the first test that needs
-/// it would be SIGKILLed as soon as that test returned. Spawning from a thread that lives as long
-/// as the test process keeps the intent (the child dies with the process) without that trap.
-fn spawn_from_lasting_thread(cmd: Command, log: PathBuf) -> std::io::Result<Supervised> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("litellm-bed-parent".into())
-        .spawn(move || {
-            let _ = tx.send(Supervised::spawn(cmd, &log));
-            loop {
-                std::thread::park();
-            }
-        })?;
-    rx.recv()
-        .map_err(|_| std::io::Error::other("the spawning thread died"))?
 }
 
 fn free_port() -> SocketAddr {

@@ -4,4 +4,5 @@
 pub mod fake_kube;
 pub mod fake_vllm;
 pub mod litellm;
+pub mod postgres;
 pub mod process;
