@@ -135,7 +135,10 @@ fn load(name: &str, chain: &mut Vec<String>) -> Scenario {
         let before = scenario.objects.len();
         scenario.objects.retain(|object| !deletion.matches(object));
         if deletion.kind == "Pod" {
-            scenario.drop_logs(deletion.namespace.as_deref().unwrap_or_default(), &deletion.name);
+            scenario.drop_logs(
+                deletion.namespace.as_deref().unwrap_or_default(),
+                &deletion.name,
+            );
         }
         if scenario.objects.len() == before {
             panic!(
@@ -273,7 +276,8 @@ pub fn str_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
 
 impl Scenario {
     fn drop_logs(&mut self, namespace: &str, pod: &str) {
-        self.logs.retain(|(ns, p, _), _| !(ns == namespace && p == pod));
+        self.logs
+            .retain(|(ns, p, _), _| !(ns == namespace && p == pod));
     }
 
     /// The object of this kind, namespace (None for cluster-scoped) and name.
