@@ -753,3 +753,60 @@ fn scenario_secrets_are_loadable_without_a_server() {
             .all(|o| str_at(o, "/metadata/namespace") != Some("litellm"))
     );
 }
+
+/// The log call smokecheck makes (kube-rs `Api::logs`), including the apiserver's 400 for a
+/// multi-container pod without a container name (kubectl picks a default itself, so only a
+/// client like ours meets it).
+#[test]
+fn kube_rs_log_calls_and_the_multi_container_error() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, LogParams};
+
+    let mut scenario = load_scenario("crash-loop");
+    let pod = "litellm-7c9d8f6b5d-4xk2p";
+    let object = scenario
+        .objects
+        .iter_mut()
+        .find(|o| str_at(o, "/metadata/name") == Some(pod))
+        .expect("the healthy LiteLLM pod");
+    let sidecar = serde_json::json!({"name": "cloud-sql-proxy", "image": "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.14.0"});
+    object["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(sidecar);
+    let kube_fake = FakeKube::start_with(scenario);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = kube_fake.write_kubeconfig(dir.path());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("reading the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("a kube config");
+        let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).expect("a client"), "litellm");
+        match pods.logs(pod, &LogParams::default()).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!((status.code, status.reason.as_str()), (400, "BadRequest"));
+                assert_eq!(
+                    status.message,
+                    format!("a container name must be specified for pod {pod}, choose one of: [litellm cloud-sql-proxy]")
+                );
+            }
+            other => panic!("expected a 400, got {other:?}"),
+        }
+        let crashing = "litellm-7c9d8f6b5d-9mzt7";
+        let params = LogParams { container: Some("litellm".into()), previous: true, tail_lines: Some(2), ..Default::default() };
+        let tail = pods.logs(crashing, &params).await.expect("the previous log");
+        assert_eq!(tail, "\nERROR:    Application startup failed. Exiting.\n");
+    });
+    let log_call = kube_fake
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path.ends_with("/log"))
+        .expect("a log call");
+    assert_eq!(log_call.param("previous").as_deref(), Some("true"));
+}
