@@ -325,6 +325,9 @@ impl<'a> Request<'a> {
                 item
             })
             .collect();
+        if self.flag("watch") {
+            return self.watch(resource, items);
+        }
         let list = json!({
             "kind": format!("{}List", resource.kind),
             "apiVersion": resource.api_version(),
@@ -332,6 +335,52 @@ impl<'a> Request<'a> {
             "items": items,
         });
         json_response(StatusCode::OK, &list)
+    }
+
+    /// A watch on a scenario that never changes: the initial ADDED events (none when the client
+    /// watches from a resourceVersion it already listed), a BOOKMARK ending them when asked for
+    /// with `sendInitialEvents`, then silence until `timeoutSeconds`, as a quiet cluster does.
+    fn watch(&self, resource: &ResourceType, items: Vec<Value>) -> Response {
+        let rv = list_resource_version(&self.shared.scenario);
+        let from_version = self
+            .param("resourceVersion")
+            .is_some_and(|v| !v.is_empty() && v != "0");
+        let initial = self.flag("sendInitialEvents") || !from_version;
+        let mut events: Vec<Value> = Vec::new();
+        if initial {
+            events.extend(items.into_iter().map(|mut object| {
+                object["apiVersion"] = json!(resource.api_version());
+                object["kind"] = json!(resource.kind);
+                json!({"type": "ADDED", "object": object})
+            }));
+        }
+        if self.flag("sendInitialEvents") {
+            events.push(json!({"type": "BOOKMARK", "object": {
+                "kind": resource.kind,
+                "apiVersion": resource.api_version(),
+                "metadata": {"resourceVersion": rv, "annotations": {"k8s.io/initial-events-end": "true"}}
+            }}));
+        }
+        let chunks: Vec<Result<String, std::convert::Infallible>> =
+            events.iter().map(|e| Ok(format!("{e}\n"))).collect();
+        let timeout = self
+            .param("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(1800);
+        let quiet = futures::stream::once(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(timeout)).await;
+            Ok(String::new())
+        });
+        let body = Body::from_stream(futures::StreamExt::chain(
+            futures::stream::iter(chunks),
+            quiet,
+        ));
+        (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
     }
 
     fn log(&self, namespace: &str, resource: &ResourceType, name: &str) -> Response {

@@ -27,8 +27,10 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::oneshot;
 
+#[allow(unused_imports)]
 pub use api::{RESOURCES, ResourceType};
 pub use handler::RecordedRequest;
+#[allow(unused_imports)]
 pub use scenario::{
     DEFAULT_USER, Forbid, Scenario, identity, load_scenario, scenario_names, scenarios_dir, str_at,
 };
