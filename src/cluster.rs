@@ -111,7 +111,9 @@ fn kubeconfig_available() -> bool {
 pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, ClusterError> {
     let (mut config, context) = config(sel).await?;
     config.connect_timeout = Some(timeout.min(Duration::from_secs(10)));
-    config.read_timeout = Some(timeout);
+    // A little above the check timeout, so a slow answer is reported by the runner as a
+    // timeout with the check's last observed state rather than as a transport error.
+    config.read_timeout = Some(timeout + Duration::from_secs(2));
     let url = config
         .cluster_url
         .to_string()

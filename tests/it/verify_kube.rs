@@ -615,3 +615,137 @@ fn bad_flag_value_names_the_flag() {
         String::from_utf8_lossy(&out.stderr).contains("--endpoint: unknown endpoint \"litelm\"")
     );
 }
+
+#[test]
+fn slow_api_fails_the_check_on_time_with_the_last_observed_state() {
+    let fake = FakeKube::start("healthy");
+    fake.delay_requests("/pods", std::time::Duration::from_secs(20));
+    let run = verify_json(
+        &fake,
+        &["--exact", "kubernetes::pods::litellm", "--timeout", "1s"],
+    );
+    let c = failed(
+        &run,
+        "kubernetes::pods::litellm",
+        "timeout",
+        "no answer within 1s",
+    );
+    assert_eq!(
+        text(&c, "details"),
+        "last observed: listing pods app.kubernetes.io/name=litellm in litellm"
+    );
+}
+
+#[test]
+fn deadline_stops_the_run_and_still_writes_the_reports() {
+    let fake = FakeKube::start("healthy");
+    fake.delay_requests("/pods", std::time::Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let run = verify_json(&fake, &["pods", "--deadline", "3s", "--timeout", "50s"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(40),
+        "the deadline did not stop the run"
+    );
+    let c = failed(
+        &run,
+        "kubernetes::pods::litellm",
+        "deadline",
+        "the run's deadline (3s) passed while this check was running",
+    );
+    assert!(
+        text(&c, "details").contains("last observed: listing pods"),
+        "{c:#}"
+    );
+    assert!(
+        run.junit
+            .expect("junit written")
+            .contains("type=\"deadline\"")
+    );
+}
+
+#[test]
+fn sigterm_stops_the_run_and_still_writes_the_reports() {
+    let fake = FakeKube::start("healthy");
+    fake.delay_requests("/pods", std::time::Duration::from_secs(60));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let junit = dir.path().join("junit.xml");
+    let mut child = command()
+        .args(["verify", "pods", "--format", "json", "--junit"])
+        .arg(&junit)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn smokecheck");
+    // Wait (bounded) until a pods request is in flight, then terminate as Kubernetes would.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fake.requests().iter().any(|r| r.path.ends_with("/pods")) {
+        assert!(
+            std::time::Instant::now() < until,
+            "smokecheck never listed pods"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("smokecheck did not stop after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("read");
+    let doc: Value = serde_json::from_str(&stdout).expect("json report");
+    let pods = doc["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "kubernetes::pods::litellm")
+        .cloned()
+        .expect("pods entry");
+    assert_eq!(pods["cause"], "interrupted", "{pods:#}");
+    assert!(
+        std::fs::read_to_string(&junit)
+            .expect("junit")
+            .contains("interrupted by SIGTERM")
+    );
+}
+
+#[test]
+fn wait_retries_a_failing_check_and_reports_the_attempts() {
+    let fake = FakeKube::start("missing-key");
+    let run = verify_json(
+        &fake,
+        &[
+            "--exact",
+            "kubernetes::secrets::litellm-secrets",
+            "--wait",
+            "2s",
+        ],
+    );
+    let c = failed(
+        &run,
+        "kubernetes::secrets::litellm-secrets",
+        "missing_key",
+        "has no key CA_VLLM_LOCAL_API_KEY",
+    );
+    assert!(c["attempts"].as_u64().unwrap_or(0) >= 2, "{c:#}");
+    let secret_gets = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/secrets/litellm-secrets"))
+        .count();
+    assert!(
+        secret_gets >= 3,
+        "one read to prime the redactor, then one per attempt: {secret_gets}"
+    );
+}

@@ -39,6 +39,9 @@ pub struct Shared {
     pub token: String,
     pub resources: Vec<ResourceType>,
     pub requests: Mutex<Vec<RecordedRequest>>,
+    /// Requests whose path contains the first part are answered only after the second (a slow
+    /// API server, for timeout, deadline and signal tests).
+    pub delay: Mutex<Option<(String, std::time::Duration)>>,
 }
 
 pub async fn handle(
@@ -56,6 +59,16 @@ pub async fn handle(
             path: uri.path().to_string(),
             query: uri.query().unwrap_or_default().to_string(),
         });
+    let delay = shared
+        .delay
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    if let Some((part, pause)) = delay
+        && uri.path().contains(&part)
+    {
+        tokio::time::sleep(pause).await;
+    }
     let expected = format!("Bearer {}", shared.token);
     let authorized = headers
         .get(header::AUTHORIZATION)

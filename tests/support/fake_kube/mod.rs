@@ -62,6 +62,7 @@ impl FakeKube {
             scenario,
             token: token.clone(),
             requests: Default::default(),
+            delay: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("fake kube {name}: binding 127.0.0.1:0: {e}"));
@@ -148,6 +149,16 @@ impl FakeKube {
         let path = dir.join(file);
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
+    }
+
+    /// Answers requests whose path contains `path_part` only after `pause`.
+    pub fn delay_requests(&self, path_part: &str, pause: std::time::Duration) {
+        *self
+            .shared
+            .delay
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((path_part.to_string(), pause));
     }
 
     /// Every request seen so far, in arrival order.
