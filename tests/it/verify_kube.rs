@@ -749,3 +749,26 @@ fn wait_retries_a_failing_check_and_reports_the_attempts() {
         "one read to prime the redactor, then one per attempt: {secret_gets}"
     );
 }
+
+#[test]
+fn colour_only_when_asked_or_on_a_terminal() {
+    let fake = FakeKube::start("crash-loop");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let coloured = run_in(dir, &kubeconfig, &["--color", "always"], &["pods"]);
+    assert!(
+        coloured.stdout.contains("\u{1b}[31"),
+        "red FAIL expected:\n{}",
+        coloured.stdout
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    // Not a terminal: plain, even in the default pretty format.
+    let auto = run_in(dir, &kubeconfig, &[], &["pods"]);
+    assert!(!auto.stdout.contains('\u{1b}'), "{}", auto.stdout);
+    assert!(
+        auto.stdout.contains("FAIL  kubernetes::pods::litellm"),
+        "{}",
+        auto.stdout
+    );
+}

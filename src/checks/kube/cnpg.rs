@@ -2,7 +2,6 @@
 //! named primary, and the read-write Service routing to that primary (a `-rw` Service pointing
 //! at a replica makes every LiteLLM write fail).
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
@@ -11,7 +10,7 @@ use crate::cluster::Access;
 use crate::suite::Database;
 
 use super::in_namespace;
-use super::services::ready_targets;
+use super::services::{endpoint_slices, ready_targets};
 
 const GROUP: &str = "postgresql.cnpg.io";
 const HEALTHY: &str = "Cluster in healthy state";
@@ -102,12 +101,7 @@ pub fn check(namespace: &str, db: &Database) -> Check {
                     "listing endpoint slices of {ns}/{}",
                     db.service.name
                 ));
-                let selector = format!("kubernetes.io/service-name={}", db.service.name);
-                let slices = match env
-                    .cluster
-                    .list::<EndpointSlice>(&ns, Some(&selector))
-                    .await
-                {
+                let slices = match endpoint_slices(&env, &ns, &db.service.name).await {
                     Ok(s) => s,
                     Err(f) => return f.into(),
                 };

@@ -80,9 +80,9 @@ pub fn check(suite: &Arc<Suite>, guardrail: &Guardrail) -> Check {
                     Err(f) => return f.into(),
                 };
                 let Some(pod) = newest(&pods) else {
-                    return Outcome::Skipped(format!(
-                        "no LiteLLM pod to inspect (see kubernetes::pods::litellm)"
-                    ));
+                    return Outcome::Skipped(
+                        "no LiteLLM pod to inspect (see kubernetes::pods::litellm)".to_string(),
+                    );
                 };
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 let Some(spec) = pod.spec.as_ref() else {

@@ -285,7 +285,7 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
     let ready = pods.iter().filter(|p| is_ready(p)).count() as u64;
     let restarts: i64 = pods
         .iter()
-        .flat_map(|p| statuses(p))
+        .flat_map(statuses)
         .map(|c| i64::from(c.restart_count))
         .sum();
     let mut metrics = Metrics::default();

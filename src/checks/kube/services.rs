@@ -65,12 +65,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                     ));
                 }
                 ctx.observe(format!("listing endpoint slices of {ns}/{}", svc.name));
-                let selector = format!("kubernetes.io/service-name={}", svc.name);
-                let slices = match env
-                    .cluster
-                    .list::<EndpointSlice>(&ns, Some(&selector))
-                    .await
-                {
+                let slices = match endpoint_slices(&env, &ns, &svc.name).await {
                     Ok(s) => s,
                     Err(f) => return f.into(),
                 };
@@ -133,6 +128,16 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
         }),
         namespace,
     )
+}
+
+/// The EndpointSlices of a Service.
+pub(super) async fn endpoint_slices(
+    env: &crate::env::Env,
+    ns: &str,
+    service: &str,
+) -> Result<Vec<EndpointSlice>, crate::check::Failure> {
+    let selector = format!("kubernetes.io/service-name={service}");
+    env.cluster.list::<EndpointSlice>(ns, Some(&selector)).await
 }
 
 /// Ready and total endpoints; a missing `ready` condition means ready (API semantics).
