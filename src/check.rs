@@ -89,6 +89,39 @@ impl fmt::Debug for Check {
     }
 }
 
+/// Checks with one instance per model alias (`e2e::chat::<alias>`). Aliases come from the
+/// cluster (the proxy config), so these are built after the run has read it; `--list` shows
+/// the pattern unless the suite names the aliases.
+pub struct Family {
+    /// The check name with `<alias>` where the alias goes.
+    pub pattern: String,
+    /// Builds the check for one alias, or `None` where it does not apply (no guardrail on it).
+    pub build: Arc<dyn Fn(&Env, &str) -> Option<Check> + Send + Sync>,
+}
+
+impl Family {
+    pub fn new<F>(pattern: impl Into<String>, build: F) -> Family
+    where
+        F: Fn(&Env, &str) -> Option<Check> + Send + Sync + 'static,
+    {
+        Family {
+            pattern: pattern.into(),
+            build: Arc::new(build),
+        }
+    }
+
+    pub fn name_for(&self, alias: &str) -> String {
+        self.pattern.replace("<alias>", alias)
+    }
+}
+
+/// Everything the suite describes: checks known up front, and per-alias families.
+#[derive(Default)]
+pub struct Catalog {
+    pub checks: Vec<Check>,
+    pub families: Vec<Family>,
+}
+
 /// Handed to a probe: lets it leave a trace of what it last saw, which the runner reports if
 /// the probe runs out of time ("waiting for logs of pod x"), instead of a bare "timed out".
 #[derive(Clone, Default)]

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::Api;
 
 use crate::check::Failure;
 use crate::cluster::{Access, Cluster};
+use crate::connect::Endpoints;
+use crate::proxy_config::ProxyConfig;
 use crate::secret::{Redactor, SecretValue};
 use crate::suite::Suite;
 
@@ -26,12 +28,20 @@ pub struct Env {
     pub cluster: Cluster,
     pub redactor: Redactor,
     pub namespaces: BTreeMap<String, NamespaceState>,
+    pub endpoints: Endpoints,
+    /// The proxy config from its ConfigMap, or why it could not be read.
+    pub proxy: Result<ProxyConfig, String>,
 }
 
 impl Env {
     /// Reads what every check relies on, once: namespace existence and the suite's secrets (so
     /// their values are scrubbed from any log or answer, whichever check sees it first).
-    pub async fn prepare(suite: Arc<Suite>, cluster: Cluster, redactor: Redactor) -> Env {
+    pub async fn prepare(
+        suite: Arc<Suite>,
+        cluster: Cluster,
+        redactor: Redactor,
+        endpoints: Endpoints,
+    ) -> Env {
         let mut namespaces = BTreeMap::new();
         for ns in suite_namespaces(&suite) {
             let api: Api<Namespace> = Api::all(cluster.client.clone());
@@ -51,11 +61,14 @@ impl Env {
             };
             namespaces.insert(ns, state);
         }
+        let proxy = read_proxy_config(&cluster, &suite).await;
         let env = Env {
             suite,
             cluster,
             redactor,
             namespaces,
+            endpoints,
+            proxy,
         };
         for (ns, name, keys) in secret_keys(&env.suite) {
             if let Ok(Some(secret)) = env.cluster.get::<Secret>(&ns, &name).await {
@@ -72,6 +85,31 @@ impl Env {
     pub fn namespace(&self, ns: &str) -> Option<&NamespaceState> {
         self.namespaces.get(ns)
     }
+
+    /// The aliases the proxy must serve: the suite's list, else the proxy config's.
+    pub fn aliases(&self) -> Vec<String> {
+        match (&self.suite.litellm.aliases, &self.proxy) {
+            (Some(list), _) => list.clone(),
+            (None, Ok(config)) => config.aliases.iter().map(|a| a.name.clone()).collect(),
+            (None, Err(_)) => Vec::new(),
+        }
+    }
+}
+
+async fn read_proxy_config(cluster: &Cluster, suite: &Suite) -> Result<ProxyConfig, String> {
+    let c = &suite.litellm.config;
+    let ns = &suite.namespace;
+    let map = cluster
+        .get::<ConfigMap>(ns, &c.configmap)
+        .await
+        .map_err(|f| f.summary)?
+        .ok_or_else(|| format!("configmap {ns}/{} not found", c.configmap))?;
+    let text = map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&c.key))
+        .ok_or_else(|| format!("configmap {ns}/{} has no key {}", c.configmap, c.key))?;
+    ProxyConfig::parse(text).map_err(|e| format!("configmap {ns}/{} {}: {e}", c.configmap, c.key))
 }
 
 /// Every namespace the suite reads from, suite namespace first.

@@ -7,7 +7,9 @@ pub mod check;
 pub mod checks;
 pub mod cli;
 pub mod cluster;
+pub mod connect;
 pub mod env;
+pub mod proxy_config;
 pub mod report;
 pub mod runner;
 pub mod secret;
@@ -78,22 +80,40 @@ fn verify(args: VerifyArgs) -> ExitCode {
         }
     };
 
-    let selected: Vec<_> = checks::all(&plan.suite)
+    let catalog = checks::catalog(&plan.suite);
+    let namespace = plan.suite.namespace.clone();
+    let mut selected: Vec<_> = catalog
+        .checks
         .into_iter()
         .filter(|c| plan.selection.selects(&c.name))
         .collect();
-    let namespace = plan.suite.namespace.clone();
-    if selected.is_empty() {
-        let message = format!(
-            "no check matches {}: `smokecheck verify --list` shows the names",
-            describe_selection(&plan.selection)
-        );
-        eprintln!("error: {message}");
-        let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
-        return finish_setup_failure(&plan.output, &report);
+    let families = catalog.families;
+    // Per-alias checks are only known once the proxy config is read; a filter may still
+    // match them, so "matches nothing" is final here only without families.
+    if selected.is_empty() && families.is_empty() {
+        return no_match(&plan, namespace);
     }
     if plan.list {
-        let names: Vec<&str> = selected.iter().map(|c| c.name.as_str()).collect();
+        let mut names: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
+        for family in &families {
+            match &plan.suite.litellm.aliases {
+                Some(aliases) => names.extend(
+                    aliases
+                        .iter()
+                        .map(|a| family.name_for(a))
+                        .filter(|n| plan.selection.selects(n)),
+                ),
+                None if plan.selection.selects(&family.pattern)
+                    || plan.selection.filters.is_empty() =>
+                {
+                    names.push(family.pattern.clone())
+                }
+                None => {}
+            }
+        }
+        if names.is_empty() {
+            return no_match(&plan, namespace);
+        }
         if plan.output.format == Format::Json {
             println!(
                 "{}",
@@ -148,6 +168,27 @@ fn verify(args: VerifyArgs) -> ExitCode {
     };
     let context = cluster.context.clone();
 
+    let suite = Arc::new(plan.suite.clone());
+    let endpoints = connect::Endpoints::resolve(&plan.suite, &plan.endpoints);
+    let env = runtime.block_on(env::Env::prepare(
+        suite,
+        cluster,
+        Redactor::default(),
+        endpoints,
+    ));
+    for alias in env.aliases() {
+        for family in &families {
+            if let Some(check) = (family.build)(&env, &alias)
+                && plan.selection.selects(&check.name)
+            {
+                selected.push(check);
+            }
+        }
+    }
+    if selected.is_empty() {
+        return no_match(&plan, namespace);
+    }
+
     let styles = if plan.output.color {
         Styles::colored()
     } else {
@@ -167,8 +208,6 @@ fn verify(args: VerifyArgs) -> ExitCode {
         }
     };
 
-    let suite = Arc::new(plan.suite.clone());
-    let env = runtime.block_on(env::Env::prepare(suite, cluster, Redactor::default()));
     let options = RunOptions {
         timeout: plan.timeout,
         wait: plan.wait,
@@ -201,6 +240,17 @@ fn verify(args: VerifyArgs) -> ExitCode {
         Ok(()) => ExitCode::from(code),
         Err(()) => ExitCode::from(exit::USAGE),
     }
+}
+
+/// Exit 2: the filters select nothing (a typo in a hook's filter must not pass a sync).
+fn no_match(plan: &cli::Plan, namespace: String) -> ExitCode {
+    let message = format!(
+        "no check matches {}: `smokecheck verify --list` shows the names",
+        describe_selection(&plan.selection)
+    );
+    eprintln!("error: {message}");
+    let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
+    finish_setup_failure(&plan.output, &report)
 }
 
 fn describe_selection(sel: &runner::Selection) -> String {

@@ -3,12 +3,15 @@
 
 pub mod kube;
 
-use crate::check::Check;
+use crate::check::Catalog;
 use crate::suite::Suite;
 
 /// Every check the suite describes, in report order.
-pub fn all(suite: &Suite) -> Vec<Check> {
-    kube::checks(suite)
+pub fn catalog(suite: &Suite) -> Catalog {
+    Catalog {
+        checks: kube::checks(suite),
+        families: Vec::new(),
+    }
 }
 
 /// An object's name in a check name: bare in the suite's namespace, `namespace/name` elsewhere.

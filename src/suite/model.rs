@@ -31,6 +31,9 @@ pub struct Litellm {
     pub migration_job: Option<String>,
     /// The trimming guardrail; `null` for a deployment without one.
     pub guardrail: Option<Guardrail>,
+    /// The model aliases the proxy must serve; `null` (the default) reads them from the proxy
+    /// config's `model_list`, so the suite cannot drift from what GitOps deployed.
+    pub aliases: Option<Vec<String>>,
 }
 
 impl Default for Litellm {
@@ -49,6 +52,7 @@ impl Default for Litellm {
             config: ProxyConfig::default(),
             migration_job: Some("litellm-migrations".into()),
             guardrail: Some(Guardrail::default()),
+            aliases: None,
         }
     }
 }
@@ -236,6 +240,14 @@ impl Suite {
                 return Err((
                     "litellm.guardrail.workdir".into(),
                     format!("must be an absolute path, got {:?}", g.workdir),
+                ));
+            }
+        }
+        for (i, a) in l.aliases.iter().flatten().enumerate() {
+            if a.is_empty() || a.contains(char::is_whitespace) {
+                return Err((
+                    format!("litellm.aliases[{i}]"),
+                    format!("{a:?} is not a model alias"),
                 ));
             }
         }

@@ -1,0 +1,263 @@
+//! How a named endpoint is reached: the suite's in-cluster address, or `--endpoint NAME=URL`.
+//! (Port-forwards through the API server, for laptops outside the cluster, come with
+//! `--connect port-forward`.) Every address a check dials comes from here, so the output can
+//! say where each endpoint was reached and why.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::cli::EndpointName;
+use crate::suite::Suite;
+
+/// Where an address came from, for the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The suite's in-cluster service address.
+    Suite,
+    /// `--endpoint` on the command line.
+    Flag,
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Via::Suite => "in-cluster service address",
+            Via::Flag => "--endpoint",
+        })
+    }
+}
+
+/// An HTTP endpoint: base URL without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpEndpoint {
+    pub base: String,
+    pub via: Via,
+}
+
+impl HttpEndpoint {
+    /// `base` + `path` (path starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// The database's rw endpoint: where to connect, and which name its certificate must carry
+/// (the Service's, also when the connection goes to 127.0.0.1: libpq's host/hostaddr split).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls_name: String,
+    pub via: Via,
+}
+
+/// A vLLM backend as the proxy config names it, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VllmTarget {
+    pub namespace: String,
+    pub service: String,
+    /// The OpenAI base URL to call (`.../v1`), after any `--endpoint` override.
+    pub endpoint: HttpEndpoint,
+}
+
+/// Every endpoint of a run.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub litellm: HttpEndpoint,
+    pub database: Option<DbEndpoint>,
+    suite_namespace: String,
+    vllm_services: Vec<(String, String)>,
+    overrides: BTreeMap<EndpointName, http::Uri>,
+}
+
+impl Endpoints {
+    pub fn resolve(suite: &Suite, overrides: &BTreeMap<EndpointName, http::Uri>) -> Endpoints {
+        let ns = &suite.namespace;
+        let l = &suite.litellm.service;
+        let litellm = match overrides.get(&EndpointName::Litellm) {
+            Some(uri) => HttpEndpoint {
+                base: uri.to_string().trim_end_matches('/').to_string(),
+                via: Via::Flag,
+            },
+            None => HttpEndpoint {
+                base: format!(
+                    "http://{}.{ns}.svc.cluster.local:{}",
+                    l.name,
+                    l.port.unwrap_or(4000)
+                ),
+                via: Via::Suite,
+            },
+        };
+        let database = suite.database.as_ref().map(|db| {
+            let tls_name = format!("{}.{ns}.svc", db.service.name);
+            let port = db.service.port.unwrap_or(5432);
+            match overrides.get(&EndpointName::Database) {
+                Some(uri) => DbEndpoint {
+                    host: uri.host().unwrap_or("127.0.0.1").to_string(),
+                    port: uri.port_u16().unwrap_or(5432),
+                    tls_name,
+                    via: Via::Flag,
+                },
+                None => DbEndpoint {
+                    host: tls_name.clone(),
+                    port,
+                    tls_name,
+                    via: Via::Suite,
+                },
+            }
+        });
+        Endpoints {
+            litellm,
+            database,
+            suite_namespace: ns.clone(),
+            vllm_services: suite
+                .vllm
+                .iter()
+                .map(|v| (v.namespace.clone(), v.service.name.clone()))
+                .collect(),
+            overrides: overrides.clone(),
+        }
+    }
+
+    /// Resolves an `api_base` of the proxy config (`http://vllm.vllm.svc.cluster.local/v1`) to
+    /// the suite's vLLM service it names, and the URL to call it at. Errors say why in one line.
+    pub fn vllm(&self, api_base: &str) -> Result<VllmTarget, String> {
+        let uri: http::Uri = api_base
+            .parse()
+            .map_err(|e| format!("api_base {api_base:?} is not a URL ({e})"))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("api_base {api_base:?} has no host"))?;
+        let (service, namespace) = service_of(host, &self.suite_namespace);
+        if !self
+            .vllm_services
+            .iter()
+            .any(|(ns, svc)| ns == &namespace && svc == &service)
+        {
+            let known = self
+                .vllm_services
+                .iter()
+                .map(|(ns, svc)| format!("{ns}/{svc}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(format!(
+                "api_base {api_base} points at service {namespace}/{service}, which is not one of the suite's vLLM services ({})",
+                if known.is_empty() { "none" } else { &known }
+            ));
+        }
+        let key = if self.vllm_services.len() == 1 {
+            EndpointName::Vllm(None)
+        } else {
+            EndpointName::Vllm(Some((namespace.clone(), service.clone())))
+        };
+        let path = uri.path().trim_end_matches('/').to_string();
+        let endpoint = match self.overrides.get(&key) {
+            Some(o) => {
+                let o_path = o.path().trim_end_matches('/');
+                let path = if o_path.is_empty() {
+                    path.as_str()
+                } else {
+                    o_path
+                };
+                HttpEndpoint {
+                    base: format!(
+                        "{}://{}{path}",
+                        o.scheme_str().unwrap_or("http"),
+                        o.authority().map(|a| a.as_str()).unwrap_or_default()
+                    ),
+                    via: Via::Flag,
+                }
+            }
+            None => HttpEndpoint {
+                base: api_base.trim_end_matches('/').to_string(),
+                via: Via::Suite,
+            },
+        };
+        Ok(VllmTarget {
+            namespace,
+            service,
+            endpoint,
+        })
+    }
+}
+
+/// `svc.ns.svc.cluster.local`, `svc.ns.svc`, `svc.ns` or `svc` → (service, namespace).
+fn service_of(host: &str, default_ns: &str) -> (String, String) {
+    let trimmed = host
+        .trim_end_matches('.')
+        .trim_end_matches(".cluster.local")
+        .trim_end_matches(".svc");
+    match trimmed.split_once('.') {
+        Some((svc, ns)) if !ns.contains('.') => (svc.to_string(), ns.to_string()),
+        Some(_) => (host.to_string(), default_ns.to_string()),
+        None => (trimmed.to_string(), default_ns.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite;
+
+    fn suite() -> Suite {
+        suite::parse(crate::cli::BUILTIN_SUITE, "builtin").expect("suite")
+    }
+
+    #[test]
+    fn in_cluster_addresses_by_default() {
+        let e = Endpoints::resolve(&suite(), &BTreeMap::new());
+        assert_eq!(
+            e.litellm.base,
+            "http://litellm.litellm.svc.cluster.local:4000"
+        );
+        let db = e.database.clone().expect("db");
+        assert_eq!(db.host, "cloudnative-pg-cluster-rw.litellm.svc");
+        assert_eq!(db.tls_name, "cloudnative-pg-cluster-rw.litellm.svc");
+        let v = e
+            .vllm("http://vllm.vllm.svc.cluster.local/v1")
+            .expect("vllm");
+        assert_eq!((v.namespace.as_str(), v.service.as_str()), ("vllm", "vllm"));
+        assert_eq!(v.endpoint.base, "http://vllm.vllm.svc.cluster.local/v1");
+    }
+
+    #[test]
+    fn overrides_keep_the_service_name_for_tls_and_the_api_path() {
+        let mut o = BTreeMap::new();
+        o.insert(
+            EndpointName::Database,
+            "postgresql://127.0.0.1:6543".parse().unwrap(),
+        );
+        o.insert(
+            EndpointName::Vllm(None),
+            "http://127.0.0.1:8000".parse().unwrap(),
+        );
+        o.insert(
+            EndpointName::Litellm,
+            "http://127.0.0.1:4000/".parse().unwrap(),
+        );
+        let e = Endpoints::resolve(&suite(), &o);
+        assert_eq!(e.litellm.url("/health"), "http://127.0.0.1:4000/health");
+        let db = e.database.clone().expect("db");
+        assert_eq!((db.host.as_str(), db.port), ("127.0.0.1", 6543));
+        assert_eq!(db.tls_name, "cloudnative-pg-cluster-rw.litellm.svc");
+        let v = e
+            .vllm("http://vllm.vllm.svc.cluster.local/v1")
+            .expect("vllm");
+        assert_eq!(v.endpoint.base, "http://127.0.0.1:8000/v1");
+        assert_eq!(v.endpoint.via, Via::Flag);
+    }
+
+    #[test]
+    fn api_base_outside_the_suite_is_refused_with_reason() {
+        let e = Endpoints::resolve(&suite(), &BTreeMap::new());
+        let err = e
+            .vllm("http://other.models.svc.cluster.local:8000/v1")
+            .unwrap_err();
+        assert!(
+            err.contains(
+                "service models/other, which is not one of the suite's vLLM services (vllm/vllm)"
+            ),
+            "{err}"
+        );
+    }
+}
