@@ -117,6 +117,18 @@ pub struct VerifyArgs {
     /// How endpoints inside the cluster are reached.
     #[arg(long, value_enum, default_value_t = ConnectMode::Auto, env = "SMOKECHECK_CONNECT")]
     pub connect: ConnectMode,
+    /// Run as the PostSync hook of this Argo CD Application (NAMESPACE/NAME): plain logs, a
+    /// termination message, and never waiting on that Application's own sync.
+    #[arg(long, value_name = "NS/NAME", env = "SMOKECHECK_ARGOCD_APP")]
+    pub argocd_app: Option<String>,
+    /// Where the one-line outcome goes for `kubectl get pod` and Argo CD [default in hook mode:
+    /// /dev/termination-log].
+    #[arg(long, value_name = "PATH", env = "SMOKECHECK_TERMINATION_LOG")]
+    pub termination_log: Option<PathBuf>,
+    /// The hook Job's activeDeadlineSeconds: the run's deadline is set below it, so reports and
+    /// the termination message are written before Kubernetes kills the pod.
+    #[arg(long, value_name = "DURATION", env = "SMOKECHECK_JOB_ACTIVE_DEADLINE")]
+    pub job_active_deadline: Option<String>,
 }
 
 /// A usage or configuration error: exit code 2.
@@ -162,6 +174,24 @@ pub struct Output {
     pub color: bool,
     pub progress_bar: bool,
     pub junit: Option<PathBuf>,
+    /// Where the one-line outcome is written (the container's termination message).
+    pub termination_log: Option<PathBuf>,
+}
+
+/// Running as an Argo CD PostSync hook, as the Job's manifest says (never inferred).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub app_namespace: String,
+    pub app_name: String,
+}
+
+/// The default termination message path of a container.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// How much earlier than the Job's activeDeadlineSeconds the run stops: enough to write the
+/// reports and the termination message.
+fn hook_margin(job: Duration) -> Duration {
+    (job / 10).max(Duration::from_secs(10)).min(job / 2)
 }
 
 /// Everything a run needs, validated.
@@ -178,6 +208,7 @@ pub struct Plan {
     pub wait: Option<Duration>,
     pub threads: Option<usize>,
     pub connect: ConnectMode,
+    pub hook: Option<Hook>,
 }
 
 /// The built-in default suite, so the binary works from any directory (and in the image).
@@ -190,16 +221,23 @@ impl VerifyArgs {
         use std::io::IsTerminal;
         let tty = std::io::stdout().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        // A hook logs plain text: no colours, no progress bars, whatever the pod's stdout is.
+        let hook = self.argocd_app.is_some();
         let color = match self.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => tty && !no_color && self.format == Format::Pretty,
+            ColorChoice::Auto => tty && !no_color && !hook && self.format == Format::Pretty,
         };
+        let termination_log = self
+            .termination_log
+            .clone()
+            .or_else(|| hook.then(|| PathBuf::from(TERMINATION_LOG)));
         Output {
             format: self.format,
             color,
-            progress_bar: tty && self.format == Format::Pretty && !self.list,
+            progress_bar: tty && !hook && self.format == Format::Pretty && !self.list,
             junit: self.junit.clone(),
+            termination_log,
         }
     }
 
@@ -223,10 +261,45 @@ impl VerifyArgs {
             suite.namespace = ns.clone();
         }
         let timeout = duration("--timeout", &self.timeout)?;
-        let deadline = self
+        let mut deadline = self
             .deadline
             .as_deref()
             .map(|d| duration("--deadline", d))
+            .transpose()?;
+        if let Some(job) = &self.job_active_deadline {
+            let job = duration("--job-active-deadline", job)?;
+            let latest = job - hook_margin(job);
+            match deadline {
+                Some(d) if d > latest => {
+                    return Err(flag(
+                        "--deadline",
+                        format!(
+                            "{} leaves no time to write the reports before the Job's activeDeadlineSeconds ({}): use at most {}",
+                            humantime::format_duration(d),
+                            humantime::format_duration(job),
+                            humantime::format_duration(latest)
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => deadline = Some(latest),
+            }
+        }
+        let hook = self
+            .argocd_app
+            .as_deref()
+            .map(|app| match app.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    Ok(Hook {
+                        app_namespace: ns.to_string(),
+                        app_name: name.to_string(),
+                    })
+                }
+                _ => Err(flag(
+                    "--argocd-app",
+                    format!("{app:?} is not NAMESPACE/NAME (e.g. argocd/litellm)"),
+                )),
+            })
             .transpose()?;
         let wait = self
             .wait
@@ -259,6 +332,7 @@ impl VerifyArgs {
             wait,
             threads: self.test_threads.map(NonZeroUsize::get),
             connect: self.connect,
+            hook,
         })
     }
 }
@@ -373,6 +447,19 @@ mod tests {
         assert!(err.contains("postgresql://"), "{err}");
         let err = endpoint("litellm", &s).unwrap_err().to_string();
         assert!(err.contains("NAME=URL"), "{err}");
+    }
+
+    #[test]
+    fn hook_deadline_stays_below_the_jobs() {
+        assert_eq!(
+            hook_margin(Duration::from_secs(600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            hook_margin(Duration::from_secs(60)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(hook_margin(Duration::from_secs(8)), Duration::from_secs(4));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Env {
     pub endpoints: Endpoints,
     /// The proxy config from its ConfigMap, or why it could not be read.
     pub proxy: Result<ProxyConfig, String>,
+    /// Set when running as an Argo CD PostSync hook (its own Application is never waited on).
+    pub hook: Option<crate::cli::Hook>,
 }
 
 impl Env {
@@ -41,6 +43,7 @@ impl Env {
         cluster: Cluster,
         redactor: Redactor,
         endpoints: Endpoints,
+        hook: Option<crate::cli::Hook>,
     ) -> Env {
         let mut namespaces = BTreeMap::new();
         for ns in suite_namespaces(&suite) {
@@ -69,6 +72,7 @@ impl Env {
             namespaces,
             endpoints,
             proxy,
+            hook,
         };
         for (ns, name, keys) in secret_keys(&env.suite) {
             if let Ok(Some(secret)) = env.cluster.get::<Secret>(&ns, &name).await {

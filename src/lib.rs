@@ -175,6 +175,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
         cluster,
         Redactor::default(),
         endpoints,
+        plan.hook.clone(),
     ));
     for alias in env.aliases() {
         for family in &families {
@@ -321,6 +322,14 @@ fn write_reports(output: &Output, report: &RunReport, terminal: &Terminal) -> Re
     {
         eprintln!("error: writing JUnit report {}: {e}", path.display());
         ok = Err(());
+    }
+    if let Some(path) = &output.termination_log
+        && let Err(e) = std::fs::write(path, report::termination_message(report))
+    {
+        eprintln!(
+            "error: writing the termination message to {}: {e}",
+            path.display()
+        );
     }
     match output.format {
         Format::Json => print!("{}", report::json::render(report)),

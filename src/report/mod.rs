@@ -124,6 +124,60 @@ impl RunReport {
     }
 }
 
+/// Kubernetes keeps at most 4096 bytes of a termination message.
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+
+/// The one line `kubectl get pod` and Argo CD show for the run: why it failed, or that it
+/// passed.
+pub fn termination_message(report: &RunReport) -> String {
+    let c = report.counts();
+    let mut line = if let Some(error) = &report.error {
+        format!("smokecheck: nothing could be checked: {error}")
+    } else if c.failed == 0 {
+        format!(
+            "smokecheck: {} checks passed, {} skipped",
+            c.passed, c.skipped
+        )
+    } else {
+        let failed: Vec<&CheckResult> = report
+            .checks
+            .iter()
+            .filter(|r| r.status == Status::Failed)
+            .collect();
+        let first = failed[0];
+        let more = if failed.len() > 1 {
+            format!(
+                " (and {} more: {})",
+                failed.len() - 1,
+                failed[1..]
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "smokecheck: {} of {} checks failed: {}: {}{more}",
+            c.failed,
+            report.checks.len(),
+            first.name,
+            first.summary
+        )
+    };
+    line = line.replace(['\n', '\r'], " ");
+    if line.len() > TERMINATION_MESSAGE_MAX {
+        let mut cut = TERMINATION_MESSAGE_MAX - 3;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push_str("...");
+    }
+    line
+}
+
 /// Told about each check as it finishes, for live output.
 pub trait Progress: Send + Sync {
     fn started(&self, total: usize);

@@ -670,8 +670,19 @@ fn sigterm_stops_the_run_and_still_writes_the_reports() {
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = fake.write_kubeconfig(dir.path());
     let junit = dir.path().join("junit.xml");
+    let term = dir.path().join("termination-log");
     let mut child = command()
-        .args(["verify", "pods", "--format", "json", "--junit"])
+        .args([
+            "verify",
+            "pods",
+            "--format",
+            "json",
+            "--argocd-app",
+            "argocd/litellm",
+            "--termination-log",
+        ])
+        .arg(&term)
+        .arg("--junit")
         .arg(&junit)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
@@ -770,5 +781,105 @@ fn colour_only_when_asked_or_on_a_terminal() {
         auto.stdout.contains("FAIL  kubernetes::pods::litellm"),
         "{}",
         auto.stdout
+    );
+}
+
+#[test]
+fn hook_mode_writes_the_cause_of_failure_as_the_termination_message() {
+    let fake = FakeKube::start("crash-loop");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let term = dir.path().join("termination-log");
+    let term_arg = term.display().to_string();
+    let run = run_in(
+        dir,
+        &kubeconfig,
+        &["--color", "auto"],
+        &[
+            "--argocd-app",
+            "argocd/litellm",
+            "--termination-log",
+            &term_arg,
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        !run.stdout.contains('\u{1b}'),
+        "hook logs are plain: {}",
+        run.stdout
+    );
+    let message = std::fs::read_to_string(&term).expect("termination message written");
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with("smokecheck: 1 of 14 checks failed: kubernetes::pods::litellm: 1/2 pods ready (need 1); litellm-7c9d8f6b5d-9mzt7: container litellm in CrashLoopBackOff"),
+        "{message}"
+    );
+    assert_no_secret_leaks("crash-loop", &run);
+    for value in secret_values("crash-loop") {
+        assert!(!message.contains(&value));
+    }
+}
+
+#[test]
+fn hook_mode_says_why_nothing_could_be_checked() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"),
+    )
+    .expect("write kubeconfig");
+    let term = dir.path().join("termination-log");
+    let term_arg = term.display().to_string();
+    let run = run_in(
+        dir,
+        &kubeconfig,
+        &["--format", "plain"],
+        &[
+            "--argocd-app",
+            "argocd/litellm",
+            "--termination-log",
+            &term_arg,
+            "--timeout",
+            "2s",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let message = std::fs::read_to_string(&term).expect("termination message written");
+    assert!(
+        message.starts_with("smokecheck: nothing could be checked: cannot reach the API server"),
+        "{message}"
+    );
+}
+
+#[test]
+fn hook_deadline_must_leave_time_before_the_jobs() {
+    let out = command()
+        .args([
+            "verify",
+            "--list",
+            "--job-active-deadline",
+            "60s",
+            "--deadline",
+            "2m",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: --deadline: 2m leaves no time to write the reports before the Job's activeDeadlineSeconds (1m): use at most 50s"), "{stderr}");
+    let out = command()
+        .args(["verify", "--list", "--argocd-app", "litellm"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--argocd-app: \"litellm\" is not NAMESPACE/NAME")
     );
 }
