@@ -27,6 +27,47 @@ pub enum Command {
     /// Check the deployment described by a suite. Exit 0: all passed; 1: a check failed; 2: usage,
     /// suite or kubeconfig error, or a filter that matches no check.
     Verify(VerifyArgs),
+    /// Print the least-privilege RBAC manifests (ServiceAccount, Roles, ClusterRole, bindings)
+    /// that `verify` needs for a suite.
+    Rbac(RbacArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RbacArgs {
+    /// The suite file [default: the built-in suites/litellm.yaml].
+    #[arg(long, value_name = "FILE", env = "SMOKECHECK_SUITE")]
+    pub suite: Option<PathBuf>,
+    /// Override the suite's namespace.
+    #[arg(short = 'n', long, value_name = "NS", env = "SMOKECHECK_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl RbacArgs {
+    pub fn suite(&self) -> Result<Suite, PlanError> {
+        load_suite(self.suite.as_deref(), self.namespace.as_deref())
+    }
+}
+
+/// The suite from `--suite` (or the built-in one), with `--namespace` applied.
+fn load_suite(path: Option<&std::path::Path>, namespace: Option<&str>) -> Result<Suite, PlanError> {
+    let mut suite = match path {
+        Some(path) => suite::read(path)?,
+        None => suite::parse(BUILTIN_SUITE, "<built-in suites/litellm.yaml>")?,
+    };
+    if let Some(ns) = namespace {
+        if ns.is_empty()
+            || !ns
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(flag(
+                "--namespace",
+                format!("{ns:?} is not a valid namespace name"),
+            ));
+        }
+        suite.namespace = ns.to_string();
+    }
+    Ok(suite)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -243,23 +284,7 @@ impl VerifyArgs {
 
     pub fn plan(self) -> Result<Plan, PlanError> {
         let output = self.output();
-        let mut suite = match &self.suite {
-            Some(path) => suite::read(path)?,
-            None => suite::parse(BUILTIN_SUITE, "<built-in suites/litellm.yaml>")?,
-        };
-        if let Some(ns) = &self.namespace {
-            if ns.is_empty()
-                || !ns
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            {
-                return Err(flag(
-                    "--namespace",
-                    format!("{ns:?} is not a valid namespace name"),
-                ));
-            }
-            suite.namespace = ns.clone();
-        }
+        let suite = load_suite(self.suite.as_deref(), self.namespace.as_deref())?;
         let timeout = duration("--timeout", &self.timeout)?;
         let mut deadline = self
             .deadline

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod connect;
 pub mod env;
 pub mod proxy_config;
+pub mod rbac;
 pub mod report;
 pub mod runner;
 pub mod secret;
@@ -55,6 +56,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     match cli.command {
         Command::Verify(args) => verify(args),
+        Command::Rbac(args) => match args.suite() {
+            Ok(suite) => {
+                print!("{}", rbac::manifests(&suite));
+                ExitCode::from(exit::PASSED)
+            }
+            Err(e) => {
+                print_error(&e);
+                ExitCode::from(exit::USAGE)
+            }
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod deploy;
 mod harness;
 mod kube_fake;
 mod llm_bed;

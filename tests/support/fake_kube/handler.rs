@@ -42,6 +42,8 @@ pub struct Shared {
     /// Requests whose path contains the first part are answered only after the second (a slow
     /// API server, for timeout, deadline and signal tests).
     pub delay: Mutex<Option<(String, std::time::Duration)>>,
+    /// When set, every resource request must be allowed by these RBAC objects.
+    pub rbac: Mutex<Option<super::rbac::Rbac>>,
 }
 
 pub async fn handle(
@@ -248,13 +250,30 @@ impl<'a> Request<'a> {
             Some(sub) => format!("{}/{sub}", resource.plural),
             None => resource.plural.to_string(),
         };
-        let denied = self.shared.scenario.forbid.iter().any(|f| {
-            f.verb == verb
-                && f.resource == full
-                && f.namespace
-                    .as_deref()
-                    .is_none_or(|ns| Some(ns) == namespace)
-        });
+        let denied_by_rbac = self
+            .shared
+            .rbac
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|rbac| {
+                !rbac.allows(
+                    &self.shared.scenario.user,
+                    verb,
+                    resource.group,
+                    &full,
+                    namespace,
+                    name,
+                )
+            });
+        let denied = denied_by_rbac
+            || self.shared.scenario.forbid.iter().any(|f| {
+                f.verb == verb
+                    && f.resource == full
+                    && f.namespace
+                        .as_deref()
+                        .is_none_or(|ns| Some(ns) == namespace)
+            });
         if !denied {
             return None;
         }

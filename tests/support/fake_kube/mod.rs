@@ -8,6 +8,7 @@
 
 mod api;
 mod handler;
+mod rbac;
 mod scenario;
 mod select;
 
@@ -63,6 +64,7 @@ impl FakeKube {
             token: token.clone(),
             requests: Default::default(),
             delay: Default::default(),
+            rbac: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("fake kube {name}: binding 127.0.0.1:0: {e}"));
@@ -149,6 +151,17 @@ impl FakeKube {
         let path = dir.join(file);
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
+    }
+
+    /// From now on, answers with 403 every request these RBAC manifests (multi-document YAML)
+    /// do not allow the scenario's user, as a real API server would.
+    pub fn enforce_rbac(&self, manifests: &str) {
+        *self
+            .shared
+            .rbac
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(rbac::Rbac::from_yaml(manifests));
     }
 
     /// Answers requests whose path contains `path_part` only after `pause`.

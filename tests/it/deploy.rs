@@ -1,0 +1,238 @@
+//! What ships for the Argo CD hook (ci/argocd, ci/Dockerfile) is tested against the code: the
+//! RBAC equals `smokecheck rbac`, the fake API server enforcing it lets every check through and
+//! turns a missing rule into a 403, and the image and Job reference what really exists.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::harness::{command, verify_json};
+use crate::support::fake_kube::FakeKube;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+}
+
+fn generated_rbac() -> String {
+    let out = command().arg("rbac").output().expect("smokecheck rbac");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn shipped_rbac_is_what_smokecheck_rbac_prints() {
+    assert_eq!(
+        read("ci/argocd/rbac.yaml"),
+        generated_rbac(),
+        "regenerate it: cargo run -- rbac > ci/argocd/rbac.yaml"
+    );
+}
+
+#[test]
+fn every_check_passes_under_the_shipped_rbac() {
+    let fake = FakeKube::start("healthy");
+    fake.enforce_rbac(&read("ci/argocd/rbac.yaml"));
+    let run = verify_json(&fake, &["kubernetes"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("forbidden"), "{}", run.stdout);
+}
+
+#[test]
+fn a_missing_rule_shows_up_as_a_403_naming_it() {
+    let fake = FakeKube::start("healthy");
+    // Drop list on endpointslices from the first (litellm) Role.
+    let rbac =
+        read("ci/argocd/rbac.yaml").replacen("  - endpointslices\n", "  - endpointslicez\n", 1);
+    fake.enforce_rbac(&rbac);
+    let run = verify_json(&fake, &["kubernetes::services"]);
+    assert_eq!(run.code, 1);
+    let c = run.check("kubernetes::services::litellm");
+    assert_eq!(c["cause"], "forbidden", "{c:#}");
+    assert_eq!(
+        c["summary"],
+        "forbidden: cannot list endpointslices.discovery.k8s.io in namespace litellm"
+    );
+    assert!(c["hint"].as_str().unwrap_or_default().contains("{apiGroups: [\"discovery.k8s.io\"], resources: [\"endpointslices\"], verbs: [\"list\"]}"), "{c:#}");
+    assert_eq!(
+        run.check("kubernetes::services::vllm/vllm")["status"],
+        "passed"
+    );
+}
+
+#[test]
+fn rbac_never_grants_list_on_secrets_or_writes() {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&generated_rbac()).expect("yaml");
+    for doc in docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" || d["kind"] == "ClusterRole")
+    {
+        for rule in doc["rules"].as_array().expect("rules") {
+            let verbs: Vec<&str> = rule["verbs"]
+                .as_array()
+                .expect("verbs")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(verbs.iter().all(|v| *v == "get" || *v == "list"), "{rule}");
+            let resources: Vec<&str> = rule["resources"]
+                .as_array()
+                .expect("resources")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            if resources.contains(&"secrets") || resources.contains(&"namespaces") {
+                assert_eq!(verbs, vec!["get"], "{rule}");
+                assert!(
+                    rule["resourceNames"]
+                        .as_array()
+                        .is_some_and(|n| !n.is_empty()),
+                    "{rule}"
+                );
+            }
+        }
+    }
+}
+
+fn job() -> Value {
+    serde_saphyr::from_str(&read("ci/argocd/job.yaml")).expect("job.yaml")
+}
+
+fn env_of(job: &Value, name: &str) -> Option<String> {
+    job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(String::from))
+}
+
+#[test]
+fn hook_job_is_a_safe_postsync_hook() {
+    let job = job();
+    let ann = &job["metadata"]["annotations"];
+    assert_eq!(ann["argocd.argoproj.io/hook"], "PostSync");
+    assert_eq!(
+        ann["argocd.argoproj.io/hook-delete-policy"],
+        "BeforeHookCreation"
+    );
+    let spec = &job["spec"];
+    assert_eq!(spec["backoffLimit"], 0);
+    let deadline = spec["activeDeadlineSeconds"]
+        .as_u64()
+        .expect("activeDeadlineSeconds");
+    assert_eq!(
+        env_of(&job, "SMOKECHECK_JOB_ACTIVE_DEADLINE"),
+        Some(format!("{deadline}s"))
+    );
+    assert_eq!(
+        env_of(&job, "SMOKECHECK_ARGOCD_APP").as_deref(),
+        Some("argocd/litellm")
+    );
+    let pod = &spec["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "smokecheck");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    for kind in ["requests", "limits"] {
+        assert!(
+            c["resources"][kind]["cpu"].is_string() && c["resources"][kind]["memory"].is_string(),
+            "{kind}"
+        );
+    }
+    // The suite comes from the ConfigMap, mounted where SMOKECHECK_SUITE points.
+    let suite_path = env_of(&job, "SMOKECHECK_SUITE").expect("SMOKECHECK_SUITE");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == "suite")
+        .expect("suite mount");
+    let dir = mount["mountPath"].as_str().expect("mountPath");
+    let key = suite_path
+        .strip_prefix(&format!("{dir}/"))
+        .expect("suite under its mount");
+    let cm: Value =
+        serde_saphyr::from_str(&read("ci/argocd/suite-configmap.yaml")).expect("configmap");
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "suite")
+        .expect("suite volume");
+    assert_eq!(volume["configMap"]["name"], cm["metadata"]["name"]);
+    assert_eq!(
+        cm["data"][key].as_str(),
+        Some(read("suites/litellm.yaml").as_str()),
+        "keep ci/argocd/suite-configmap.yaml equal to suites/litellm.yaml"
+    );
+    // The JUnit file goes to a writable emptyDir, not the read-only root.
+    let args = c["args"].as_array().expect("args");
+    let junit = args
+        .iter()
+        .skip_while(|a| *a != "--junit")
+        .nth(1)
+        .and_then(Value::as_str)
+        .expect("--junit PATH");
+    assert!(
+        c["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .any(|m| junit.starts_with(m["mountPath"].as_str().unwrap_or("-"))),
+        "{junit}"
+    );
+    let rbac = generated_rbac();
+    assert!(rbac.contains("kind: ServiceAccount") && rbac.contains("name: smokecheck"));
+}
+
+#[test]
+fn dockerfile_copies_what_exists_and_ships_the_package_binary() {
+    let text = read("ci/Dockerfile");
+    let mut saw_binary = false;
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("COPY "))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.iter().any(|p| p.starts_with("--from=")) {
+            let src = parts[2];
+            assert_eq!(
+                src,
+                format!("/src/target/release/{}", env!("CARGO_PKG_NAME")),
+                "{line}"
+            );
+            assert!(
+                Path::new(env!("CARGO_BIN_EXE_smokecheck"))
+                    .file_name()
+                    .is_some_and(|n| n == "smokecheck")
+            );
+            saw_binary = true;
+            continue;
+        }
+        for src in &parts[1..parts.len() - 1] {
+            assert!(root().join(src).exists(), "{line}: {src} does not exist");
+        }
+    }
+    assert!(saw_binary, "the runtime stage copies the binary");
+    assert!(text.contains("--bin smokecheck"));
+    assert!(
+        text.contains("distroless") && text.contains("nonroot"),
+        "distroless, non-root runtime"
+    );
+    assert!(text.contains("USER 65532"));
+    let ignore = read(".dockerignore");
+    assert!(
+        ignore.lines().any(|l| l == "target"),
+        ".dockerignore keeps target/ out of the context"
+    );
+}
