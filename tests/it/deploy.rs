@@ -236,3 +236,34 @@ fn dockerfile_copies_what_exists_and_ships_the_package_binary() {
         ".dockerignore keeps target/ out of the context"
     );
 }
+
+#[test]
+fn jq_example_reads_the_json_report() {
+    let fake = FakeKube::start("key-mismatch");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_smokecheck"))
+        .parent()
+        .expect("bin dir");
+    let out = std::process::Command::new(root().join("ci/examples/json-with-jq.sh"))
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin_dir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env_remove("KUBECONFIG")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("kubernetes::secrets")
+        .output()
+        .expect("run the jq example (jq is installed by ci/test)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("kubernetes::secrets::vllm-api-key [key_mismatch]: litellm/litellm-secrets CA_VLLM_LOCAL_API_KEY and vllm/vllm-secrets VLLM_API_KEY differ"), "{stdout}");
+    assert!(stdout.contains("3 passed, 1 failed, 0 skipped"), "{stdout}");
+    assert!(stderr.contains("vLLM key coupling broken"), "{stderr}");
+}

@@ -5,6 +5,7 @@ mod support;
 
 mod deploy;
 mod harness;
+mod junit_consumer;
 mod kube_fake;
 mod llm_bed;
 mod postgres_bed;

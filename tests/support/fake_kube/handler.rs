@@ -41,7 +41,8 @@ pub struct Shared {
     pub requests: Mutex<Vec<RecordedRequest>>,
     /// Requests whose path contains the first part are answered only after the second (a slow
     /// API server, for timeout, deadline and signal tests).
-    pub delay: Mutex<Option<(String, std::time::Duration)>>,
+    /// (path part, pause, how many more requests to delay; None: all).
+    pub delay: Mutex<Option<(String, std::time::Duration, Option<u32>)>>,
     /// When set, every resource request must be allowed by these RBAC objects.
     pub rbac: Mutex<Option<super::rbac::Rbac>>,
 }
@@ -61,14 +62,24 @@ pub async fn handle(
             path: uri.path().to_string(),
             query: uri.query().unwrap_or_default().to_string(),
         });
-    let delay = shared
-        .delay
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    if let Some((part, pause)) = delay
-        && uri.path().contains(&part)
-    {
+    let pause = {
+        let mut delay = shared
+            .delay
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match delay.as_mut() {
+            Some((part, pause, left)) if uri.path().contains(part.as_str()) => match left {
+                Some(0) => None,
+                Some(n) => {
+                    *n -= 1;
+                    Some(*pause)
+                }
+                None => Some(*pause),
+            },
+            _ => None,
+        }
+    };
+    if let Some(pause) = pause {
         tokio::time::sleep(pause).await;
     }
     let expected = format!("Bearer {}", shared.token);

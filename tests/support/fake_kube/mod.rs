@@ -171,7 +171,18 @@ impl FakeKube {
             .delay
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) =
-            Some((path_part.to_string(), pause));
+            Some((path_part.to_string(), pause, None));
+    }
+
+    /// Like [`FakeKube::delay_requests`], for the next `times` matching requests only (a check
+    /// that times out, then passes on retry).
+    pub fn delay_next_requests(&self, path_part: &str, pause: std::time::Duration, times: u32) {
+        *self
+            .shared
+            .delay
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((path_part.to_string(), pause, Some(times)));
     }
 
     /// Every request seen so far, in arrival order.
