@@ -18,6 +18,8 @@ use crate::env::Env;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
+    /// What the deployment stands on (namespaces, CRDs, operators, Argo CD); runs first.
+    Platform,
     Kubernetes,
     Database,
     Litellm,
@@ -31,6 +33,7 @@ pub enum Layer {
 impl Layer {
     pub fn as_str(self) -> &'static str {
         match self {
+            Layer::Platform => "platform",
             Layer::Kubernetes => "kubernetes",
             Layer::Database => "database",
             Layer::Litellm => "litellm",
@@ -41,12 +44,15 @@ impl Layer {
     }
 }
 
-/// What must hold before a check can say anything useful. A check whose prerequisite failed is
-/// reported skipped with the reason, never as a cascade of failures.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What must hold before a check can say anything useful. The platform checks run first and
+/// say which prerequisites do not hold ([`Failure::unmet`]); a check that requires one of those
+/// is reported skipped with the reason, never as a cascade of failures.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Prerequisite {
-    /// The namespace exists.
+    /// The namespace exists and is not Terminating.
     Namespace(String),
+    /// The API server serves this resource (`clusters.postgresql.cnpg.io`).
+    Crd(String),
 }
 
 pub type Probe = Arc<dyn Fn(Arc<Env>, Ctx) -> BoxFuture<'static, Outcome> + Send + Sync>;
@@ -198,6 +204,8 @@ pub struct Failure {
     /// The fix, in the words of the runbook.
     pub hint: Option<String>,
     pub metrics: Metrics,
+    /// Prerequisites this failure shows do not hold, each with the reason dependents report.
+    pub unmet: Vec<(Prerequisite, String)>,
 }
 
 impl Outcome {
@@ -215,6 +223,7 @@ impl Outcome {
             details: None,
             hint: None,
             metrics: Metrics::default(),
+            unmet: Vec::new(),
         }
     }
 }
@@ -246,6 +255,12 @@ impl Failure {
         self.hint = Some(hint.into());
         self
     }
+
+    /// Records that `prerequisite` does not hold, so checks needing it are skipped with `why`.
+    pub fn unmet(mut self, prerequisite: Prerequisite, why: impl Into<String>) -> Failure {
+        self.unmet.push((prerequisite, why.into()));
+        self
+    }
 }
 
 impl From<Failure> for Outcome {
@@ -274,6 +289,12 @@ pub enum Cause {
     ApiUnreachable,
     ApiError,
     Setup,
+    // Platform.
+    NamespaceTerminating,
+    OperatorUnavailable,
+    AppOutOfSync,
+    AppUnhealthy,
+    AppSyncing,
     // Kubernetes objects.
     NamespaceMissing,
     NotFound,
@@ -312,6 +333,11 @@ impl Cause {
             Cause::ApiUnreachable => "api_unreachable",
             Cause::ApiError => "api_error",
             Cause::Setup => "setup",
+            Cause::NamespaceTerminating => "namespace_terminating",
+            Cause::OperatorUnavailable => "operator_unavailable",
+            Cause::AppOutOfSync => "app_out_of_sync",
+            Cause::AppUnhealthy => "app_unhealthy",
+            Cause::AppSyncing => "app_syncing",
             Cause::NamespaceMissing => "namespace_missing",
             Cause::NotFound => "not_found",
             Cause::NoPods => "no_pods",

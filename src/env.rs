@@ -1,33 +1,20 @@
 //! What a run knows before its checks start: the connected cluster, which namespaces exist,
 //! and the redactor primed with every secret value the suite names.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::Api;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
-use crate::check::Failure;
-use crate::cluster::{Access, Cluster};
+use crate::cluster::Cluster;
 use crate::connect::Endpoints;
 use crate::proxy_config::ProxyConfig;
 use crate::secret::{Redactor, SecretValue};
 use crate::suite::Suite;
 
-/// Whether a namespace exists, as far as the harness could tell.
-#[derive(Debug, Clone)]
-pub enum NamespaceState {
-    Exists,
-    Missing,
-    /// Reading it failed (e.g. no ClusterRole for namespaces): checks run anyway.
-    Unknown(Failure),
-}
-
 pub struct Env {
     pub suite: Arc<Suite>,
     pub cluster: Cluster,
     pub redactor: Redactor,
-    pub namespaces: BTreeMap<String, NamespaceState>,
     pub endpoints: Endpoints,
     /// The proxy config from its ConfigMap, or why it could not be read.
     pub proxy: Result<ProxyConfig, String>,
@@ -36,7 +23,7 @@ pub struct Env {
 }
 
 impl Env {
-    /// Reads what every check relies on, once: namespace existence and the suite's secrets (so
+    /// Reads what every check relies on, once: the proxy config, and the suite's secrets (so
     /// their values are scrubbed from any log or answer, whichever check sees it first).
     pub async fn prepare(
         suite: Arc<Suite>,
@@ -45,31 +32,11 @@ impl Env {
         endpoints: Endpoints,
         hook: Option<crate::cli::Hook>,
     ) -> Env {
-        let mut namespaces = BTreeMap::new();
-        for ns in suite_namespaces(&suite) {
-            let api: Api<Namespace> = Api::all(cluster.client.clone());
-            let state = match api.get_opt(&ns).await {
-                Ok(Some(_)) => NamespaceState::Exists,
-                Ok(None) => NamespaceState::Missing,
-                Err(e) => NamespaceState::Unknown(
-                    Access {
-                        verb: "get",
-                        resource: "namespaces",
-                        group: "",
-                        namespace: &ns,
-                        name: Some(&ns),
-                    }
-                    .failure(e),
-                ),
-            };
-            namespaces.insert(ns, state);
-        }
         let proxy = read_proxy_config(&cluster, &suite).await;
         let env = Env {
             suite,
             cluster,
             redactor,
-            namespaces,
             endpoints,
             proxy,
             hook,
@@ -84,10 +51,6 @@ impl Env {
             }
         }
         env
-    }
-
-    pub fn namespace(&self, ns: &str) -> Option<&NamespaceState> {
-        self.namespaces.get(ns)
     }
 
     /// The aliases the proxy must serve: the suite's list, else the proxy config's.

@@ -100,7 +100,29 @@ fn rules(suite: &Suite) -> (BTreeMap<String, Rules>, Vec<String>) {
             r.allow("", "pods/log", "get", &[]);
         }
     }
+    // The namespaces checked by platform::namespace; the operators' and Argo CD's namespaces
+    // are only read into (their checks are skipped, not failed, where this does not reach).
     let namespaces = by_ns.keys().cloned().collect();
+    let p = &suite.platform;
+    for w in [&p.cnpg_operator, &p.sealed_secrets_controller]
+        .into_iter()
+        .flatten()
+    {
+        by_ns.entry(w.namespace.clone()).or_default().allow(
+            "apps",
+            "deployments",
+            "get",
+            &[&w.deployment],
+        );
+    }
+    if let Some(app) = &p.argocd {
+        by_ns.entry(app.namespace.clone()).or_default().allow(
+            "argoproj.io",
+            "applications",
+            "get",
+            &[&app.application],
+        );
+    }
     (by_ns, namespaces)
 }
 

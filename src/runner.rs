@@ -10,8 +10,8 @@ use libtest_mimic::{Arguments, Trial};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Cause, Check, Ctx, Failure, Outcome, Prerequisite};
-use crate::env::{Env, NamespaceState};
+use crate::check::{Cause, Check, Ctx, Failure, Layer, Outcome, Prerequisite};
+use crate::env::Env;
 use crate::report::{CheckResult, Progress, Status};
 
 /// Which checks the user selected, with cargo test's semantics: a check runs when any filter
@@ -98,8 +98,13 @@ impl Stopper {
     }
 }
 
+/// What a phase records per check: its result, and the prerequisites its failure showed do not
+/// hold (with the reason dependents report).
+type Recorded = BTreeMap<String, (CheckResult, Vec<(Prerequisite, String)>)>;
+
 /// Runs `checks` and returns their results in check order; `progress` sees each result as it
-/// is recorded.
+/// is recorded. Platform checks run first, as their own phase; the others are then built from
+/// their outcomes: a check needing a prerequisite that failed is skipped with the reason.
 pub fn run(
     runtime: &tokio::runtime::Runtime,
     env: Arc<Env>,
@@ -109,58 +114,40 @@ pub fn run(
     progress: Arc<dyn Progress>,
 ) -> Vec<CheckResult> {
     progress.started(checks.len());
-    let order: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
-    let recorded: Arc<Mutex<BTreeMap<String, CheckResult>>> = Arc::default();
-    let record = |r: CheckResult| {
-        let r = redact(&env, r);
-        progress.finished(&r);
-        if let Ok(mut map) = recorded.lock() {
-            map.insert(r.name.clone(), r);
-        }
-    };
+    let order: Vec<(String, Layer)> = checks.iter().map(|c| (c.name.clone(), c.layer)).collect();
+    // One --wait window for the whole run, both phases included.
+    let wait_until = options.wait.map(|w| Instant::now() + w);
+    let (first, second): (Vec<Check>, Vec<Check>) =
+        checks.into_iter().partition(|c| c.layer == Layer::Platform);
 
-    let mut trials = Vec::new();
-    let mut layers = BTreeMap::new();
-    for check in checks {
-        layers.insert(check.name.clone(), check.layer);
-        if let Some(reason) = unmet(&env, &check.requires) {
-            record(CheckResult::skipped(&check.name, check.layer, reason));
-            continue;
+    let mut recorded = phase(
+        runtime,
+        &env,
+        first,
+        options,
+        wait_until,
+        stopper,
+        &progress,
+        &BTreeMap::new(),
+    );
+    let mut unmet: BTreeMap<Prerequisite, String> = BTreeMap::new();
+    for (name, (_, broken)) in &recorded {
+        for (prerequisite, why) in broken {
+            unmet
+                .entry(prerequisite.clone())
+                .or_insert_with(|| format!("{why} (see {name})"));
         }
-        let (env, options, stopper) = (Arc::clone(&env), options.clone(), stopper.clone());
-        let handle = runtime.handle().clone();
-        let (progress, recorded) = (Arc::clone(&progress), Arc::clone(&recorded));
-        trials.push(Trial::test(check.name.clone(), move || {
-            let result = handle.block_on(execute(&check, env.clone(), &options, &stopper));
-            let result = redact(&env, result);
-            progress.finished(&result);
-            if let Ok(mut map) = recorded.lock() {
-                map.insert(result.name.clone(), result);
-            }
-            Ok(())
-        }));
     }
+    recorded.extend(phase(
+        runtime, &env, second, options, wait_until, stopper, &progress, &unmet,
+    ));
 
-    let args = Arguments {
-        test_threads: options.threads,
-        quiet: true,
-        // libtest-mimic always prints libtest-style lines; our reporters own the output.
-        logfile: Some(NULL_DEVICE.to_string()),
-        ..Arguments::default()
-    };
-    // The recorded results, not libtest-mimic's counts, decide the exit code.
-    let _ = libtest_mimic::run(&args, trials);
-
-    let mut map = recorded.lock().map(|m| m.clone()).unwrap_or_default();
     order
         .into_iter()
-        .map(|name| {
-            map.remove(&name).unwrap_or_else(|| {
+        .map(|(name, layer)| match recorded.remove(&name) {
+            Some((result, _)) => result,
+            None => {
                 // A check that panicked recorded nothing; libtest-mimic caught the panic.
-                let layer = layers
-                    .get(&name)
-                    .copied()
-                    .unwrap_or(crate::check::Layer::Setup);
                 let f = Outcome::fail(
                     Cause::Panicked,
                     "the check panicked: this is a smokecheck bug, please report it",
@@ -175,26 +162,69 @@ pub fn run(
                 );
                 progress.finished(&r);
                 r
-            })
+            }
         })
         .collect()
+}
+
+/// Runs one phase's checks as libtest-mimic trials; checks needing an `unmet` prerequisite
+/// are recorded as skipped without running.
+#[allow(clippy::too_many_arguments)]
+fn phase(
+    runtime: &tokio::runtime::Runtime,
+    env: &Arc<Env>,
+    checks: Vec<Check>,
+    options: &RunOptions,
+    wait_until: Option<Instant>,
+    stopper: &Stopper,
+    progress: &Arc<dyn Progress>,
+    unmet: &BTreeMap<Prerequisite, String>,
+) -> Recorded {
+    let recorded: Arc<Mutex<Recorded>> = Arc::default();
+    let mut trials = Vec::new();
+    for check in checks {
+        if let Some(reason) = check.requires.iter().find_map(|p| unmet.get(p)) {
+            let r = redact(
+                env,
+                CheckResult::skipped(&check.name, check.layer, format!("skipped: {reason}")),
+            );
+            progress.finished(&r);
+            if let Ok(mut map) = recorded.lock() {
+                map.insert(r.name.clone(), (r, Vec::new()));
+            }
+            continue;
+        }
+        let (env, options, stopper) = (Arc::clone(env), options.clone(), stopper.clone());
+        let handle = runtime.handle().clone();
+        let (progress, recorded) = (Arc::clone(progress), Arc::clone(&recorded));
+        trials.push(Trial::test(check.name.clone(), move || {
+            let (result, broken) =
+                handle.block_on(execute(&check, env.clone(), &options, wait_until, &stopper));
+            let result = redact(&env, result);
+            progress.finished(&result);
+            if let Ok(mut map) = recorded.lock() {
+                map.insert(result.name.clone(), (result, broken));
+            }
+            Ok(())
+        }));
+    }
+    let args = Arguments {
+        test_threads: options.threads,
+        quiet: true,
+        // libtest-mimic always prints libtest-style lines; our reporters own the output.
+        logfile: Some(NULL_DEVICE.to_string()),
+        ..Arguments::default()
+    };
+    // The recorded results, not libtest-mimic's counts, decide the exit code.
+    let _ = libtest_mimic::run(&args, trials);
+    let map = recorded.lock().map(|m| m.clone()).unwrap_or_default();
+    map
 }
 
 #[cfg(unix)]
 const NULL_DEVICE: &str = "/dev/null";
 #[cfg(not(unix))]
 const NULL_DEVICE: &str = "NUL";
-
-fn unmet(env: &Env, requires: &[Prerequisite]) -> Option<String> {
-    requires.iter().find_map(|p| match p {
-        Prerequisite::Namespace(ns) => match env.namespace(ns) {
-            Some(NamespaceState::Missing) => Some(format!(
-                "namespace {ns} does not exist (see kubernetes::namespace::{ns})"
-            )),
-            _ => None,
-        },
-    })
-}
 
 fn redact(env: &Env, mut r: CheckResult) -> CheckResult {
     let red = &env.redactor;
@@ -214,10 +244,10 @@ async fn execute(
     check: &Check,
     env: Arc<Env>,
     options: &RunOptions,
+    wait_until: Option<Instant>,
     stopper: &Stopper,
-) -> CheckResult {
+) -> (CheckResult, Vec<(Prerequisite, String)>) {
     let start = Instant::now();
-    let wait_until = options.wait.map(|w| start + w);
     let mut backoff = FIRST_BACKOFF;
     let mut failures: Vec<Failure> = Vec::new();
     let mut attempts = 0;
@@ -239,7 +269,7 @@ async fn execute(
         let failure = match outcome {
             Outcome::Passed(_) | Outcome::Skipped(_) => {
                 let earlier = failures.iter().map(|f| f.summary.clone()).collect();
-                return result_of(
+                let result = result_of(
                     &check.name,
                     check.layer,
                     start.elapsed(),
@@ -247,6 +277,7 @@ async fn execute(
                     earlier,
                     outcome,
                 );
+                return (result, Vec::new());
             }
             Outcome::Failed(f) => f,
         };
@@ -264,15 +295,17 @@ async fn execute(
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     let reported = pick(&mut failures);
+    let unmet = reported.unmet.clone();
     let earlier = failures.iter().map(|f| f.summary.clone()).collect();
-    result_of(
+    let result = result_of(
         &check.name,
         check.layer,
         start.elapsed(),
         attempts,
         earlier,
         Outcome::Failed(reported),
-    )
+    );
+    (result, unmet)
 }
 
 /// The failure to report after retries: the last one with a primary cause (a timeout or a

@@ -2,14 +2,17 @@
 //! without touching the network, so `--list` and filters work offline.
 
 pub mod kube;
+pub mod platform;
 
 use crate::check::Catalog;
 use crate::suite::Suite;
 
 /// Every check the suite describes, in report order.
 pub fn catalog(suite: &Suite) -> Catalog {
+    let mut checks = platform::checks(suite);
+    checks.extend(kube::checks(suite));
     Catalog {
-        checks: kube::checks(suite),
+        checks,
         families: Vec::new(),
     }
 }

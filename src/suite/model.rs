@@ -18,6 +18,54 @@ pub struct Suite {
     /// The vLLM backends the proxy config points at.
     #[serde(default = "defaults::vllm")]
     pub vllm: Vec<Vllm>,
+    /// What the deployment stands on: operators and the Argo CD Application.
+    #[serde(default)]
+    pub platform: Platform,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Platform {
+    /// The CloudNativePG operator's Deployment; `null` to leave it out.
+    pub cnpg_operator: Option<Workload>,
+    /// The Sealed Secrets controller's Deployment; `null` to leave it out.
+    pub sealed_secrets_controller: Option<Workload>,
+    /// The Argo CD Application that deploys LiteLLM; `null` without Argo CD.
+    pub argocd: Option<ArgoApp>,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform {
+            cnpg_operator: Some(Workload {
+                namespace: "cnpg-system".into(),
+                deployment: "cnpg-controller-manager".into(),
+            }),
+            sealed_secrets_controller: Some(Workload {
+                namespace: "kube-system".into(),
+                deployment: "sealed-secrets-controller".into(),
+            }),
+            argocd: Some(ArgoApp {
+                namespace: "argocd".into(),
+                application: "litellm".into(),
+            }),
+        }
+    }
+}
+
+/// A Deployment in some namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub namespace: String,
+    pub deployment: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgoApp {
+    pub namespace: String,
+    pub application: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,6 +307,23 @@ impl Suite {
             check_key("database.secret.username", &db.secret.username)?;
             check_key("database.secret.password", &db.secret.password)?;
             not_empty("database.name", &db.name)?;
+        }
+        let p = &self.platform;
+        for (field, w) in [
+            ("platform.cnpg_operator", &p.cnpg_operator),
+            (
+                "platform.sealed_secrets_controller",
+                &p.sealed_secrets_controller,
+            ),
+        ] {
+            if let Some(w) = w {
+                check_name(&format!("{field}.namespace"), &w.namespace)?;
+                check_name(&format!("{field}.deployment"), &w.deployment)?;
+            }
+        }
+        if let Some(a) = &p.argocd {
+            check_name("platform.argocd.namespace", &a.namespace)?;
+            check_name("platform.argocd.application", &a.application)?;
         }
         for (i, v) in self.vllm.iter().enumerate() {
             check_name(&format!("vllm[{i}].namespace"), &v.namespace)?;

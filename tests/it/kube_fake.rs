@@ -379,7 +379,10 @@ fn kubectl_with_an_exec_credential_plugin_kubeconfig() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let kubectl = Kubectl::new(kube.write_kubeconfig_exec(dir.path()), dir.path());
     let out = kubectl.ok(&["get", "namespaces", "-o", "name"]);
-    assert_eq!(out, "namespace/argocd\nnamespace/litellm\nnamespace/vllm\n");
+    assert_eq!(
+        out,
+        "namespace/argocd\nnamespace/cnpg-system\nnamespace/kube-system\nnamespace/litellm\nnamespace/vllm\n"
+    );
     let context = kubectl.ok(&["config", "current-context"]);
     assert_eq!(context.trim(), "fake-healthy");
 }

@@ -11,3 +11,4 @@ mod llm_bed;
 mod postgres_bed;
 mod snapshots;
 mod verify_kube;
+mod verify_platform;

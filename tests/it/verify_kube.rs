@@ -343,8 +343,30 @@ fn rw_service_on_a_replica_is_caught() {
 }
 
 #[test]
-fn missing_cnpg_operator_is_named() {
+fn missing_cnpg_crd_fails_the_platform_and_skips_the_cluster_check() {
     let run = run("cnpg-not-installed");
+    let c = failed(
+        &run,
+        "platform::crds",
+        "crd_missing",
+        "not served by the API server: clusters.postgresql.cnpg.io",
+    );
+    assert!(
+        text(&c, "hint").contains("install the CloudNativePG operator"),
+        "{c:#}"
+    );
+    let cnpg = run.check("kubernetes::cnpg::cloudnative-pg-cluster");
+    assert_eq!(cnpg["status"], "skipped", "{cnpg:#}");
+    assert_eq!(
+        text(&cnpg, "skip_reason"),
+        "skipped: CRD clusters.postgresql.cnpg.io is not served (see platform::crds)"
+    );
+}
+
+#[test]
+fn without_the_platform_phase_the_cluster_check_still_names_the_missing_crd() {
+    let fake = FakeKube::start("cnpg-not-installed");
+    let run = verify_json(&fake, &["kubernetes::cnpg"]);
     failed(
         &run,
         "kubernetes::cnpg::cloudnative-pg-cluster",
@@ -383,15 +405,15 @@ fn missing_namespace_fails_once_and_skips_what_lives_in_it() {
     let run = run("namespace-missing");
     failed(
         &run,
-        "kubernetes::namespace::litellm",
+        "platform::namespace",
         "namespace_missing",
         "namespace litellm does not exist",
     );
     let pods = run.check("kubernetes::pods::litellm");
     assert_eq!(pods["status"], "skipped", "{pods:#}");
-    assert!(
-        text(&pods, "skip_reason").contains("namespace litellm does not exist"),
-        "{pods:#}"
+    assert_eq!(
+        text(&pods, "skip_reason"),
+        "skipped: namespace litellm does not exist (see platform::namespace)"
     );
     passed(&run, "kubernetes::services::vllm/vllm");
 }
@@ -811,7 +833,7 @@ fn hook_mode_writes_the_cause_of_failure_as_the_termination_message() {
     let message = std::fs::read_to_string(&term).expect("termination message written");
     assert_eq!(message.lines().count(), 1, "{message}");
     assert!(
-        message.starts_with("smokecheck: 1 of 14 checks failed: kubernetes::pods::litellm: 1/2 pods ready (need 1); litellm-7c9d8f6b5d-9mzt7: container litellm in CrashLoopBackOff"),
+        message.starts_with("smokecheck: 1 of 17 checks failed: kubernetes::pods::litellm: 1/2 pods ready (need 1); litellm-7c9d8f6b5d-9mzt7: container litellm in CrashLoopBackOff"),
         "{message}"
     );
     assert_no_secret_leaks("crash-loop", &run);

@@ -10,19 +10,14 @@ mod services;
 
 use std::sync::Arc;
 
-use crate::check::{Cause, Check, Layer, Outcome, Prerequisite};
+use crate::check::{Check, Prerequisite};
 use crate::checks::qualified;
-use crate::env::{NamespaceState, suite_namespaces};
 use crate::suite::Suite;
 
 pub fn checks(suite: &Suite) -> Vec<Check> {
     let s = Arc::new(suite.clone());
     let ns = suite.namespace.clone();
     let mut out = Vec::new();
-
-    for namespace in suite_namespaces(suite) {
-        out.push(namespace_check(namespace));
-    }
 
     out.push(pods::check("litellm", &ns, &suite.litellm.pods));
     if let Some(db) = &suite.database {
@@ -57,7 +52,7 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
         out.push(guardrail::check(&s, g));
     }
     if let Some(db) = &suite.database {
-        out.push(cnpg::check(&ns, db));
+        out.push(cnpg::check(&ns, db).requires(crate::checks::platform::cnpg_crd()));
     }
     out
 }
@@ -68,27 +63,6 @@ fn name(suite: &Suite, kind: &str, namespace: &str, object: &str) -> String {
         "kubernetes::{kind}::{}",
         qualified(suite, namespace, object)
     )
-}
-
-fn namespace_check(namespace: String) -> Check {
-    let name = format!("kubernetes::namespace::{namespace}");
-    Check::new(name, Layer::Kubernetes, move |env, _ctx| {
-        let namespace = namespace.clone();
-        async move {
-            match env.namespace(&namespace) {
-                Some(NamespaceState::Exists) => Outcome::pass(format!("namespace {namespace} exists")),
-                Some(NamespaceState::Missing) | None => Outcome::fail(
-                    Cause::NamespaceMissing,
-                    format!("namespace {namespace} does not exist"),
-                )
-                .hint(format!(
-                    "is the context right (kubectl config current-context)? Otherwise the Argo CD Application that creates {namespace} has not synced"
-                ))
-                .into(),
-                Some(NamespaceState::Unknown(failure)) => failure.clone().into(),
-            }
-        }
-    })
 }
 
 /// Adds the namespace prerequisite every namespaced check has.
