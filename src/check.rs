@@ -31,6 +31,15 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// Whether checks of this layer talk to endpoints (LiteLLM, vLLM, the database), which may
+    /// need port-forwards.
+    pub fn reaches_endpoints(self) -> bool {
+        matches!(
+            self,
+            Layer::Database | Layer::Litellm | Layer::Vllm | Layer::E2e
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Layer::Platform => "platform",

@@ -1,12 +1,13 @@
-//! How a named endpoint is reached: the suite's in-cluster address, or `--endpoint NAME=URL`.
-//! (Port-forwards through the API server, for laptops outside the cluster, come with
-//! `--connect port-forward`.) Every address a check dials comes from here, so the output can
-//! say where each endpoint was reached and why.
+//! How a named endpoint is reached: the suite's in-cluster address, `--endpoint NAME=URL`, or,
+//! from a laptop where cluster DNS does not resolve, a port-forward through the API server to a
+//! ready pod behind the Service (`--connect auto|direct|port-forward`). Every address a check
+//! dials comes from here, so the output can say where each endpoint was reached and why.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::cli::EndpointName;
+use crate::cluster::Cluster;
 use crate::suite::Suite;
 
 /// Where an address came from, for the output.
@@ -16,6 +17,8 @@ pub enum Via {
     Suite,
     /// `--endpoint` on the command line.
     Flag,
+    /// A local port forwarded through the API server to a pod behind the Service.
+    PortForward,
 }
 
 impl fmt::Display for Via {
@@ -23,6 +26,7 @@ impl fmt::Display for Via {
         f.write_str(match self {
             Via::Suite => "in-cluster service address",
             Via::Flag => "--endpoint",
+            Via::PortForward => "port-forward",
         })
     }
 }
@@ -68,6 +72,30 @@ pub struct Endpoints {
     suite_namespace: String,
     vllm_services: Vec<(String, String)>,
     overrides: BTreeMap<EndpointName, http::Uri>,
+    /// Port-forwards in place, by (namespace, service).
+    forwards: BTreeMap<(String, String), Forward>,
+    /// Port-forwards that could not be set up, with why (for the output).
+    pub forward_errors: Vec<String>,
+}
+
+/// A local port forwarded to a pod behind a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub namespace: String,
+    pub service: String,
+    pub pod: String,
+    pub pod_port: u16,
+    pub local: std::net::SocketAddr,
+}
+
+impl fmt::Display for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} via port-forward to pod {}:{} at {}",
+            self.namespace, self.service, self.pod, self.pod_port, self.local
+        )
+    }
 }
 
 impl Endpoints {
@@ -116,6 +144,99 @@ impl Endpoints {
                 .map(|v| (v.namespace.clone(), v.service.name.clone()))
                 .collect(),
             overrides: overrides.clone(),
+            forwards: BTreeMap::new(),
+            forward_errors: Vec::new(),
+        }
+    }
+
+    /// The port-forwards in place.
+    pub fn forwards(&self) -> impl Iterator<Item = &Forward> {
+        self.forwards.values()
+    }
+
+    /// The in-cluster Services this run reaches, with their ports: (name, namespace, service,
+    /// port), leaving out those given with `--endpoint`.
+    fn services(&self, suite: &Suite) -> Vec<(EndpointName, String, String, u16)> {
+        let ns = &suite.namespace;
+        let mut out = Vec::new();
+        if !self.overrides.contains_key(&EndpointName::Litellm) {
+            let l = &suite.litellm.service;
+            out.push((
+                EndpointName::Litellm,
+                ns.clone(),
+                l.name.clone(),
+                l.port.unwrap_or(4000),
+            ));
+        }
+        if let Some(db) = &suite.database
+            && !self.overrides.contains_key(&EndpointName::Database)
+        {
+            out.push((
+                EndpointName::Database,
+                ns.clone(),
+                db.service.name.clone(),
+                db.service.port.unwrap_or(5432),
+            ));
+        }
+        let single = suite.vllm.len() == 1;
+        for v in &suite.vllm {
+            let name = if single {
+                EndpointName::Vllm(None)
+            } else {
+                EndpointName::Vllm(Some((v.namespace.clone(), v.service.name.clone())))
+            };
+            if !self.overrides.contains_key(&name) {
+                out.push((
+                    name,
+                    v.namespace.clone(),
+                    v.service.name.clone(),
+                    v.service.port.unwrap_or(80),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Whether the suite's in-cluster names resolve here (they do not on a laptop).
+    pub async fn cluster_dns_resolves(&self, timeout: std::time::Duration) -> bool {
+        let Some(host) = self.litellm.base.split("://").nth(1) else {
+            return true;
+        };
+        match tokio::time::timeout(timeout, tokio::net::lookup_host(host)).await {
+            Ok(Ok(mut addrs)) => addrs.next().is_some(),
+            _ => false,
+        }
+    }
+
+    /// Replaces every in-cluster address (not given with `--endpoint`) by a local port
+    /// forwarded through the API server to a ready pod behind its Service.
+    pub async fn port_forward(&mut self, cluster: &Cluster, suite: &Suite) {
+        for (name, namespace, service, port) in self.services(suite) {
+            match forward(cluster, &namespace, &service, port).await {
+                Ok(fwd) => {
+                    let local = fwd.local;
+                    match &name {
+                        EndpointName::Litellm => {
+                            self.litellm = HttpEndpoint {
+                                base: format!("http://{local}"),
+                                via: Via::PortForward,
+                            };
+                        }
+                        EndpointName::Database => {
+                            if let Some(db) = &mut self.database {
+                                db.host = local.ip().to_string();
+                                db.port = local.port();
+                                db.via = Via::PortForward;
+                            }
+                        }
+                        EndpointName::Vllm(_) => {}
+                    }
+                    self.forwards.insert((namespace, service), fwd);
+                }
+                Err(why) => self.forward_errors.push(format!(
+                    "{name}: cannot port-forward to service {namespace}/{service}: {why}"
+                )),
+            }
         }
     }
 
@@ -151,26 +272,33 @@ impl Endpoints {
             EndpointName::Vllm(Some((namespace.clone(), service.clone())))
         };
         let path = uri.path().trim_end_matches('/').to_string();
-        let endpoint = match self.overrides.get(&key) {
-            Some(o) => {
-                let o_path = o.path().trim_end_matches('/');
-                let path = if o_path.is_empty() {
-                    path.as_str()
-                } else {
-                    o_path
-                };
-                HttpEndpoint {
-                    base: format!(
-                        "{}://{}{path}",
-                        o.scheme_str().unwrap_or("http"),
-                        o.authority().map(|a| a.as_str()).unwrap_or_default()
-                    ),
-                    via: Via::Flag,
+        let forwarded = self.forwards.get(&(namespace.clone(), service.clone()));
+        let endpoint = match (self.overrides.get(&key), forwarded) {
+            (None, Some(fwd)) => HttpEndpoint {
+                base: format!("http://{}{path}", fwd.local),
+                via: Via::PortForward,
+            },
+            (o, _) => match o {
+                Some(o) => {
+                    let o_path = o.path().trim_end_matches('/');
+                    let path = if o_path.is_empty() {
+                        path.as_str()
+                    } else {
+                        o_path
+                    };
+                    HttpEndpoint {
+                        base: format!(
+                            "{}://{}{path}",
+                            o.scheme_str().unwrap_or("http"),
+                            o.authority().map(|a| a.as_str()).unwrap_or_default()
+                        ),
+                        via: Via::Flag,
+                    }
                 }
-            }
-            None => HttpEndpoint {
-                base: api_base.trim_end_matches('/').to_string(),
-                via: Via::Suite,
+                None => HttpEndpoint {
+                    base: api_base.trim_end_matches('/').to_string(),
+                    via: Via::Suite,
+                },
             },
         };
         Ok(VllmTarget {
@@ -179,6 +307,97 @@ impl Endpoints {
             endpoint,
         })
     }
+}
+
+/// Finds a ready pod behind `namespace/service`, the pod port behind service port `port`, and
+/// forwards a local port to it: each accepted connection opens its own port-forward stream.
+async fn forward(
+    cluster: &Cluster,
+    namespace: &str,
+    service: &str,
+    port: u16,
+) -> Result<Forward, String> {
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+    let svc = cluster
+        .get::<Service>(namespace, service)
+        .await
+        .map_err(|f| f.summary)?
+        .ok_or_else(|| format!("service {namespace}/{service} not found"))?;
+    let ports = svc.spec.and_then(|s| s.ports).unwrap_or_default();
+    let svc_port = ports
+        .iter()
+        .find(|p| p.port == i32::from(port))
+        .or_else(|| (ports.len() == 1).then(|| &ports[0]))
+        .ok_or_else(|| format!("service {namespace}/{service} has no port {port}"))?;
+    let selector = format!("kubernetes.io/service-name={service}");
+    let slices = cluster
+        .list::<EndpointSlice>(namespace, Some(&selector))
+        .await
+        .map_err(|f| f.summary)?;
+    // The EndpointSlice carries the pod port already resolved from a named targetPort.
+    let mut target = None;
+    for slice in &slices {
+        let Some(pod_port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| {
+                p.name == svc_port.name || slice.ports.as_ref().is_some_and(|ps| ps.len() == 1)
+            })
+            .and_then(|p| p.port)
+        else {
+            continue;
+        };
+        let ready = slice.endpoints.iter().find(|e| {
+            e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+                && e.target_ref
+                    .as_ref()
+                    .is_some_and(|t| t.kind.as_deref() == Some("Pod"))
+        });
+        if let Some(pod) = ready
+            .and_then(|e| e.target_ref.as_ref())
+            .and_then(|t| t.name.clone())
+        {
+            target = Some((pod, pod_port));
+            break;
+        }
+    }
+    let (pod, pod_port) =
+        target.ok_or_else(|| format!("no ready pod behind service {namespace}/{service}"))?;
+    let pod_port =
+        u16::try_from(pod_port).map_err(|_| format!("pod port {pod_port} is out of range"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("binding a local port: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let api: kube::Api<Pod> = kube::Api::namespaced(cluster.client.clone(), namespace);
+    let pod_name = pod.clone();
+    // Lives as long as the run's runtime; each connection is its own port-forward stream.
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let api = api.clone();
+            let pod = pod_name.clone();
+            tokio::spawn(async move {
+                let Ok(mut pf) = api.portforward(&pod, &[pod_port]).await else {
+                    return;
+                };
+                if let Some(mut upstream) = pf.take_stream(pod_port) {
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+                }
+                // The stream is done: end the port-forward's background task with it.
+                pf.abort();
+            });
+        }
+    });
+    Ok(Forward {
+        namespace: namespace.to_string(),
+        service: service.to_string(),
+        pod,
+        pod_port,
+        local,
+    })
 }
 
 /// `svc.ns.svc.cluster.local`, `svc.ns.svc`, `svc.ns` or `svc` → (service, namespace).

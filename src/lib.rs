@@ -180,7 +180,14 @@ fn verify(args: VerifyArgs) -> ExitCode {
     let context = cluster.context.clone();
 
     let suite = Arc::new(plan.suite.clone());
-    let endpoints = connect::Endpoints::resolve(&plan.suite, &plan.endpoints);
+    let mut endpoints = connect::Endpoints::resolve(&plan.suite, &plan.endpoints);
+    let needs_endpoints = selected.iter().any(|c| c.layer.reaches_endpoints())
+        || families
+            .iter()
+            .any(|f| plan.selection.may_select_family(&f.pattern));
+    if needs_endpoints {
+        runtime.block_on(reach_endpoints(&mut endpoints, &plan, &cluster));
+    }
     let env = runtime.block_on(env::Env::prepare(
         suite,
         cluster,
@@ -216,6 +223,13 @@ fn verify(args: VerifyArgs) -> ExitCode {
                 selected.len(),
                 &styles,
             ));
+            let lines: Vec<String> = env
+                .endpoints
+                .forwards()
+                .map(|f| f.to_string())
+                .chain(env.endpoints.forward_errors.iter().cloned())
+                .collect();
+            terminal.print(&terminal::render_notes(&lines, &styles));
             terminal.clone()
         }
     };
@@ -251,6 +265,26 @@ fn verify(args: VerifyArgs) -> ExitCode {
     match written {
         Ok(()) => ExitCode::from(code),
         Err(()) => ExitCode::from(exit::USAGE),
+    }
+}
+
+/// Sets up port-forwards where the endpoints are not reachable directly: `--connect
+/// port-forward`, or `auto` outside the cluster when its DNS names do not resolve here.
+async fn reach_endpoints(
+    endpoints: &mut connect::Endpoints,
+    plan: &cli::Plan,
+    cluster: &cluster::Cluster,
+) {
+    let forward = match plan.connect {
+        cli::ConnectMode::Direct => false,
+        cli::ConnectMode::PortForward => true,
+        cli::ConnectMode::Auto => {
+            std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
+                && !endpoints.cluster_dns_resolves(Duration::from_secs(2)).await
+        }
+    };
+    if forward {
+        endpoints.port_forward(cluster, &plan.suite).await;
     }
 }
 

@@ -44,6 +44,14 @@ pub fn render_header(context: Option<&str>, namespace: &str, checks: usize, s: &
     )
 }
 
+/// Lines about how the run reaches the cluster (port-forwards), under the header.
+pub fn render_notes(lines: &[String], s: &Styles) -> String {
+    lines
+        .iter()
+        .map(|l| format!("{} {l}\n", "·".style(s.dim)))
+        .collect()
+}
+
 /// One check's block: its line, then (for failures) summary, details and hint, indented.
 pub fn render_result(r: &CheckResult, s: &Styles) -> String {
     let (label, style) = match r.status {

@@ -45,6 +45,21 @@ pub struct Shared {
     pub delay: Mutex<Option<(String, std::time::Duration, Option<u32>)>>,
     /// When set, every resource request must be allowed by these RBAC objects.
     pub rbac: Mutex<Option<super::rbac::Rbac>>,
+    /// Where a port-forward to (namespace, pod, port) really goes.
+    pub forwards: Mutex<std::collections::BTreeMap<(String, String, u16), std::net::SocketAddr>>,
+}
+
+impl Shared {
+    pub fn record(&self, method: &str, path: &str, query: &str) {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(RecordedRequest {
+                method: method.to_string(),
+                path: path.to_string(),
+                query: query.to_string(),
+            });
+    }
 }
 
 pub async fn handle(

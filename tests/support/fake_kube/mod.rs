@@ -8,6 +8,7 @@
 
 mod api;
 mod handler;
+mod portforward;
 mod rbac;
 mod scenario;
 mod select;
@@ -65,6 +66,7 @@ impl FakeKube {
             requests: Default::default(),
             delay: Default::default(),
             rbac: Default::default(),
+            forwards: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("fake kube {name}: binding 127.0.0.1:0: {e}"));
@@ -76,6 +78,10 @@ impl FakeKube {
             .expect("setting the listener non-blocking");
         let (shutdown, stop) = oneshot::channel();
         let app = Router::new()
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{pod}/portforward",
+                axum::routing::get(portforward::portforward),
+            )
             .fallback(handler::handle)
             .with_state(shared.clone());
         let acceptor = tls.acceptor();
@@ -162,6 +168,16 @@ impl FakeKube {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) =
             Some(rbac::Rbac::from_yaml(manifests));
+    }
+
+    /// Port-forwards to `port` of pod `namespace/pod` reach `addr` (where the test runs the
+    /// real or fake server standing in for that pod).
+    pub fn forward(&self, namespace: &str, pod: &str, port: u16, addr: std::net::SocketAddr) {
+        self.shared
+            .forwards
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((namespace.to_string(), pod.to_string(), port), addr);
     }
 
     /// Answers requests whose path contains `path_part` only after `pause`.

@@ -1,0 +1,178 @@
+//! `pods/{name}/portforward` over WebSocket, as kube-rs speaks it (the `v4.channel.k8s.io`
+//! subprotocol): for each requested port the server first sends a 3-byte frame on its data
+//! channel (2i) and its error channel (2i+1): the channel number and the port, little-endian.
+//! Then data frames are the channel byte followed by payload, both ways; an error is text on
+//! the error channel. Here the "pod" is whatever local address the test mapped it to, so the
+//! port-forward path reaches the same fake vLLM, real Postgres and real LiteLLM as direct tests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::handler::{Shared, status};
+use super::scenario::str_at;
+
+#[derive(serde::Deserialize)]
+pub struct Params {
+    ports: String,
+}
+
+pub async fn portforward(
+    State(shared): State<Arc<Shared>>,
+    Path((namespace, pod)): Path<(String, String)>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    shared.record(
+        "GET",
+        &format!("/api/v1/namespaces/{namespace}/pods/{pod}/portforward"),
+        &format!("ports={}", params.ports),
+    );
+    let expected = format!("Bearer {}", shared.token);
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(expected.as_str())
+    {
+        return status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            None,
+        );
+    }
+    let user = shared.scenario.user.clone();
+    let allowed = shared
+        .rbac
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_none_or(|rbac| {
+            rbac.allows(
+                &user,
+                "create",
+                "",
+                "pods/portforward",
+                Some(&namespace),
+                Some(&pod),
+            )
+        });
+    if !allowed {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "pods \"{pod}\" is forbidden: User \"{user}\" cannot create resource \"pods/portforward\" in API group \"\" in the namespace \"{namespace}\""
+            ),
+            Some(serde_json::json!({"name": pod, "kind": "pods"})),
+        );
+    }
+    let exists = shared.scenario.objects.iter().any(|o| {
+        str_at(o, "/kind") == Some("Pod")
+            && str_at(o, "/metadata/namespace") == Some(namespace.as_str())
+            && str_at(o, "/metadata/name") == Some(pod.as_str())
+    });
+    if !exists {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{pod}\" not found"),
+            Some(serde_json::json!({"name": pod, "kind": "pods"})),
+        );
+    }
+    let Ok(port) = params.ports.parse::<u16>() else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "only one port per request is supported by this fake",
+            None,
+        );
+    };
+    let target = shared
+        .forwards
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(namespace.clone(), pod.clone(), port))
+        .copied();
+    ws.protocols(["v4.channel.k8s.io"])
+        .on_upgrade(move |socket| forward(socket, target, port, pod))
+        .into_response()
+}
+
+async fn forward(socket: WebSocket, target: Option<SocketAddr>, port: u16, pod: String) {
+    let (mut to_client, mut from_client) = socket.split();
+    let p = port.to_le_bytes();
+    for channel in [0u8, 1u8] {
+        if to_client
+            .send(Message::Binary(vec![channel, p[0], p[1]].into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    let connected = match target {
+        Some(addr) => tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string()),
+        None => Err("connection refused".to_string()),
+    };
+    let tcp = match connected {
+        Ok(tcp) => tcp,
+        Err(why) => {
+            // What the kubelet reports when nothing listens on the pod's port.
+            let text = format!(
+                "error forwarding port {port} to pod {pod}, uid : failed to connect to localhost:{port} inside namespace: {why}"
+            );
+            let mut frame = vec![1u8];
+            frame.extend(text.into_bytes());
+            let _ = to_client.send(Message::Binary(frame.into())).await;
+            let _ = to_client.send(Message::Close(None)).await;
+            return;
+        }
+    };
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let upstream = async {
+        while let Some(Ok(msg)) = from_client.next().await {
+            match msg {
+                Message::Binary(bytes) if bytes.len() > 1 && bytes[0] == 0 => {
+                    if tcp_write.write_all(&bytes[1..]).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        let _ = tcp_write.shutdown().await;
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match tcp_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut frame = Vec::with_capacity(n + 1);
+                    frame.push(0u8);
+                    frame.extend_from_slice(&buf[..n]);
+                    if to_client.send(Message::Binary(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to_client.send(Message::Close(None)).await;
+    };
+    // The pod side closing ends the stream; the client closing ends it too.
+    tokio::select! {
+        _ = upstream => {},
+        _ = downstream => {},
+    }
+}
