@@ -1,6 +1,7 @@
 //! The checks, one module per layer. Each builds named checks from its part of the suite,
 //! without touching the network, so `--list` and filters work offline.
 
+pub mod database;
 pub mod kube;
 
 use crate::check::Catalog;
@@ -8,8 +9,10 @@ use crate::suite::Suite;
 
 /// Every check the suite describes, in report order.
 pub fn catalog(suite: &Suite) -> Catalog {
+    let mut checks = kube::checks(suite);
+    checks.extend(database::checks(suite));
     Catalog {
-        checks: kube::checks(suite),
+        checks,
         families: Vec::new(),
     }
 }
