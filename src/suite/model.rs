@@ -354,7 +354,9 @@ impl Suite {
                 if t.contains('"') || t.chars().any(char::is_control) || t.len() > 63 {
                     return Err((
                         field,
-                        format!("{t:?} is not a table name (as created, without quotes; at most 63 bytes)"),
+                        format!(
+                            "{t:?} is not a table name (as created, without quotes; at most 63 bytes)"
+                        ),
                     ));
                 }
             }

@@ -32,6 +32,7 @@ struct Setup<'a> {
     /// `--endpoint database=...`; `None` runs with the in-cluster address.
     port: Option<u16>,
     filter: &'a str,
+    extra: &'a [&'a str],
 }
 
 impl<'a> Setup<'a> {
@@ -44,6 +45,7 @@ impl<'a> Setup<'a> {
             wrong_ca: false,
             port: Some(db.port),
             filter: "database::",
+            extra: &[],
         }
     }
 
@@ -88,6 +90,7 @@ impl<'a> Setup<'a> {
         if let Some(e) = &endpoint {
             args.extend(["--endpoint", e.as_str()]);
         }
+        args.extend(self.extra);
         args.push(self.filter);
         let run = run_in(dir, &kubeconfig, &["--format", "json"], &args);
         for secret in [self.db.password.as_str(), password] {
@@ -119,7 +122,10 @@ fn failed(run: &Run, check: &str, cause: &str, summary: &str) -> Value {
     assert_eq!(c["status"], "failed", "{check}: {c:#}");
     assert_eq!(c["cause"], cause, "{check}: {c:#}");
     let s = text(&c, "summary");
-    assert!(s.contains(summary), "{check}: summary {s:?} lacks {summary:?}");
+    assert!(
+        s.contains(summary),
+        "{check}: summary {s:?} lacks {summary:?}"
+    );
     assert_eq!(run.code, 1, "exit code; stderr: {}", run.stderr);
     c
 }
@@ -155,7 +161,10 @@ fn healthy_database_passes_encrypted_and_verified_through_a_port_forward() {
     let run = Setup::new(&db).run();
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let names: Vec<String> = run.statuses().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, CHECKS, "the filter selects exactly the database checks");
+    assert_eq!(
+        names, CHECKS,
+        "the filter selects exactly the database checks"
+    );
 
     let c = passed(&run, "database::connect");
     let summary = text(&c, "summary");
@@ -177,7 +186,10 @@ fn healthy_database_passes_encrypted_and_verified_through_a_port_forward() {
     assert!(c["details"].is_null(), "no note when verified: {c:#}");
 
     let p = passed(&run, "database::primary");
-    assert!(text(&p, "summary").contains("is a writable primary"), "{p:#}");
+    assert!(
+        text(&p, "summary").contains("is a writable primary"),
+        "{p:#}"
+    );
 
     let m = passed(&run, "database::migrations");
     let latest = bed.migrations().last().expect("migrations");
@@ -186,7 +198,10 @@ fn healthy_database_passes_encrypted_and_verified_through_a_port_forward() {
         bed.migrations().len()
     );
     assert!(text(&m, "summary").starts_with(&expected), "{m:#}");
-    assert_eq!(metric(&m, "migrations_applied"), bed.migrations().len() as f64);
+    assert_eq!(
+        metric(&m, "migrations_applied"),
+        bed.migrations().len() as f64
+    );
     assert!(metric(&m, "litellm_tables") > 50.0, "{m:#}");
 
     let s = passed(&run, "database::schema");
@@ -247,7 +262,9 @@ fn verify_ca_checks_the_chain_only() {
     .run();
     let c = passed(&run, "database::connect");
     assert!(
-        text(&c, "summary").contains("certificate chain verified against secret litellm/cloudnative-pg-cluster-ca"),
+        text(&c, "summary").contains(
+            "certificate chain verified against secret litellm/cloudnative-pg-cluster-ca"
+        ),
         "{c:#}"
     );
     assert_eq!(metric(&c, "verified"), 1.0);
@@ -283,7 +300,10 @@ fn stuck_migration_is_named() {
         &format!("migration {latest} started "),
     );
     assert!(text(&c, "summary").ends_with(&format!("and never finished in database {}", db.name)));
-    assert!(text(&c, "hint").contains("prisma migrate resolve --rolled-back"), "{c:#}");
+    assert!(
+        text(&c, "hint").contains("prisma migrate resolve --rolled-back"),
+        "{c:#}"
+    );
     assert_eq!(metric(&c, "migrations_unfinished"), 1.0);
     for ok in ["database::connect", "database::primary", "database::schema"] {
         passed(&run, ok);
@@ -303,12 +323,24 @@ fn failed_migration_shows_its_name_and_the_first_lines_of_its_logs() {
         &format!("migration {latest} failed in database {}", db.name),
     );
     let details = text(&c, "details");
-    assert!(details.starts_with(&format!("migration {latest} (started ")), "{details}");
-    assert!(details.contains("A migration failed to apply."), "{details}");
+    assert!(
+        details.starts_with(&format!("migration {latest} (started ")),
+        "{details}"
+    );
+    assert!(
+        details.contains("A migration failed to apply."),
+        "{details}"
+    );
     assert!(details.contains("Database error code: 42501"), "{details}");
     assert!(details.contains("more lines)"), "logs are cut: {details}");
-    assert!(!details.contains("schema_core::state::ApplyMigrations"), "{details}");
-    assert!(text(&c, "hint").contains(&format!("--rolled-back {latest}")), "{c:#}");
+    assert!(
+        !details.contains("schema_core::state::ApplyMigrations"),
+        "{details}"
+    );
+    assert!(
+        text(&c, "hint").contains(&format!("--rolled-back {latest}")),
+        "{c:#}"
+    );
 }
 
 #[test]
@@ -321,7 +353,10 @@ fn empty_database_means_migrations_never_ran() {
         "migrations_missing",
         "no \"_prisma_migrations\" table and no LiteLLM tables in database",
     );
-    assert!(text(&c, "summary").ends_with("migrations never ran"), "{c:#}");
+    assert!(
+        text(&c, "summary").ends_with("migrations never ran"),
+        "{c:#}"
+    );
     failed(
         &run,
         "database::schema",
@@ -370,10 +405,20 @@ fn rw_endpoint_on_a_hot_standby_is_not_a_primary() {
         "reaches a replica, not the primary: pg_is_in_recovery() is true",
     );
     let hint = text(&c, "hint");
-    assert!(hint.starts_with("the rw Service routes to a replica"), "{hint}");
-    assert!(hint.contains("kubernetes::cnpg::cloudnative-pg-cluster"), "{hint}");
+    assert!(
+        hint.starts_with("the rw Service routes to a replica"),
+        "{hint}"
+    );
+    assert!(
+        hint.contains("kubernetes::cnpg::cloudnative-pg-cluster"),
+        "{hint}"
+    );
     // Reads work on a standby: the other checks still prove what they can.
-    for ok in ["database::connect", "database::migrations", "database::schema"] {
+    for ok in [
+        "database::connect",
+        "database::migrations",
+        "database::schema",
+    ] {
         passed(&run, ok);
     }
 }
@@ -409,7 +454,10 @@ fn wrong_password_is_28p01_and_the_other_checks_point_at_connect() {
         &run,
         "database::connect",
         "db_auth",
-        &format!("password authentication failed for user {} at 127.0.0.1:", db.user),
+        &format!(
+            "password authentication failed for user {} at 127.0.0.1:",
+            db.user
+        ),
     );
     assert!(text(&c, "summary").ends_with("(28P01)"), "{c:#}");
     assert!(
@@ -449,7 +497,10 @@ fn wrong_database_name_is_3d000() {
         "db_not_found",
         "database litellm_nonexistent does not exist at 127.0.0.1:",
     );
-    assert!(text(&c, "hint").contains("spec.bootstrap.initdb.database"), "{c:#}");
+    assert!(
+        text(&c, "hint").contains("spec.bootstrap.initdb.database"),
+        "{c:#}"
+    );
     others_skipped(&run, "db_not_found");
 }
 
@@ -485,7 +536,10 @@ fn server_down_is_connection_refused_at_the_port_forward() {
         "db_refused",
         &format!("connection refused at 127.0.0.1:{port} (--endpoint)"),
     );
-    assert!(text(&c, "hint").contains("is the port-forward running"), "{c:#}");
+    assert!(
+        text(&c, "hint").contains("is the port-forward running"),
+        "{c:#}"
+    );
     others_skipped(&run, "db_refused");
 }
 
@@ -504,7 +558,8 @@ fn wrong_ca_fails_verification_naming_the_service_and_the_ca_secret() {
         "TLS verification failed (sslmode verify-full): the certificate at 127.0.0.1:",
     );
     assert!(
-        text(&c, "summary").ends_with("does not chain to the CA in secret litellm/cloudnative-pg-cluster-ca"),
+        text(&c, "summary")
+            .ends_with("does not chain to the CA in secret litellm/cloudnative-pg-cluster-ca"),
         "{c:#}"
     );
     assert!(text(&c, "hint").contains(SERVICE_NAME), "{c:#}");
@@ -533,4 +588,27 @@ fn in_cluster_name_outside_the_cluster_is_a_dns_failure_with_the_port_forward_hi
         "{c:#}"
     );
     others_skipped(&run, "db_dns");
+}
+
+#[test]
+fn silent_server_times_out_naming_the_step_it_waited_for() {
+    // Accepts TCP (the kernel's backlog) and never answers the SSLRequest.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let db = postgres().scenario(Scenario::Migrated);
+    let run = Setup {
+        port: Some(port),
+        extra: &["--timeout", "1s"],
+        filter: "database::connect",
+        ..Setup::new(&db)
+    }
+    .run();
+    let c = failed(&run, "database::connect", "timeout", "no answer within 1s");
+    assert_eq!(
+        text(&c, "details"),
+        format!(
+            "last observed: TLS (sslmode verify-full) and login as {} to database {} at 127.0.0.1:{port} (--endpoint)",
+            db.user, db.name
+        )
+    );
 }

@@ -291,11 +291,16 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
     };
     let unfinished: Vec<(String, String, String)> = pending
         .iter()
-        .map(|r| (r.get(0), r.get::<_, Option<String>>(1).unwrap_or_default(), r.get(2)))
+        .map(|r| {
+            (
+                r.get(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+                r.get(2),
+            )
+        })
         .collect();
     metrics.count("migrations_unfinished", unfinished.len() as u64);
-    if let Some((name, started, logs)) = unfinished.iter().find(|(_, _, l)| !l.trim().is_empty())
-    {
+    if let Some((name, started, logs)) = unfinished.iter().find(|(_, _, l)| !l.trim().is_empty()) {
         let mut details = format!("migration {name} (started {started}) failed; its logs:\n");
         details.push_str(&head(&env.redactor.redact(logs), LOG_LINES));
         if unfinished.len() > 1 {
@@ -347,7 +352,12 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
          ORDER BY finished_at DESC, migration_name DESC LIMIT 1"
     );
     let latest = match c.query_opt(q.as_str(), &[]).await {
-        Ok(r) => r.map(|r| (r.get::<_, String>(0), r.get::<_, Option<String>>(1).unwrap_or_default())),
+        Ok(r) => r.map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+            )
+        }),
         Err(e) => return fail(&e, "reading the latest migration"),
     };
     let (latest, finished) = latest.unwrap_or_default();
@@ -445,7 +455,10 @@ mod tests {
 
     #[test]
     fn failed_migration_logs_are_cut_to_their_first_lines() {
-        let logs = (1..=20).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
+        let logs = (1..=20)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let h = head(&logs, 3);
         assert_eq!(h, "line 1\nline 2\nline 3\n… (17 more lines)");
         let long = "x".repeat(400);

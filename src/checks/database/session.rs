@@ -178,11 +178,9 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
         });
     let mut make = MakeRustlsConnect::new(tls_config);
-    let connector = <MakeRustlsConnect as MakeTlsConnect<TcpStream>>::make_tls_connect(
-        &mut make,
-        &t.tls_name,
-    )
-    .map_err(|e| Outcome::fail(Cause::DbTls, format!("TLS setup: {e}")))?;
+    let connector =
+        <MakeRustlsConnect as MakeTlsConnect<TcpStream>>::make_tls_connect(&mut make, &t.tls_name)
+            .map_err(|e| Outcome::fail(Cause::DbTls, format!("TLS setup: {e}")))?;
     let used = Arc::new(AtomicBool::new(false));
     let tls = Recording {
         inner: connector,
@@ -385,7 +383,11 @@ pub fn query_failure(env: &Env, t: &Target, what: &str, e: &tokio_postgres::Erro
     };
     Outcome::fail(
         Cause::DbError,
-        format!("{what} failed at {}: {}", t.reached(), env.redactor.redact(&detail)),
+        format!(
+            "{what} failed at {}: {}",
+            t.reached(),
+            env.redactor.redact(&detail)
+        ),
     )
 }
 
@@ -675,7 +677,9 @@ mod tests {
         assert!(f.summary.contains("(28P01)"), "{}", f.summary);
         let hint = f.hint.unwrap_or_default();
         assert!(
-            hint.starts_with("the secret cloudnative-pg-cluster-litellm and the database role disagree"),
+            hint.starts_with(
+                "the secret cloudnative-pg-cluster-litellm and the database role disagree"
+            ),
             "{hint}"
         );
     }
@@ -699,7 +703,10 @@ mod tests {
         let f = Problem::from_io(std::io::ErrorKind::ConnectionRefused.into())
             .failure(&target(Via::Flag), "app");
         assert_eq!(f.cause.code(), "db_refused");
-        assert_eq!(f.summary, "connection refused at 127.0.0.1:5432 (--endpoint)");
+        assert_eq!(
+            f.summary,
+            "connection refused at 127.0.0.1:5432 (--endpoint)"
+        );
         assert!(f.hint.unwrap_or_default().contains("port-forward running"));
         assert_eq!(
             Problem::from_io(std::io::ErrorKind::TimedOut.into()),
@@ -709,11 +716,14 @@ mod tests {
 
     #[test]
     fn tls_verification_failures_name_the_expected_name_and_the_ca_secret() {
-        let f = Problem::Tls(TlsProblem::UntrustedChain("invalid peer certificate".into()))
-            .failure(&target(Via::Flag), "app");
+        let f = Problem::Tls(TlsProblem::UntrustedChain(
+            "invalid peer certificate".into(),
+        ))
+        .failure(&target(Via::Flag), "app");
         assert_eq!(f.cause.code(), "db_tls_verify");
         assert!(
-            f.summary.contains("secret litellm/cloudnative-pg-cluster-ca"),
+            f.summary
+                .contains("secret litellm/cloudnative-pg-cluster-ca"),
             "{}",
             f.summary
         );
@@ -725,7 +735,8 @@ mod tests {
         let f = Problem::Tls(TlsProblem::WrongName("not valid for name".into()))
             .failure(&target(Via::Flag), "app");
         assert!(
-            f.summary.ends_with("does not name cloudnative-pg-cluster-rw.litellm.svc"),
+            f.summary
+                .ends_with("does not name cloudnative-pg-cluster-rw.litellm.svc"),
             "{}",
             f.summary
         );

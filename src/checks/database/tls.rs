@@ -12,12 +12,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio_postgres::tls::TlsConnect;
 
 use crate::suite::SslMode;
@@ -314,7 +316,10 @@ mod tests {
         assert_eq!(Protection::of(SslMode::Disable, false), Protection::Plain);
         assert_eq!(Protection::of(SslMode::Prefer, false), Protection::Plain);
         assert_eq!(Protection::of(SslMode::Prefer, true), Protection::Encrypted);
-        assert_eq!(Protection::of(SslMode::Require, true), Protection::Encrypted);
+        assert_eq!(
+            Protection::of(SslMode::Require, true),
+            Protection::Encrypted
+        );
         assert_eq!(
             Protection::of(SslMode::VerifyCa, true),
             Protection::VerifiedChain
@@ -336,7 +341,11 @@ mod tests {
             base64_lines(der.as_ref())
         );
         assert_eq!(parse_ca(pem.as_bytes()).expect("parses").len(), 1);
-        assert!(parse_ca(b"not a certificate").unwrap_err().contains("no PEM"));
+        assert!(
+            parse_ca(b"not a certificate")
+                .unwrap_err()
+                .contains("no PEM")
+        );
         assert!(client_config(SslMode::VerifyFull, &[der]).is_ok());
         assert!(client_config(SslMode::Require, &[]).is_ok());
     }
