@@ -19,7 +19,8 @@ fn run(scenario: &str, format: &str) -> Run {
             "--color",
             "never",
         ],
-        &[],
+        // The Kubernetes layer's output; the other layers reach servers these fakes lack.
+        &["kubernetes"],
     )
 }
 
