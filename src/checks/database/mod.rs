@@ -5,7 +5,9 @@
 //! When a session cannot be opened, `database::connect` reports why, once; the other checks
 //! are skipped pointing at it, unless `database::connect` is not part of the run (filtered
 //! out), in which case they fail with the same classified cause so a filtered run cannot pass
-//! on an unreachable database.
+//! on an unreachable database. (Under `--wait` a skip is final while `database::connect` may
+//! still pass on a later attempt; a runner-level "run after this check" prerequisite would close
+//! that gap.)
 
 mod session;
 mod tls;
