@@ -111,8 +111,11 @@ pub struct Family {
     /// The check name with `<alias>` where the alias goes.
     pub pattern: String,
     /// Builds the check for one alias, or `None` where it does not apply (no guardrail on it).
-    pub build: Arc<dyn Fn(&Env, &str) -> Option<Check> + Send + Sync>,
+    pub build: FamilyBuild,
 }
+
+/// Builds a family's check for one alias (see [`Family::build`]).
+pub type FamilyBuild = Arc<dyn Fn(&Env, &str) -> Option<Check> + Send + Sync>;
 
 impl Family {
     pub fn new<F>(pattern: impl Into<String>, build: F) -> Family
@@ -328,6 +331,26 @@ pub enum Cause {
     CrdMissing,
     CnpgUnhealthy,
     RwNotPrimary,
+    // Database.
+    DbDns,
+    DbRefused,
+    DbUnreachable,
+    DbConnectTimeout,
+    DbTls,
+    DbTlsVerify,
+    DbCaInvalid,
+    DbAuth,
+    DbAccessRejected,
+    DbNotFound,
+    DbTooManyConnections,
+    DbStartingUp,
+    DbError,
+    DbReplica,
+    DbReadOnly,
+    MigrationsMissing,
+    MigrationUnfinished,
+    MigrationFailed,
+    SchemaTableMissing,
 }
 
 impl Cause {
@@ -370,6 +393,25 @@ impl Cause {
             Cause::CrdMissing => "crd_missing",
             Cause::CnpgUnhealthy => "cnpg_unhealthy",
             Cause::RwNotPrimary => "rw_not_primary",
+            Cause::DbDns => "db_dns",
+            Cause::DbRefused => "db_refused",
+            Cause::DbUnreachable => "db_unreachable",
+            Cause::DbConnectTimeout => "db_connect_timeout",
+            Cause::DbTls => "db_tls",
+            Cause::DbTlsVerify => "db_tls_verify",
+            Cause::DbCaInvalid => "db_ca_invalid",
+            Cause::DbAuth => "db_auth",
+            Cause::DbAccessRejected => "db_access_rejected",
+            Cause::DbNotFound => "db_not_found",
+            Cause::DbTooManyConnections => "db_too_many_connections",
+            Cause::DbStartingUp => "db_starting_up",
+            Cause::DbError => "db_error",
+            Cause::DbReplica => "db_replica",
+            Cause::DbReadOnly => "db_read_only",
+            Cause::MigrationsMissing => "migrations_missing",
+            Cause::MigrationUnfinished => "migration_unfinished",
+            Cause::MigrationFailed => "migration_failed",
+            Cause::SchemaTableMissing => "schema_table_missing",
         }
     }
 

@@ -1,6 +1,7 @@
 //! The checks, one module per layer. Each builds named checks from its part of the suite,
 //! without touching the network, so `--list` and filters work offline.
 
+pub mod database;
 pub mod kube;
 pub mod platform;
 
@@ -11,6 +12,7 @@ use crate::suite::Suite;
 pub fn catalog(suite: &Suite) -> Catalog {
     let mut checks = platform::checks(suite);
     checks.extend(kube::checks(suite));
+    checks.extend(database::checks(suite));
     Catalog {
         checks,
         families: Vec::new(),

@@ -195,7 +195,83 @@ pub struct Database {
     pub secret: DatabaseSecret,
     /// The database LiteLLM uses.
     pub name: String,
+    /// TLS to the database, with libpq's meanings.
+    pub sslmode: SslMode,
+    /// The CA that signed the server certificate, for `verify-ca` and `verify-full`.
+    pub ca_secret: CaSecret,
+    /// LiteLLM's core tables, which must exist.
+    pub tables: Vec<String>,
 }
+
+impl Database {
+    /// The CA Secret's name: the suite's, else the one CloudNativePG makes (`<cluster>-ca`).
+    pub fn ca_secret_name(&self) -> String {
+        self.ca_secret
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-ca", self.cluster))
+    }
+}
+
+/// libpq's `sslmode` values the checks honour, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS when the server offers it, without verifying the certificate; plain otherwise.
+    #[default]
+    Prefer,
+    /// TLS or no session, without verifying the certificate ("encrypted, not verified").
+    Require,
+    /// TLS, the certificate chaining to the CA in `ca_secret` (any name).
+    VerifyCa,
+    /// TLS, the certificate chaining to the CA and naming the read-write Service.
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the server certificate is checked against the CA (and so the CA is read).
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaSecret {
+    /// `null`: `<cluster>-ca`, the CA Secret CloudNativePG generates.
+    pub name: Option<String>,
+    /// Its key holding the CA certificate (PEM).
+    pub key: String,
+}
+
+impl Default for CaSecret {
+    fn default() -> Self {
+        CaSecret {
+            name: None,
+            key: "ca.crt".into(),
+        }
+    }
+}
+
+/// The tables `database::schema` requires by default: the ones LiteLLM reads on every request.
+pub const CORE_TABLES: [&str; 4] = [
+    "LiteLLM_VerificationToken",
+    "LiteLLM_UserTable",
+    "LiteLLM_TeamTable",
+    "LiteLLM_SpendLogs",
+];
 
 impl Default for Database {
     fn default() -> Self {
@@ -212,6 +288,9 @@ impl Default for Database {
             },
             secret: DatabaseSecret::default(),
             name: "litellm".into(),
+            sslmode: SslMode::default(),
+            ca_secret: CaSecret::default(),
+            tables: CORE_TABLES.map(String::from).to_vec(),
         }
     }
 }
@@ -307,6 +386,28 @@ impl Suite {
             check_key("database.secret.username", &db.secret.username)?;
             check_key("database.secret.password", &db.secret.password)?;
             not_empty("database.name", &db.name)?;
+            if let Some(name) = &db.ca_secret.name {
+                check_name("database.ca_secret.name", name)?;
+            }
+            check_key("database.ca_secret.key", &db.ca_secret.key)?;
+            if db.tables.is_empty() {
+                return Err((
+                    "database.tables".into(),
+                    "must name at least one table (the default is LiteLLM's core tables)".into(),
+                ));
+            }
+            for (i, t) in db.tables.iter().enumerate() {
+                let field = format!("database.tables[{i}]");
+                not_empty(&field, t)?;
+                if t.contains('"') || t.chars().any(char::is_control) || t.len() > 63 {
+                    return Err((
+                        field,
+                        format!(
+                            "{t:?} is not a table name (as created, without quotes; at most 63 bytes)"
+                        ),
+                    ));
+                }
+            }
         }
         let p = &self.platform;
         for (field, w) in [

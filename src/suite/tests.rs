@@ -95,3 +95,73 @@ fn yaml_syntax_error_is_located() {
         .to_string();
     assert!(err.starts_with("my.yaml:"), "{err}");
 }
+
+#[test]
+fn database_tls_defaults_to_prefer_with_cnpgs_ca_and_the_core_tables() {
+    let db = parse("version: 1\n", "m.yaml")
+        .expect("parses")
+        .database
+        .expect("database");
+    assert_eq!(db.sslmode, SslMode::Prefer);
+    assert_eq!(db.ca_secret_name(), "cloudnative-pg-cluster-ca");
+    assert_eq!(db.ca_secret.key, "ca.crt");
+    assert_eq!(db.tables, CORE_TABLES);
+    let renamed = parse("version: 1\ndatabase:\n  cluster: pg-main\n", "m.yaml")
+        .expect("parses")
+        .database
+        .expect("database");
+    assert_eq!(
+        renamed.ca_secret_name(),
+        "pg-main-ca",
+        "follows the cluster"
+    );
+}
+
+#[test]
+fn every_libpq_sslmode_parses() {
+    for (text, mode) in [
+        ("disable", SslMode::Disable),
+        ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
+    ] {
+        let s = parse(
+            &format!("version: 1\ndatabase:\n  sslmode: {text}\n"),
+            "m.yaml",
+        )
+        .expect("parses");
+        let db = s.database.expect("database");
+        assert_eq!(db.sslmode, mode);
+        assert_eq!(db.sslmode.as_str(), text);
+        assert_eq!(db.sslmode.verifies(), text.starts_with("verify"));
+    }
+}
+
+#[test]
+fn unknown_sslmode_names_the_field_and_the_choices() {
+    let err = parse("version: 1\ndatabase:\n  sslmode: allow\n", "m.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("m.yaml:3:"), "{err}");
+    assert!(err.contains("database.sslmode"), "{err}");
+    assert!(err.contains("verify-full"), "{err}");
+}
+
+#[test]
+fn database_tables_must_be_plain_names() {
+    let err = parse("version: 1\ndatabase:\n  tables: []\n", "m.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("database.tables: must name at least one table"),
+        "{err}"
+    );
+    let err = parse(
+        "version: 1\ndatabase:\n  tables: [LiteLLM_UserTable, 'a\"b']\n",
+        "m.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("database.tables[1]"), "{err}");
+}

@@ -66,6 +66,10 @@ impl Run {
     }
 }
 
+/// Filters for the layers the fake cluster alone can serve (the database and LLM layers need
+/// servers it lacks).
+pub const CLUSTER_LAYERS: [&str; 2] = ["platform::", "kubernetes::"];
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_smokecheck")
 }

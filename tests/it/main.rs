@@ -10,5 +10,6 @@ mod kube_fake;
 mod llm_bed;
 mod postgres_bed;
 mod snapshots;
+mod verify_database;
 mod verify_kube;
 mod verify_platform;

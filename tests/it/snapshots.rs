@@ -1,7 +1,7 @@
 //! Snapshots of what people and CI read: the terminal, JUnit and JSON output of a healthy and a
 //! failing run (one check at a time, so the order is stable; durations redacted).
 
-use crate::harness::{Run, run_in};
+use crate::harness::{CLUSTER_LAYERS, Run, run_in};
 use crate::support::fake_kube::FakeKube;
 
 fn run(scenario: &str, format: &str) -> Run {
@@ -19,7 +19,8 @@ fn run(scenario: &str, format: &str) -> Run {
             "--color",
             "never",
         ],
-        &[],
+        // The Kubernetes layer's output; the other layers reach servers these fakes lack.
+        &CLUSTER_LAYERS,
     )
 }
 

@@ -3,12 +3,14 @@
 
 use serde_json::Value;
 
-use crate::harness::{Run, assert_no_secret_leaks, command, run_in, secret_values, verify_json};
+use crate::harness::{
+    CLUSTER_LAYERS, Run, assert_no_secret_leaks, command, run_in, secret_values, verify_json,
+};
 use crate::support::fake_kube::{FakeKube, load_scenario, scenario_names};
 
 fn run(scenario: &str) -> Run {
     let fake = FakeKube::start(scenario);
-    let run = verify_json(&fake, &[]);
+    let run = verify_json(&fake, &CLUSTER_LAYERS);
     assert_no_secret_leaks(scenario, &run);
     run
 }
@@ -82,7 +84,7 @@ fn crash_loop_shows_restarts_exit_code_and_the_previous_log_redacted() {
         }
     }
     let fake = FakeKube::start_with(scenario);
-    let run = verify_json(&fake, &[]);
+    let run = verify_json(&fake, &CLUSTER_LAYERS);
     assert_no_secret_leaks("crash-loop", &run);
     let c = failed(
         &run,
@@ -818,6 +820,8 @@ fn hook_mode_writes_the_cause_of_failure_as_the_termination_message() {
         &kubeconfig,
         &["--color", "auto"],
         &[
+            "platform::",
+            "kubernetes::",
             "--argocd-app",
             "argocd/litellm",
             "--termination-log",

@@ -1,0 +1,492 @@
+//! The database layer: can LiteLLM's credentials log in to the CloudNativePG rw endpoint, is it
+//! a writable primary, did Prisma's migrations finish, and are LiteLLM's core tables there?
+//!
+//! Each check opens its own read-only session (a few milliseconds; the checks run in parallel).
+//! When a session cannot be opened, `database::connect` reports why, once; the other checks
+//! are skipped pointing at it, unless `database::connect` is not part of the run (filtered
+//! out), in which case they fail with the same classified cause so a filtered run cannot pass
+//! on an unreachable database. (Under `--wait` a skip is final while `database::connect` may
+//! still pass on a later attempt; a runner-level "run after this check" prerequisite would close
+//! that gap.)
+
+mod session;
+mod tls;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::connect::Via;
+use crate::env::Env;
+use crate::suite::{Database, Suite};
+
+use session::{Session, Target, query_failure};
+
+/// Prisma's migration ledger.
+const LEDGER: &str = "_prisma_migrations";
+/// Lines of a failed migration's `logs` shown in the details.
+const LOG_LINES: usize = 12;
+
+/// What the checks of one run share: whether `database::connect` runs, so the others know
+/// whether a connection failure is already reported.
+#[derive(Default)]
+struct Shared {
+    connect_runs: AtomicBool,
+}
+
+pub fn checks(suite: &Suite) -> Vec<Check> {
+    let Some(db) = &suite.database else {
+        return Vec::new();
+    };
+    let shared = Arc::new(Shared::default());
+    let ns = suite.namespace.clone();
+    let build = |name: &str, probe: fn(Arc<Env>, Session, Target, Database) -> Probe| {
+        let (shared, db) = (Arc::clone(&shared), db.clone());
+        let connect = name == "database::connect";
+        Check::new(name, Layer::Database, move |env, ctx| {
+            let (shared, db) = (Arc::clone(&shared), db.clone());
+            async move {
+                if connect {
+                    shared.connect_runs.store(true, Ordering::SeqCst);
+                }
+                let Some(target) = Target::of(&env, &db) else {
+                    return Outcome::Skipped("the suite has no database endpoint".into());
+                };
+                let session = match session::open(&env, &target, &ctx).await {
+                    Ok(s) => s,
+                    Err(f) if !connect && shared.connect_runs.load(Ordering::SeqCst) => {
+                        return Outcome::Skipped(format!(
+                            "cannot connect (see database::connect: {})",
+                            f.cause
+                        ));
+                    }
+                    Err(f) => return f.into(),
+                };
+                ctx.observe(format!("querying {}", target.reached()));
+                probe(env, session, target, db).await
+            }
+        })
+        .requires(Prerequisite::Namespace(ns.clone()))
+    };
+    vec![
+        build("database::connect", |env, s, t, _| {
+            Box::pin(async move { connect(&env, s, &t).await })
+        }),
+        build("database::primary", |_, s, t, _| {
+            Box::pin(async move { primary(&s, &t) })
+        }),
+        build("database::migrations", |env, s, t, _| {
+            Box::pin(async move { migrations(&env, &s, &t).await })
+        }),
+        build("database::schema", |env, s, t, db| {
+            Box::pin(async move { schema(&env, &s, &t, &db).await })
+        }),
+    ]
+}
+
+type Probe = futures::future::BoxFuture<'static, Outcome>;
+
+fn base_metrics(s: &Session) -> Metrics {
+    let mut m = Metrics::default();
+    s.facts.protection_metrics(&mut m);
+    m
+}
+
+/// TCP, TLS and login worked; a `SELECT 1` measures the round trip.
+async fn connect(env: &Env, s: Session, t: &Target) -> Outcome {
+    let started = Instant::now();
+    if let Err(e) = s.client.simple_query("SELECT 1").await {
+        return query_failure(env, t, "SELECT 1", &e).into();
+    }
+    let round_trip = started.elapsed();
+    let f = &s.facts;
+    let mut metrics = base_metrics(&s);
+    metrics
+        .millis("connect_ms", f.connect_time)
+        .millis("select1_ms", round_trip)
+        .count("server_version_num", f.server_version_num);
+    let mut passed = Passed {
+        summary: format!(
+            "logged in to {} as {} at {}: PostgreSQL {}, {}",
+            t.database,
+            f.user,
+            t.reached(),
+            f.server_version,
+            f.tls(t)
+        ),
+        metrics,
+        ..Passed::default()
+    };
+    if !f.protection.verified() {
+        passed = passed.note(format!(
+            "the server's identity was not verified (sslmode {}): set database.sslmode: verify-full to check its certificate against secret {}/{}",
+            t.sslmode.as_str(),
+            t.namespace,
+            t.ca_secret
+        ));
+    }
+    passed.into()
+}
+
+/// The rw endpoint must reach a writable primary: not in recovery, and not read-only by the
+/// server's own default (read before the session made itself read-only).
+fn primary(s: &Session, t: &Target) -> Outcome {
+    let f = &s.facts;
+    let metrics = base_metrics(s);
+    let service_hint = match t.via {
+        Via::Suite | Via::PortForward => format!(
+            "the rw Service {}/{} routes to a replica: see kubernetes::cnpg::{} and kubernetes::services::{} (a failover not finished, or a selector changed by hand); every LiteLLM write fails until it routes to the primary",
+            t.namespace, t.service, t.cluster, t.service
+        ),
+        Via::Flag => format!(
+            "the rw Service routes to a replica, or --endpoint points at one (a port-forward to a replica pod instead of svc/{}): see kubernetes::cnpg::{} and kubernetes::services::{}; every LiteLLM write fails against a replica",
+            t.service, t.cluster, t.service
+        ),
+    };
+    if f.in_recovery {
+        return Failure {
+            metrics,
+            ..Outcome::fail(
+                Cause::DbReplica,
+                format!(
+                    "{} reaches a replica, not the primary: pg_is_in_recovery() is true",
+                    t.reached()
+                ),
+            )
+            .hint(service_hint)
+        }
+        .into();
+    }
+    if f.read_only_default {
+        return Failure {
+            metrics,
+            ..Outcome::fail(
+                Cause::DbReadOnly,
+                format!(
+                    "the primary at {} starts every transaction read-only: default_transaction_read_only is on (set by {})",
+                    t.reached(),
+                    source_words(&f.read_only_source)
+                ),
+            )
+            .hint(format!(
+                "LiteLLM cannot write (spend logs, keys): reset it where it is set, e.g. ALTER DATABASE {} RESET default_transaction_read_only (or ALTER ROLE {} RESET ..., or spec.postgresql.parameters of {}/{}); a stand-in for a replica behind the rw Service",
+                t.database, f.user, t.namespace, t.cluster
+            ))
+        }
+        .into();
+    }
+    Passed {
+        summary: format!(
+            "{} is a writable primary: pg_is_in_recovery() false, default_transaction_read_only off",
+            t.reached()
+        ),
+        metrics,
+        ..Passed::default()
+    }
+    .into()
+}
+
+/// `pg_settings.source` in words.
+fn source_words(source: &str) -> String {
+    match source {
+        "database" => "ALTER DATABASE ... SET".into(),
+        "user" => "ALTER ROLE ... SET".into(),
+        "database user" => "ALTER ROLE ... IN DATABASE ... SET".into(),
+        "configuration file" => "postgresql.conf".into(),
+        "" => "an unknown source".into(),
+        other => other.into(),
+    }
+}
+
+/// Prisma's ledger: present, not empty, nothing unfinished or failed.
+async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
+    let c = &s.client;
+    let mut metrics = base_metrics(s);
+    let fail = |e: &tokio_postgres::Error, what: &str| -> Outcome {
+        query_failure(env, t, what, e).into()
+    };
+    let row = match c
+        .query_one(
+            "SELECT to_regclass(quote_ident($1)) IS NOT NULL, \
+                    (SELECT count(*) FROM pg_catalog.pg_tables \
+                      WHERE tablename LIKE 'LiteLLM\\_%' \
+                        AND schemaname NOT IN ('pg_catalog', 'information_schema'))",
+            &[&LEDGER],
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e, "looking for the migration ledger"),
+    };
+    let has_ledger: bool = row.get(0);
+    let litellm_tables: i64 = row.get(1);
+    metrics.count("litellm_tables", litellm_tables.max(0) as u64);
+    if !has_ledger {
+        let (summary, hint) = if litellm_tables == 0 {
+            (
+                format!(
+                    "no \"{LEDGER}\" table and no LiteLLM tables in database {}: migrations never ran",
+                    t.database
+                ),
+                format!(
+                    "the migration Job (Argo CD PreSync hook, see kubernetes::jobs) never ran against {}/{}, or LiteLLM's DATABASE_URL names another database: sync the Application again and read the Job's log",
+                    t.namespace, t.database
+                ),
+            )
+        } else {
+            (
+                format!(
+                    "no \"{LEDGER}\" table in database {}, but {litellm_tables} LiteLLM tables: the schema was not made by prisma migrate",
+                    t.database
+                ),
+                "a schema made by `prisma db push` (or restored without the ledger) has no migration history: LiteLLM's next migration will fail; baseline it with `prisma migrate resolve --applied` per migration, or restore the ledger".to_string(),
+            )
+        };
+        return Failure {
+            metrics,
+            ..Outcome::fail(Cause::MigrationsMissing, summary).hint(hint)
+        }
+        .into();
+    }
+
+    let q = format!(
+        "SELECT count(*) FILTER (WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL), \
+                count(*) FILTER (WHERE rolled_back_at IS NOT NULL), \
+                count(*) \
+         FROM \"{LEDGER}\""
+    );
+    let row = match c.query_one(q.as_str(), &[]).await {
+        Ok(r) => r,
+        Err(e) => return fail(&e, "counting migrations"),
+    };
+    let (applied, rolled_back, total): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    metrics
+        .count("migrations_applied", applied.max(0) as u64)
+        .count("migrations_rolled_back", rolled_back.max(0) as u64);
+    if total == 0 {
+        return Failure {
+            metrics,
+            ..Outcome::fail(
+                Cause::MigrationsMissing,
+                format!(
+                    "\"{LEDGER}\" in database {} is empty: no migration was ever applied",
+                    t.database
+                ),
+            )
+            .hint("the migration Job created the ledger and stopped before the first migration: read its log (kubectl logs -n <ns> job/<release>-migrations) and sync again")
+        }
+        .into();
+    }
+
+    let q = format!(
+        "SELECT migration_name, \
+                to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                coalesce(logs, '') \
+         FROM \"{LEDGER}\" \
+         WHERE finished_at IS NULL AND rolled_back_at IS NULL \
+         ORDER BY started_at, migration_name"
+    );
+    let pending = match c.query(q.as_str(), &[]).await {
+        Ok(rows) => rows,
+        Err(e) => return fail(&e, "reading unfinished migrations"),
+    };
+    let unfinished: Vec<(String, String, String)> = pending
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+                r.get(2),
+            )
+        })
+        .collect();
+    metrics.count("migrations_unfinished", unfinished.len() as u64);
+    if let Some((name, started, logs)) = unfinished.iter().find(|(_, _, l)| !l.trim().is_empty()) {
+        let mut details = format!("migration {name} (started {started}) failed; its logs:\n");
+        details.push_str(&head(&env.redactor.redact(logs), LOG_LINES));
+        if unfinished.len() > 1 {
+            details.push_str(&format!(
+                "\n({} unfinished migrations in all)",
+                unfinished.len()
+            ));
+        }
+        return Failure {
+            metrics,
+            ..Outcome::fail(
+                Cause::MigrationFailed,
+                format!("migration {name} failed in database {}", t.database),
+            )
+            .details(details)
+            .hint(format!(
+                "Prisma refuses every later migration until this one is resolved: fix the cause shown in its logs, then `prisma migrate resolve --rolled-back {name}` (or --applied if it was completed by hand) and sync again so the migration Job reruns"
+            ))
+        }
+        .into();
+    }
+    if let Some((name, started, _)) = unfinished.first() {
+        let others = unfinished
+            .iter()
+            .skip(1)
+            .map(|(n, _, _)| n.as_str())
+            .collect::<Vec<_>>();
+        let mut f = Outcome::fail(
+            Cause::MigrationUnfinished,
+            format!(
+                "migration {name} started {started} and never finished in database {}",
+                t.database
+            ),
+        )
+        .hint(format!(
+            "a migration Job still running, or killed mid-way (its ttlSecondsAfterFinished may have removed it: see kubernetes::jobs). If none is running, resolve it: `prisma migrate resolve --rolled-back {name}` and sync again so the Job reruns it"
+        ));
+        if !others.is_empty() {
+            f = f.details(format!("also unfinished: {}", others.join(", ")));
+        }
+        return Failure { metrics, ..f }.into();
+    }
+
+    let q = format!(
+        "SELECT migration_name, \
+                to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+         FROM \"{LEDGER}\" \
+         WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL \
+         ORDER BY finished_at DESC, migration_name DESC LIMIT 1"
+    );
+    let latest = match c.query_opt(q.as_str(), &[]).await {
+        Ok(r) => r.map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+            )
+        }),
+        Err(e) => return fail(&e, "reading the latest migration"),
+    };
+    let (latest, finished) = latest.unwrap_or_default();
+    let mut passed = Passed {
+        summary: format!(
+            "{applied} migrations applied, none unfinished; latest {latest} (finished {finished})"
+        ),
+        metrics,
+        ..Passed::default()
+    };
+    if rolled_back > 0 {
+        passed = passed.note(format!(
+            "{rolled_back} migration(s) marked rolled back (resolved by hand; harmless once reapplied)"
+        ));
+    }
+    passed.into()
+}
+
+/// The first `max` lines of a text, each cut to a readable width.
+fn head(text: &str, max: usize) -> String {
+    const WIDTH: usize = 300;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out: Vec<String> = lines
+        .iter()
+        .take(max)
+        .map(|l| {
+            if l.chars().count() > WIDTH {
+                format!("{}…", l.chars().take(WIDTH).collect::<String>())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if lines.len() > max {
+        out.push(format!("… ({} more lines)", lines.len() - max));
+    }
+    out.join("\n")
+}
+
+/// LiteLLM's core tables (the suite's list) exist.
+async fn schema(env: &Env, s: &Session, t: &Target, db: &Database) -> Outcome {
+    let mut metrics = base_metrics(s);
+    let rows = match s
+        .client
+        .query(
+            "SELECT name FROM unnest($1::text[]) WITH ORDINALITY AS t(name, n) \
+             WHERE to_regclass(quote_ident(name)) IS NULL ORDER BY n",
+            &[&db.tables],
+        )
+        .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return query_failure(env, t, "looking up LiteLLM's tables", &e).into(),
+    };
+    let missing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let present = db.tables.len() - missing.len();
+    metrics
+        .count("tables_required", db.tables.len() as u64)
+        .count("tables_present", present as u64);
+    if !missing.is_empty() {
+        return Failure {
+            metrics,
+            ..Outcome::fail(
+                Cause::SchemaTableMissing,
+                format!(
+                    "database {} lacks {} of {} core tables: {}",
+                    t.database,
+                    missing.len(),
+                    db.tables.len(),
+                    missing.join(", ")
+                ),
+            )
+            .hint(format!(
+                "LiteLLM's migrations did not create them (see database::migrations), someone dropped them, or the suite's database.name ({}) is not LiteLLM's database; LiteLLM fails requests that read them",
+                t.database
+            ))
+        }
+        .into();
+    }
+    Passed {
+        summary: format!(
+            "all {} core tables present: {}",
+            db.tables.len(),
+            db.tables.join(", ")
+        ),
+        metrics,
+        ..Passed::default()
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_migration_logs_are_cut_to_their_first_lines() {
+        let logs = (1..=20)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let h = head(&logs, 3);
+        assert_eq!(h, "line 1\nline 2\nline 3\n… (17 more lines)");
+        let long = "x".repeat(400);
+        assert_eq!(head(&long, 3).chars().count(), 301);
+    }
+
+    #[test]
+    fn settings_sources_are_worded() {
+        assert_eq!(source_words("database"), "ALTER DATABASE ... SET");
+        assert_eq!(source_words("configuration file"), "postgresql.conf");
+    }
+
+    #[test]
+    fn four_checks_in_report_order_and_none_without_a_database() {
+        let suite = crate::suite::parse("version: 1\n", "t.yaml").expect("suite");
+        let names: Vec<_> = checks(&suite).into_iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "database::connect",
+                "database::primary",
+                "database::migrations",
+                "database::schema"
+            ]
+        );
+        let none = crate::suite::parse("version: 1\ndatabase: null\n", "t.yaml").expect("suite");
+        assert!(checks(&none).is_empty());
+    }
+}
