@@ -62,6 +62,9 @@ pub enum Prerequisite {
     Namespace(String),
     /// The API server serves this resource (`clusters.postgresql.cnpg.io`).
     Crd(String),
+    /// The named check passed (after its retries). When that check is part of the run, this
+    /// one runs after it, and is skipped with its cause if it did not pass.
+    Check(String),
 }
 
 pub type Probe = Arc<dyn Fn(Arc<Env>, Ctx) -> BoxFuture<'static, Outcome> + Send + Sync>;

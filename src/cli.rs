@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Check the deployment described by a suite. Exit 0: all passed; 1: a check failed; 2: usage,
     /// suite or kubeconfig error, or a filter that matches no check.
-    Verify(VerifyArgs),
+    Verify(Box<VerifyArgs>),
     /// Print the least-privilege RBAC manifests (ServiceAccount, Roles, ClusterRole, bindings)
     /// that `verify` needs for a suite.
     Rbac(RbacArgs),

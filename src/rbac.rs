@@ -17,9 +17,12 @@ use crate::suite::Suite;
 /// The name of the ServiceAccount, Roles and bindings.
 pub const NAME: &str = "smokecheck";
 
-/// A rule being assembled: (group, resource) → verbs and names.
+/// (API group, resource and whether it is restricted by name).
+type RuleKey = (String, String);
+
+/// A rule being assembled: its key → verbs and names.
 #[derive(Default)]
-struct Rules(BTreeMap<(String, String), (Vec<&'static str>, Vec<String>)>);
+struct Rules(BTreeMap<RuleKey, (Vec<&'static str>, Vec<String>)>);
 
 impl Rules {
     /// `verb` on `resource`; `names` restricts a `get` to those objects.

@@ -123,32 +123,40 @@ pub fn run(
 ) -> Vec<CheckResult> {
     progress.started(checks.len());
     let order: Vec<(String, Layer)> = checks.iter().map(|c| (c.name.clone(), c.layer)).collect();
-    // One --wait window for the whole run, both phases included.
+    // One --wait window for the whole run, every phase included.
     let wait_until = options.wait.map(|w| Instant::now() + w);
-    let (first, second): (Vec<Check>, Vec<Check>) =
-        checks.into_iter().partition(|c| c.layer == Layer::Platform);
+    let phases = phases(checks);
 
-    let mut recorded = phase(
-        runtime,
-        &env,
-        first,
-        options,
-        wait_until,
-        stopper,
-        &progress,
-        &BTreeMap::new(),
-    );
+    let mut recorded = Recorded::new();
     let mut unmet: BTreeMap<Prerequisite, String> = BTreeMap::new();
-    for (name, (_, broken)) in &recorded {
-        for (prerequisite, why) in broken {
+    for checks in phases {
+        let done = phase(
+            runtime, &env, checks, options, wait_until, stopper, &progress, &unmet,
+        );
+        for (name, (result, broken)) in &done {
+            for (prerequisite, why) in broken {
+                unmet
+                    .entry(prerequisite.clone())
+                    .or_insert_with(|| format!("{why} (see {name})"));
+            }
+            let why = match result.status {
+                Status::Passed => continue,
+                Status::Failed => format!("{name} failed: {}", result.summary),
+                Status::Skipped => format!(
+                    "{name} was skipped: {}",
+                    result
+                        .skip_reason
+                        .as_deref()
+                        .unwrap_or_default()
+                        .trim_start_matches("skipped: ")
+                ),
+            };
             unmet
-                .entry(prerequisite.clone())
-                .or_insert_with(|| format!("{why} (see {name})"));
+                .entry(Prerequisite::Check(name.clone()))
+                .or_insert(why);
         }
+        recorded.extend(done);
     }
-    recorded.extend(phase(
-        runtime, &env, second, options, wait_until, stopper, &progress, &unmet,
-    ));
 
     order
         .into_iter()
@@ -173,6 +181,55 @@ pub fn run(
             }
         })
         .collect()
+}
+
+/// Orders checks into phases: the platform checks first (they say which namespaces and CRDs
+/// are missing), then every check after the checks it requires by name.
+fn phases(checks: Vec<Check>) -> Vec<Vec<Check>> {
+    let names: BTreeMap<String, usize> = checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.clone(), i))
+        .collect();
+    let mut level: Vec<Option<usize>> = vec![None; checks.len()];
+    fn level_of(
+        i: usize,
+        checks: &[Check],
+        names: &BTreeMap<String, usize>,
+        level: &mut Vec<Option<usize>>,
+        depth: usize,
+    ) -> usize {
+        if let Some(l) = level[i] {
+            return l;
+        }
+        let base = usize::from(checks[i].layer != Layer::Platform);
+        // Depth bounds a (mistaken) cycle of requirements instead of recursing forever.
+        let l = if depth > checks.len() {
+            base
+        } else {
+            checks[i]
+                .requires
+                .iter()
+                .filter_map(|p| match p {
+                    Prerequisite::Check(name) => names.get(name).copied(),
+                    _ => None,
+                })
+                .map(|j| level_of(j, checks, names, level, depth + 1) + 1)
+                .fold(base, usize::max)
+        };
+        level[i] = Some(l);
+        l
+    }
+    let levels: Vec<usize> = (0..checks.len())
+        .map(|i| level_of(i, &checks, &names, &mut level, 0))
+        .collect();
+    let count = levels.iter().copied().max().map_or(0, |m| m + 1);
+    let mut out: Vec<Vec<Check>> = (0..count).map(|_| Vec::new()).collect();
+    for (check, l) in checks.into_iter().zip(levels) {
+        out[l].push(check);
+    }
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 /// Runs one phase's checks as libtest-mimic trials; checks needing an `unmet` prerequisite
@@ -225,8 +282,7 @@ fn phase(
     };
     // The recorded results, not libtest-mimic's counts, decide the exit code.
     let _ = libtest_mimic::run(&args, trials);
-    let map = recorded.lock().map(|m| m.clone()).unwrap_or_default();
-    map
+    recorded.lock().map(|m| m.clone()).unwrap_or_default()
 }
 
 #[cfg(unix)]

@@ -1,19 +1,16 @@
 //! The database layer: can LiteLLM's credentials log in to the CloudNativePG rw endpoint, is it
 //! a writable primary, did Prisma's migrations finish, and are LiteLLM's core tables there?
 //!
-//! Each check opens its own read-only session (a few milliseconds; the checks run in parallel).
-//! When a session cannot be opened, `database::connect` reports why, once; the other checks
-//! are skipped pointing at it, unless `database::connect` is not part of the run (filtered
-//! out), in which case they fail with the same classified cause so a filtered run cannot pass
-//! on an unreachable database. (Under `--wait` a skip is final while `database::connect` may
-//! still pass on a later attempt; a runner-level "run after this check" prerequisite would close
-//! that gap.)
+//! Each check opens its own read-only session (a few milliseconds). The other checks require
+//! `database::connect`: the runner runs them after it (after its `--wait` retries too), and
+//! skips them with its cause when it did not pass, so a connection failure is reported once.
+//! When `database::connect` is filtered out of the run, they connect on their own and fail
+//! with the same classified cause, so a filtered run cannot pass on an unreachable database.
 
 mod session;
 mod tls;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
@@ -23,54 +20,44 @@ use crate::suite::{Database, Suite};
 
 use session::{Session, Target, query_failure};
 
+/// The check the others run after.
+const CONNECT: &str = "database::connect";
+
 /// Prisma's migration ledger.
 const LEDGER: &str = "_prisma_migrations";
 /// Lines of a failed migration's `logs` shown in the details.
 const LOG_LINES: usize = 12;
 
-/// What the checks of one run share: whether `database::connect` runs, so the others know
-/// whether a connection failure is already reported.
-#[derive(Default)]
-struct Shared {
-    connect_runs: AtomicBool,
-}
-
 pub fn checks(suite: &Suite) -> Vec<Check> {
     let Some(db) = &suite.database else {
         return Vec::new();
     };
-    let shared = Arc::new(Shared::default());
     let ns = suite.namespace.clone();
     let build = |name: &str, probe: fn(Arc<Env>, Session, Target, Database) -> Probe| {
-        let (shared, db) = (Arc::clone(&shared), db.clone());
-        let connect = name == "database::connect";
-        Check::new(name, Layer::Database, move |env, ctx| {
-            let (shared, db) = (Arc::clone(&shared), db.clone());
+        let db = db.clone();
+        let check = Check::new(name, Layer::Database, move |env, ctx| {
+            let db = db.clone();
             async move {
-                if connect {
-                    shared.connect_runs.store(true, Ordering::SeqCst);
-                }
                 let Some(target) = Target::of(&env, &db) else {
                     return Outcome::Skipped("the suite has no database endpoint".into());
                 };
                 let session = match session::open(&env, &target, &ctx).await {
                     Ok(s) => s,
-                    Err(f) if !connect && shared.connect_runs.load(Ordering::SeqCst) => {
-                        return Outcome::Skipped(format!(
-                            "cannot connect (see database::connect: {})",
-                            f.cause
-                        ));
-                    }
                     Err(f) => return f.into(),
                 };
                 ctx.observe(format!("querying {}", target.reached()));
                 probe(env, session, target, db).await
             }
         })
-        .requires(Prerequisite::Namespace(ns.clone()))
+        .requires(Prerequisite::Namespace(ns.clone()));
+        if name == CONNECT {
+            check
+        } else {
+            check.requires(Prerequisite::Check(CONNECT.into()))
+        }
     };
     vec![
-        build("database::connect", |env, s, t, _| {
+        build(CONNECT, |env, s, t, _| {
             Box::pin(async move { connect(&env, s, &t).await })
         }),
         build("database::primary", |_, s, t, _| {

@@ -142,10 +142,12 @@ async fn forward(socket: WebSocket, target: Option<SocketAddr>, port: u16, pod: 
     let upstream = async {
         while let Some(Ok(msg)) = from_client.next().await {
             match msg {
-                Message::Binary(bytes) if bytes.len() > 1 && bytes[0] == 0 => {
-                    if tcp_write.write_all(&bytes[1..]).await.is_err() {
-                        break;
-                    }
+                Message::Binary(bytes)
+                    if bytes.len() > 1
+                        && bytes[0] == 0
+                        && tcp_write.write_all(&bytes[1..]).await.is_err() =>
+                {
+                    break;
                 }
                 Message::Close(_) => break,
                 _ => {}
