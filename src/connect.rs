@@ -145,13 +145,16 @@ impl Endpoints {
                 if known.is_empty() { "none" } else { &known }
             ));
         }
-        let key = if self.vllm_services.len() == 1 {
-            EndpointName::Vllm(None)
-        } else {
-            EndpointName::Vllm(Some((namespace.clone(), service.clone())))
-        };
+        // `vllm:<ns>/<svc>=URL` names the service even when the suite has only one, and the
+        // CLI accepts it then: look for the qualified name first, then the short one.
+        let qualified = EndpointName::Vllm(Some((namespace.clone(), service.clone())));
+        let short = (self.vllm_services.len() == 1).then_some(EndpointName::Vllm(None));
+        let chosen = self
+            .overrides
+            .get(&qualified)
+            .or_else(|| short.and_then(|k| self.overrides.get(&k)));
         let path = uri.path().trim_end_matches('/').to_string();
-        let endpoint = match self.overrides.get(&key) {
+        let endpoint = match chosen {
             Some(o) => {
                 let o_path = o.path().trim_end_matches('/');
                 let path = if o_path.is_empty() {
@@ -245,6 +248,20 @@ mod tests {
             .expect("vllm");
         assert_eq!(v.endpoint.base, "http://127.0.0.1:8000/v1");
         assert_eq!(v.endpoint.via, Via::Flag);
+    }
+
+    #[test]
+    fn a_qualified_vllm_override_applies_with_a_single_backend_too() {
+        let mut o = BTreeMap::new();
+        o.insert(
+            EndpointName::Vllm(Some(("vllm".into(), "vllm".into()))),
+            "http://127.0.0.1:8001".parse().unwrap(),
+        );
+        let e = Endpoints::resolve(&suite(), &o);
+        let v = e
+            .vllm("http://vllm.vllm.svc.cluster.local/v1")
+            .expect("vllm");
+        assert_eq!(v.endpoint.base, "http://127.0.0.1:8001/v1");
     }
 
     #[test]

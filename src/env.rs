@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::Api;
 
 use crate::check::Failure;
+use crate::checks::http::Http;
 use crate::cluster::{Access, Cluster};
 use crate::connect::Endpoints;
 use crate::proxy_config::ProxyConfig;
@@ -31,6 +32,8 @@ pub struct Env {
     pub endpoints: Endpoints,
     /// The proxy config from its ConfigMap, or why it could not be read.
     pub proxy: Result<ProxyConfig, String>,
+    /// The one HTTP client of the run (LiteLLM and vLLM probes).
+    pub http: Http,
 }
 
 impl Env {
@@ -69,6 +72,7 @@ impl Env {
             namespaces,
             endpoints,
             proxy,
+            http: Http::new(),
         };
         for (ns, name, keys) in secret_keys(&env.suite) {
             if let Ok(Some(secret)) = env.cluster.get::<Secret>(&ns, &name).await {
@@ -132,6 +136,13 @@ fn secret_keys(suite: &Suite) -> Vec<(String, String, Vec<String>)> {
         l.name.clone(),
         vec![l.master_key.clone(), l.vllm_api_key.clone()],
     )];
+    if let Some(k) = &suite.litellm.chat_key {
+        out.push((
+            suite.namespace.clone(),
+            k.secret.clone(),
+            vec![k.key.clone()],
+        ));
+    }
     if let Some(db) = &suite.database {
         out.push((
             suite.namespace.clone(),

@@ -1,17 +1,24 @@
 //! The checks, one module per layer. Each builds named checks from its part of the suite,
 //! without touching the network, so `--list` and filters work offline.
 
+pub mod e2e;
+pub mod http;
+pub mod keys;
 pub mod kube;
+pub mod litellm;
+pub mod vllm;
 
 use crate::check::Catalog;
 use crate::suite::Suite;
 
 /// Every check the suite describes, in report order.
 pub fn catalog(suite: &Suite) -> Catalog {
-    Catalog {
-        checks: kube::checks(suite),
-        families: Vec::new(),
-    }
+    let mut checks = kube::checks(suite);
+    checks.extend(litellm::checks(suite));
+    checks.extend(vllm::checks(suite));
+    let mut families = vllm::families();
+    families.extend(e2e::families());
+    Catalog { checks, families }
 }
 
 /// An object's name in a check name: bare in the suite's namespace, `namespace/name` elsewhere.
