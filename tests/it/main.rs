@@ -8,4 +8,5 @@ mod kube_fake;
 mod llm_bed;
 mod postgres_bed;
 mod snapshots;
+mod verify_e2e;
 mod verify_kube;

@@ -111,7 +111,7 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
             ),
         )
         .hint("use the master key, or connect the proxy to its database (litellm::ready shows its db state)"),
-        429 if lower.contains("cooldown") => Outcome::fail(
+        429 if e.kind == "all_deployments_in_cooldown" || lower.contains("cooldown") => Outcome::fail(
             Cause::Cooldown,
             format!("the proxy put alias {alias} in cooldown after an earlier failure (429): it did not even call vLLM"),
         )
@@ -200,15 +200,16 @@ mod tests {
         classify(&ProxyError::parse(status, body), &req(guardrail)).cause
     }
 
-    // Bodies as the pinned proxy (1.106.12) sends them.
+    // Bodies as the pinned proxy (1.106.12) sends them, copied from the bed (llm_bed.rs).
     const NO_KEY: &str = r#"{"error":{"message":"Authentication Error, No api key passed in.","type":"auth_error","param":"None","code":"401"}}"#;
     const NO_DB: &str = r#"{"error":{"message":"No connected db.","type":"no_db_connection","param":"None","code":"400"}}"#;
-    const UPSTREAM_401: &str = r#"{"error":{"message":"litellm.AuthenticationError: AuthenticationError: OpenAIException - Error code: 401 - {'error': 'Unauthorized'}. Received Model Group=key-mismatch\nAvailable Model Group Fallbacks=None","type":"authentication_error","param":null,"code":"401"}}"#;
-    const COOLDOWN: &str = r#"{"error":{"message":"litellm.RateLimitError: No deployments available for selected model, Try again in 5 seconds. Passed model=key-mismatch. pre-call-checks=False, cooldown_list=[('x', {'exception_received': 'litellm.AuthenticationError: ...', 'status_code': '401', 'timestamp': 1.0, 'cooldown_time': 5})]","type":"None","param":"None","code":"429"}}"#;
-    const CONTEXT: &str = r#"{"error":{"message":"litellm.ContextWindowExceededError: litellm.BadRequestError: ContextWindowExceededError: OpenAIException - This model's maximum context length is 512 tokens. However, you requested 650 tokens (600 in the messages, 50 in the completion). Please reduce the length of the messages or completion.","type":"invalid_request_error","param":null,"code":"400"}}"#;
-    const DOWN: &str = r#"{"error":{"message":"litellm.InternalServerError: InternalServerError: OpenAIException - Connection error.. Received Model Group=down\nAvailable Model Group Fallbacks=None","type":"internal_server_error","param":null,"code":"500"}}"#;
+    const UPSTREAM_401: &str = r#"{"error":{"message":"litellm.AuthenticationError: AuthenticationError: OpenAIException - Error code: 401 - {'error': 'Unauthorized'}\n\nLiteLLM: model group 'key-mismatch' failed with the error above. No fallback was attempted.","type":"authentication_error","param":null,"code":"401"}}"#;
+    const COOLDOWN: &str = r#"{"error":{"message":"No deployments available for selected model, Try again in 5 seconds. All deployments for selected model are in cooldown. Passed model=key-mismatch. pre-call-checks=False, cooldown_list=['ec408fefae691efc5662d018ba90389219359d332309a15512585f1739329e3f']","type":"all_deployments_in_cooldown","param":null,"code":"429"}}"#;
+    const CONTEXT: &str = r#"{"error":{"message":"litellm.ContextWindowExceededError: litellm.BadRequestError: ContextWindowExceededError: OpenAIException - This model's maximum context length is 512 tokens. However, you requested 773 tokens (768 in the messages, 5 in the completion). Please reduce the length of the messages or completion.","type":"invalid_request_error","param":null,"code":"400"}}"#;
+    const DOWN: &str = r#"{"error":{"message":"litellm.InternalServerError: InternalServerError: OpenAIException - Connection error.\n\nLiteLLM: model group 'down' failed with the error above. No fallback was attempted.","type":"internal_server_error","param":null,"code":"500"}}"#;
+    const VLLM_503: &str = r#"{"error":{"message":"litellm.ServiceUnavailableError: ServiceUnavailableError: OpenAIException - fake vLLM fault: status 503\n\nLiteLLM: model group 'faulty' failed with the error above. No fallback was attempted.","type":"internal_server_error","param":null,"code":"503"}}"#;
     const UNKNOWN: &str = r#"{"error":{"message":"{'error': '/chat/completions: Invalid model name passed in model=no-such-alias. Call `/v1/models` to view available models for your key.'}","type":"None","param":"None","code":"400"}}"#;
-    const CRASH: &str = r#"{"error":{"message":"message_trimming guardrail crashed (test fixture)","type":"None","param":"None","code":"500"}}"#;
+    const CRASH: &str = r#"{"error":{"message":"message_trimming guardrail crashed (test fixture)","type":"internal_server_error","param":null,"code":"500"}}"#;
 
     #[test]
     fn a_missing_or_unknown_key_is_ours() {
