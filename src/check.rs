@@ -96,8 +96,11 @@ pub struct Family {
     /// The check name with `<alias>` where the alias goes.
     pub pattern: String,
     /// Builds the check for one alias, or `None` where it does not apply (no guardrail on it).
-    pub build: Arc<dyn Fn(&Env, &str) -> Option<Check> + Send + Sync>,
+    pub build: BuildFn,
 }
+
+/// How a [`Family`] builds its check for one alias.
+pub type BuildFn = Arc<dyn Fn(&Env, &str) -> Option<Check> + Send + Sync>;
 
 impl Family {
     pub fn new<F>(pattern: impl Into<String>, build: F) -> Family

@@ -19,10 +19,13 @@ pub enum Key {
     Vllm,
 }
 
-/// A key and where it came from ("master key (litellm/litellm-secrets PROXY_MASTER_KEY)").
+/// A key and where it came from.
 pub struct Loaded {
     pub value: SecretValue,
+    /// "master key (litellm/litellm-secrets PROXY_MASTER_KEY)".
     pub label: String,
+    /// "litellm/litellm-secrets CA_VLLM_LOCAL_API_KEY".
+    pub source: String,
     /// The Secret's name, for hints.
     pub secret: String,
     /// The data key in it.
@@ -38,9 +41,10 @@ pub async fn load(env: &Env, which: Key) -> Result<Loaded, Failure> {
     let (what, secret, key) = match (which, &suite.litellm.chat_key) {
         (Key::Master, _) | (Key::Chat, None) => ("master key", l.name.as_str(), &l.master_key),
         (Key::Chat, Some(k)) => ("chat key", k.secret.as_str(), &k.key),
-        (Key::Vllm, _) => ("vLLM key LiteLLM sends", l.name.as_str(), &l.vllm_api_key),
+        (Key::Vllm, _) => ("vLLM key", l.name.as_str(), &l.vllm_api_key),
     };
-    let label = format!("{what} ({ns}/{secret} {key})");
+    let source = format!("{ns}/{secret} {key}");
+    let label = format!("{what} ({source})");
     let see = format!(
         "kubernetes::secrets::{}",
         crate::checks::qualified(suite, ns, secret)
@@ -69,6 +73,7 @@ pub async fn load(env: &Env, which: Key) -> Result<Loaded, Failure> {
             Ok(Loaded {
                 value: v,
                 label,
+                source,
                 secret: secret.to_string(),
                 key: key.clone(),
             })

@@ -260,8 +260,8 @@ pub(crate) fn coupling_failure(
     Outcome::fail(
         Cause::UpstreamAuth,
         format!(
-            "vLLM {}/{} rejects the key LiteLLM sends ({}): 401",
-            target.namespace, target.service, key.label
+            "vLLM {}/{} rejects the key LiteLLM sends (401): {}",
+            target.namespace, target.service, key.source
         ),
     )
     .details(format!("vLLM answered: {}", excerpt(&env.redactor, &a.text)))

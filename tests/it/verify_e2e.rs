@@ -147,6 +147,9 @@ fn verify_at(scenario: Scenario, suite_text: &str, litellm_url: &str, args: &[&s
     owned.extend(args.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
     let run = run_in(dir, &kubeconfig, &["--format", "json"], &refs);
+    if std::env::var_os("E2E_SHOW").is_some() {
+        eprintln!("{}", run.stdout);
+    }
     assert_no_key_leaks(&run);
     run
 }
@@ -411,7 +414,7 @@ fn vllm_rejecting_litellms_key_is_the_coupling_and_the_later_cooldown_does_not_h
         &run,
         "vllm::models",
         "upstream_auth",
-        "rejects the key LiteLLM sends (vLLM key LiteLLM sends (litellm/litellm-secrets CA_VLLM_LOCAL_API_KEY))",
+        "vLLM vllm/vllm-verify-key-mismatch rejects the key LiteLLM sends (401): litellm/litellm-secrets CA_VLLM_LOCAL_API_KEY",
     );
     assert!(text(&direct, "hint").contains("key coupling"), "{direct:#}");
     let chat = failed(

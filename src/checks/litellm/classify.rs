@@ -48,7 +48,7 @@ impl ProxyError {
 
     /// Raised by LiteLLM's provider layer (its exception names carry the `litellm.` prefix), as
     /// opposed to the proxy's own code, hooks and guardrails.
-    fn from_provider_layer(&self) -> bool {
+    fn raised_by_provider_layer(&self) -> bool {
         self.message.trim_start().starts_with("litellm.")
     }
 
@@ -150,15 +150,15 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
                 "vLLM is down or the alias's api_base is wrong: see vllm::health and kubernetes::services for vLLM; the pods' events say why it is not serving",
             )
         }
-        500 if !e.from_provider_layer() && r.guardrail.is_some() => {
+        500 if !e.raised_by_provider_layer() && r.guardrail.is_some() => {
             let g = r.guardrail.unwrap_or_default();
             Outcome::fail(
                 Cause::GuardrailCrashed,
                 format!("guardrail {g} crashed on alias {alias} (500 from the proxy before vLLM was called): {said}"),
             )
-            .hint(format!(
-                "the guardrail's Python raised: read the proxy's log for the traceback (kubectl logs deploy/litellm) and fix the script in its ConfigMap; a pre_call guardrail that raises fails every request of the alias"
-            ))
+            .hint(
+                "the guardrail's Python raised: read the proxy's log for the traceback (kubectl logs deploy/litellm) and fix the script in its ConfigMap; a pre_call guardrail that raises fails every request of the alias",
+            )
         }
         408 | 504 => Outcome::fail(
             Cause::UpstreamError,
@@ -170,7 +170,7 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
             format!("rate limited on alias {alias} (429): {said}"),
         )
         .hint("vLLM or a proxy limit (key, team, tpm/rpm) refused the request: lower the load or raise the limit"),
-        500..=599 if e.from_provider_layer() || matches!(status, 502 | 503) => Outcome::fail(
+        500..=599 if e.raised_by_provider_layer() || matches!(status, 502 | 503) => Outcome::fail(
             Cause::UpstreamError,
             format!("vLLM failed the request for alias {alias} ({status}): {said}"),
         )
@@ -265,12 +265,12 @@ mod tests {
         let e = ProxyError::parse(500, "Internal Server Error");
         assert_eq!(e.message, "Internal Server Error");
         assert_eq!(classify(&e, &req(None)).cause, Cause::HttpStatus);
+    }
+
+    #[test]
+    fn a_vllm_5xx_passed_through_is_upstream_even_on_a_guarded_alias() {
         assert_eq!(
-            cause(
-                503,
-                "{\"error\":{\"message\":\"litellm.ServiceUnavailableError: x\"}}",
-                None
-            ),
+            cause(503, VLLM_503, Some("message_trimming")),
             Cause::UpstreamError
         );
     }

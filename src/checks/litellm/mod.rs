@@ -55,8 +55,9 @@ pub(crate) fn proxy_unreachable(env: &Env, url: &str, t: &Transport) -> Outcome 
 /// "the proxy answered 503" with the redacted body as details.
 pub(crate) fn unexpected(env: &Env, cause: Cause, summary: String, a: &Answer) -> Failure {
     Outcome::fail(cause, summary).details(format!(
-        "{} answered: {}",
+        "the proxy answered {} after {} ms: {}",
         a.status,
+        a.elapsed.as_millis(),
         excerpt(&env.redactor, &a.text)
     ))
 }
