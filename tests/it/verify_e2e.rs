@@ -147,9 +147,6 @@ fn verify_at(scenario: Scenario, suite_text: &str, litellm_url: &str, args: &[&s
     owned.extend(args.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
     let run = run_in(dir, &kubeconfig, &["--format", "json"], &refs);
-    if std::env::var_os("E2E_SHOW").is_some() {
-        eprintln!("{}", run.stdout);
-    }
     assert_no_key_leaks(&run);
     run
 }
@@ -326,7 +323,10 @@ fn trimming_off_fails_with_context_window_and_the_control_proves_the_prompt_was_
         text(&c, "details").contains("ContextWindowExceededError"),
         "{c:#}"
     );
-    assert!(text(&c, "hint").contains("max_tokens"), "{c:#}");
+    assert!(
+        text(&c, "hint").contains("pass max_tokens to trim_messages"),
+        "{c:#}"
+    );
     passed(&run, "e2e::trimming::trim-off::control");
 }
 
@@ -581,5 +581,55 @@ fn a_dedicated_chat_key_is_used_and_its_rejection_is_ours() {
     assert!(
         !run.all_output().contains("sk-smokecheck-chat-unknown-5d1e"),
         "{c:#}"
+    );
+}
+
+#[test]
+fn a_stream_cut_before_done_is_incomplete() {
+    let cut = OpenProxy::cutting_streams();
+    let run = verify_at(
+        scenario("healthy", &[]),
+        &suite(&[alias::HEALTHY], &[], NO_DB),
+        &cut.url(),
+        &["--exact", "e2e::chat::healthy::stream"],
+    );
+    let c = failed(
+        &run,
+        "e2e::chat::healthy::stream",
+        "stream_incomplete",
+        "alias healthy: the stream ended after 1 chunks without data: [DONE]",
+    );
+    assert!(c["metrics"]["ttft_ms"].is_number(), "{c:#}");
+}
+
+#[test]
+fn a_master_key_the_proxy_does_not_know_is_ours_not_vllms() {
+    let mut s = scenario("healthy", &[]);
+    for o in s.objects.iter_mut() {
+        if o["kind"] == "Secret" && o["metadata"]["name"] == "litellm-secrets" {
+            o["data"]["PROXY_MASTER_KEY"] = json!(b64("sk-smokecheck-rotated-master-0b7a"));
+        }
+    }
+    let run = verify(
+        s,
+        &suite(&[alias::HEALTHY], &[], NO_DB),
+        &["--exact", "litellm::models", "e2e::chat::healthy"],
+    );
+    let m = failed(
+        &run,
+        "litellm::models",
+        "proxy_auth",
+        "GET /v1/models with the master key (litellm/litellm-secrets PROXY_MASTER_KEY) answered 400",
+    );
+    assert!(text(&m, "hint").contains("restart the proxy"), "{m:#}");
+    failed(
+        &run,
+        "e2e::chat::healthy",
+        "proxy_auth",
+        "the proxy rejected our master key (litellm/litellm-secrets PROXY_MASTER_KEY)",
+    );
+    assert!(
+        !run.all_output()
+            .contains("sk-smokecheck-rotated-master-0b7a")
     );
 }

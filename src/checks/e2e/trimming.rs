@@ -215,6 +215,9 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome
                 "guardrail {guardrail} did not trim: vLLM refused the {words}-word prompt as over its {}-token window (400 ContextWindowExceededError)",
                 w.max_model_len
             );
+            f.hint = Some(format!(
+                "the proxy config enables {guardrail} on alias {alias}, yet the prompt reached vLLM untrimmed: is the running proxy on the current config (restart it after the ConfigMap changed)? Does the script pass max_tokens to trim_messages (without it, it trims nothing for vLLM models)? kubernetes::guardrail checks the wiring"
+            ));
         }
         f.metrics = metrics;
         return f.into();
