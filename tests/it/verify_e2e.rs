@@ -121,6 +121,17 @@ fn verify(scenario: Scenario, suite: &str, args: &[&str]) -> Run {
 }
 
 fn verify_at(scenario: Scenario, suite_text: &str, litellm_url: &str, args: &[&str]) -> Run {
+    verify_with(scenario, suite_text, litellm_url, true, args)
+}
+
+/// `map_backends: false` leaves vLLM at its in-cluster address, unreachable from here.
+fn verify_with(
+    scenario: Scenario,
+    suite_text: &str,
+    litellm_url: &str,
+    map_backends: bool,
+    args: &[&str],
+) -> Run {
     let proxy = litellm_proxy();
     let fake = FakeKube::start_with(scenario);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -135,7 +146,7 @@ fn verify_at(scenario: Scenario, suite_text: &str, litellm_url: &str, args: &[&s
     ];
     for a in alias::ALL {
         let svc = service_of(a);
-        if suite_text.contains(&format!("name: {svc},")) {
+        if map_backends && suite_text.contains(&format!("name: {svc},")) {
             owned.push("--endpoint".into());
             owned.push(format!("vllm:vllm/{svc}={}", proxy.fake(a).url()));
         }
@@ -631,5 +642,40 @@ fn a_master_key_the_proxy_does_not_know_is_ours_not_vllms() {
     assert!(
         !run.all_output()
             .contains("sk-smokecheck-rotated-master-0b7a")
+    );
+}
+
+#[test]
+fn vllm_out_of_reach_uses_the_suites_window_and_skips_the_control_with_the_reason() {
+    let h = alias::HEALTHY;
+    let suite_text = suite(&[h], &[&service_of(h)], NO_DB)
+        .replace("secret: null\n", "secret: null\n    max_model_len: 512\n");
+    let run = verify_with(
+        scenario("healthy", &[]),
+        &suite_text,
+        &litellm_proxy().url(),
+        false,
+        &["e2e::trimming::"],
+    );
+    let t = passed(&run, "e2e::trimming::healthy");
+    let details = text(&t, "details");
+    assert!(
+        details.contains("max_model_len from the suite's vllm[].max_model_len"),
+        "{t:#}"
+    );
+    assert!(
+        details.contains("vLLM's own value could not be read"),
+        "{t:#}"
+    );
+    let c = run.check("e2e::trimming::healthy::control");
+    assert_eq!(c["status"], "skipped", "{c:#}");
+    assert!(
+        text(&c, "skip_reason").contains("vLLM vllm/vllm-healthy is not usable from here"),
+        "{c:#}"
+    );
+    assert_eq!(
+        run.code, 0,
+        "a skipped control fails nothing: {}",
+        run.stdout
     );
 }
