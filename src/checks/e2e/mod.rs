@@ -100,8 +100,8 @@ pub(crate) fn proxy_failure(env: &Env, alias: &str, key: &Loaded, a: &Answer) ->
     f
 }
 
-fn guardrail_note(a_headers: &reqwest::header::HeaderMap) -> Option<String> {
-    header(a_headers, APPLIED_GUARDRAILS).map(|g| format!("guardrails applied: {g}"))
+fn guardrail_note(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    header(headers, APPLIED_GUARDRAILS).map(|g| format!("guardrails applied: {g}"))
 }
 
 async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
