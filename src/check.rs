@@ -354,6 +354,45 @@ pub enum Cause {
     MigrationUnfinished,
     MigrationFailed,
     SchemaTableMissing,
+    // LiteLLM, vLLM, end to end.
+    /// No HTTP answer at all (connection refused, DNS, TLS).
+    Unreachable,
+    /// An HTTP status the check did not expect and no finer cause explains.
+    HttpStatus,
+    /// The proxy rejected the key we sent (master or chat key).
+    ProxyAuth,
+    /// Critical: the proxy answered 2xx to a request without a key or with a bogus one.
+    ProxyOpen,
+    /// vLLM rejected the key LiteLLM sends (`CA_VLLM_LOCAL_API_KEY`).
+    UpstreamAuth,
+    /// 429 all deployments in cooldown: a consequence of an earlier failure.
+    Cooldown,
+    /// LiteLLM could not connect to vLLM (500 Connection error).
+    UpstreamUnreachable,
+    /// vLLM (or LiteLLM's call to it) answered another error: 5xx, a timeout, a rate limit.
+    UpstreamError,
+    /// vLLM refused the prompt as too long: the trimming guardrail did not trim.
+    ContextWindow,
+    /// An exception inside the guardrail (500 from the proxy's own code).
+    GuardrailCrashed,
+    /// The proxy does not know the alias (400 Invalid model name).
+    UnknownAlias,
+    /// Readiness answered but its `db` field is not `connected`.
+    DbDisconnected,
+    /// An expected alias is not in the proxy's `/v1/models`.
+    AliasMissing,
+    /// vLLM does not serve the model an alias routes to.
+    ModelNotServed,
+    /// A 2xx whose body is not what the API promises (no content, no usage, not JSON).
+    BadResponse,
+    /// A stream that ended without content or without `[DONE]`.
+    StreamIncomplete,
+    /// The trimming control: vLLM accepted the prompt meant to be over its context window.
+    NotOversized,
+    /// The context window is unknown: vLLM's `/v1/models` unreadable and no suite value.
+    ContextUnknown,
+    /// A config `api_base` that is not one of the suite's vLLM services.
+    ApiBaseOutsideSuite,
 }
 
 impl Cause {
@@ -415,13 +454,35 @@ impl Cause {
             Cause::MigrationUnfinished => "migration_unfinished",
             Cause::MigrationFailed => "migration_failed",
             Cause::SchemaTableMissing => "schema_table_missing",
+            Cause::Unreachable => "unreachable",
+            Cause::HttpStatus => "http_status",
+            Cause::ProxyAuth => "proxy_auth",
+            Cause::ProxyOpen => "proxy_open",
+            Cause::UpstreamAuth => "upstream_auth",
+            Cause::Cooldown => "cooldown",
+            Cause::UpstreamUnreachable => "upstream_unreachable",
+            Cause::UpstreamError => "upstream_error",
+            Cause::ContextWindow => "context_window",
+            Cause::GuardrailCrashed => "guardrail_crashed",
+            Cause::UnknownAlias => "unknown_alias",
+            Cause::DbDisconnected => "db_disconnected",
+            Cause::AliasMissing => "alias_missing",
+            Cause::ModelNotServed => "model_not_served",
+            Cause::BadResponse => "bad_response",
+            Cause::StreamIncomplete => "stream_incomplete",
+            Cause::NotOversized => "not_oversized",
+            Cause::ContextUnknown => "context_unknown",
+            Cause::ApiBaseOutsideSuite => "api_base_outside_suite",
         }
     }
 
     /// A cause that only follows from an earlier failure (a timeout while retrying, a cooldown
     /// after a 401): when retries end in one of these, the earlier, primary cause is reported.
     pub fn is_consequence(self) -> bool {
-        matches!(self, Cause::Timeout | Cause::Deadline | Cause::Interrupted)
+        matches!(
+            self,
+            Cause::Timeout | Cause::Deadline | Cause::Interrupted | Cause::Cooldown
+        )
     }
 }
 

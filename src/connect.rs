@@ -185,7 +185,8 @@ impl Endpoints {
             } else {
                 EndpointName::Vllm(Some((v.namespace.clone(), v.service.name.clone())))
             };
-            if !self.overrides.contains_key(&name) {
+            let qualified = EndpointName::Vllm(Some((v.namespace.clone(), v.service.name.clone())));
+            if !self.overrides.contains_key(&name) && !self.overrides.contains_key(&qualified) {
                 out.push((
                     name,
                     v.namespace.clone(),
@@ -266,39 +267,40 @@ impl Endpoints {
                 if known.is_empty() { "none" } else { &known }
             ));
         }
-        let key = if self.vllm_services.len() == 1 {
-            EndpointName::Vllm(None)
-        } else {
-            EndpointName::Vllm(Some((namespace.clone(), service.clone())))
-        };
+        // `vllm:<ns>/<svc>=URL` names the service even when the suite has only one, and the
+        // CLI accepts it then: look for the qualified name first, then the short one.
+        let qualified = EndpointName::Vllm(Some((namespace.clone(), service.clone())));
+        let short = (self.vllm_services.len() == 1).then_some(EndpointName::Vllm(None));
+        let chosen = self
+            .overrides
+            .get(&qualified)
+            .or_else(|| short.and_then(|k| self.overrides.get(&k)));
         let path = uri.path().trim_end_matches('/').to_string();
         let forwarded = self.forwards.get(&(namespace.clone(), service.clone()));
-        let endpoint = match (self.overrides.get(&key), forwarded) {
+        let endpoint = match (chosen, forwarded) {
+            (Some(o), _) => {
+                let o_path = o.path().trim_end_matches('/');
+                let path = if o_path.is_empty() {
+                    path.as_str()
+                } else {
+                    o_path
+                };
+                HttpEndpoint {
+                    base: format!(
+                        "{}://{}{path}",
+                        o.scheme_str().unwrap_or("http"),
+                        o.authority().map(|a| a.as_str()).unwrap_or_default()
+                    ),
+                    via: Via::Flag,
+                }
+            }
             (None, Some(fwd)) => HttpEndpoint {
                 base: format!("http://{}{path}", fwd.local),
                 via: Via::PortForward,
             },
-            (o, _) => match o {
-                Some(o) => {
-                    let o_path = o.path().trim_end_matches('/');
-                    let path = if o_path.is_empty() {
-                        path.as_str()
-                    } else {
-                        o_path
-                    };
-                    HttpEndpoint {
-                        base: format!(
-                            "{}://{}{path}",
-                            o.scheme_str().unwrap_or("http"),
-                            o.authority().map(|a| a.as_str()).unwrap_or_default()
-                        ),
-                        via: Via::Flag,
-                    }
-                }
-                None => HttpEndpoint {
-                    base: api_base.trim_end_matches('/').to_string(),
-                    via: Via::Suite,
-                },
+            (None, None) => HttpEndpoint {
+                base: api_base.trim_end_matches('/').to_string(),
+                via: Via::Suite,
             },
         };
         Ok(VllmTarget {
@@ -464,6 +466,20 @@ mod tests {
             .expect("vllm");
         assert_eq!(v.endpoint.base, "http://127.0.0.1:8000/v1");
         assert_eq!(v.endpoint.via, Via::Flag);
+    }
+
+    #[test]
+    fn a_qualified_vllm_override_applies_with_a_single_backend_too() {
+        let mut o = BTreeMap::new();
+        o.insert(
+            EndpointName::Vllm(Some(("vllm".into(), "vllm".into()))),
+            "http://127.0.0.1:8001".parse().unwrap(),
+        );
+        let e = Endpoints::resolve(&suite(), &o);
+        let v = e
+            .vllm("http://vllm.vllm.svc.cluster.local/v1")
+            .expect("vllm");
+        assert_eq!(v.endpoint.base, "http://127.0.0.1:8001/v1");
     }
 
     #[test]

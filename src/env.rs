@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::cluster::Cluster;
 use crate::connect::Endpoints;
+use crate::http::Http;
 use crate::proxy_config::ProxyConfig;
 use crate::secret::{Redactor, SecretValue};
 use crate::suite::Suite;
@@ -20,6 +21,8 @@ pub struct Env {
     pub proxy: Result<ProxyConfig, String>,
     /// Set when running as an Argo CD PostSync hook (its own Application is never waited on).
     pub hook: Option<crate::cli::Hook>,
+    /// The one HTTP client of the run (LiteLLM and vLLM probes).
+    pub http: Http,
 }
 
 impl Env {
@@ -40,6 +43,7 @@ impl Env {
             endpoints,
             proxy,
             hook,
+            http: Http::new(),
         };
         for (ns, name, keys) in secret_keys(&env.suite) {
             if let Ok(Some(secret)) = env.cluster.get::<Secret>(&ns, &name).await {
@@ -99,6 +103,13 @@ fn secret_keys(suite: &Suite) -> Vec<(String, String, Vec<String>)> {
         l.name.clone(),
         vec![l.master_key.clone(), l.vllm_api_key.clone()],
     )];
+    if let Some(k) = &suite.litellm.chat_key {
+        out.push((
+            suite.namespace.clone(),
+            k.secret.clone(),
+            vec![k.key.clone()],
+        ));
+    }
     if let Some(db) = &suite.database {
         out.push((
             suite.namespace.clone(),

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cluster;
 pub mod connect;
 pub mod env;
+pub mod http;
 pub mod proxy_config;
 pub mod rbac;
 pub mod report;
@@ -184,15 +185,8 @@ fn verify(args: VerifyArgs) -> ExitCode {
     let context = cluster.context.clone();
 
     let suite = Arc::new(plan.suite.clone());
-    let mut endpoints = connect::Endpoints::resolve(&plan.suite, &plan.endpoints);
-    let needs_endpoints = selected.iter().any(|c| c.layer.reaches_endpoints())
-        || families
-            .iter()
-            .any(|f| plan.selection.may_select_family(&f.pattern));
-    if needs_endpoints {
-        runtime.block_on(reach_endpoints(&mut endpoints, &plan, &cluster));
-    }
-    let env = runtime.block_on(env::Env::prepare(
+    let endpoints = connect::Endpoints::resolve(&plan.suite, &plan.endpoints);
+    let mut env = runtime.block_on(env::Env::prepare(
         suite,
         cluster,
         Redactor::default(),
@@ -210,6 +204,10 @@ fn verify(args: VerifyArgs) -> ExitCode {
     }
     if selected.is_empty() {
         return no_match(&plan, namespace);
+    }
+    // Only runs that talk to LiteLLM, vLLM or the database need their addresses reachable.
+    if selected.iter().any(|c| c.layer.reaches_endpoints()) {
+        runtime.block_on(reach_endpoints(&mut env.endpoints, &plan, &env.cluster));
     }
 
     let styles = if plan.output.color {

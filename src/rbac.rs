@@ -83,9 +83,15 @@ fn rules(suite: &Suite) -> (BTreeMap<String, Rules>, Vec<String>) {
         if let Some(job) = &l.migration_job {
             r.allow("batch", "jobs", "get", &[job]);
         }
+        if let Some(key) = &l.chat_key {
+            r.allow("", "secrets", "get", &[&key.secret]);
+        }
         if let Some(db) = &suite.database {
             r.allow("", "services", "get", &[&db.service.name]);
             r.allow("", "secrets", "get", &[&db.secret.name]);
+            if db.sslmode.verifies() {
+                r.allow("", "secrets", "get", &[&db.ca_secret_name()]);
+            }
             r.allow("bitnami.com", "sealedsecrets", "get", &[&db.secret.name]);
             r.allow("postgresql.cnpg.io", "clusters", "get", &[&db.cluster]);
         }

@@ -33,14 +33,6 @@ impl Selection {
         }
     }
 
-    /// Whether a check named `<prefix><alias>...` (a family's pattern up to `<alias>`) could be
-    /// selected, before the aliases are known. Conservative: a substring filter may match an
-    /// alias, so only `--exact` filters can rule a family out.
-    pub fn may_select_family(&self, pattern: &str) -> bool {
-        let prefix = pattern.split("<alias>").next().unwrap_or(pattern);
-        self.filters.is_empty() || !self.exact || self.filters.iter().any(|f| f.starts_with(prefix))
-    }
-
     pub fn selects(&self, name: &str) -> bool {
         // libtest-mimic's own matcher, so `--exact`/`--skip` mean exactly what they mean there.
         let probe = Trial::test(name, || Ok(()));

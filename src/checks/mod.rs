@@ -2,8 +2,12 @@
 //! without touching the network, so `--list` and filters work offline.
 
 pub mod database;
+pub mod e2e;
+pub mod keys;
 pub mod kube;
+pub mod litellm;
 pub mod platform;
+pub mod vllm;
 
 use crate::check::Catalog;
 use crate::suite::Suite;
@@ -13,10 +17,11 @@ pub fn catalog(suite: &Suite) -> Catalog {
     let mut checks = platform::checks(suite);
     checks.extend(kube::checks(suite));
     checks.extend(database::checks(suite));
-    Catalog {
-        checks,
-        families: Vec::new(),
-    }
+    checks.extend(litellm::checks(suite));
+    checks.extend(vllm::checks(suite));
+    let mut families = vllm::families();
+    families.extend(e2e::families());
+    Catalog { checks, families }
 }
 
 /// An object's name in a check name: bare in the suite's namespace, `namespace/name` elsewhere.

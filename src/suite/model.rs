@@ -82,6 +82,20 @@ pub struct Litellm {
     /// The model aliases the proxy must serve; `null` (the default) reads them from the proxy
     /// config's `model_list`, so the suite cannot drift from what GitOps deployed.
     pub aliases: Option<Vec<String>>,
+    /// Whether `/health/readiness` must say `db: connected`; `false` for a proxy without a
+    /// database (readiness says healthy with the database down, so the field is what counts).
+    pub expect_db: bool,
+    /// The LiteLLM key the chat and trimming checks send; `null` (the default) uses the master
+    /// key. Production hooks should name a dedicated low-privilege key here.
+    pub chat_key: Option<SecretKeyRef>,
+}
+
+/// One key of a Secret in the suite's namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub secret: String,
+    pub key: String,
 }
 
 impl Default for Litellm {
@@ -101,6 +115,8 @@ impl Default for Litellm {
             migration_job: Some("litellm-migrations".into()),
             guardrail: Some(Guardrail::default()),
             aliases: None,
+            expect_db: true,
+            chat_key: None,
         }
     }
 }
@@ -326,6 +342,10 @@ pub struct Vllm {
     /// prove some are ready).
     #[serde(default)]
     pub pods: Option<Pods>,
+    /// The context window the trimming checks size their oversized prompt from, when vLLM's
+    /// `/v1/models` cannot be read from where smokecheck runs; `null` reads it from vLLM.
+    #[serde(default)]
+    pub max_model_len: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +397,10 @@ impl Suite {
                     format!("{a:?} is not a model alias"),
                 ));
             }
+        }
+        if let Some(k) = &l.chat_key {
+            check_name("litellm.chat_key.secret", &k.secret)?;
+            check_key("litellm.chat_key.key", &k.key)?;
         }
         if let Some(db) = &self.database {
             check_name("database.cluster", &db.cluster)?;
@@ -435,6 +459,12 @@ impl Suite {
             }
             if let Some(p) = &v.pods {
                 check_selector(&format!("vllm[{i}].pods.selector"), &p.selector)?;
+            }
+            if v.max_model_len == Some(0) {
+                return Err((
+                    format!("vllm[{i}].max_model_len"),
+                    "must be a positive number of tokens".into(),
+                ));
             }
         }
         Ok(())
@@ -518,6 +548,7 @@ mod defaults {
                 api_key: "VLLM_API_KEY".into(),
             }),
             pods: None,
+            max_model_len: None,
         }]
     }
 }

@@ -11,5 +11,6 @@ mod llm_bed;
 mod postgres_bed;
 mod snapshots;
 mod verify_database;
+mod verify_e2e;
 mod verify_kube;
 mod verify_platform;

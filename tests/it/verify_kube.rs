@@ -573,11 +573,17 @@ fn list_needs_no_cluster() {
 
 #[test]
 fn filter_matching_nothing_exits_2_and_says_so_in_the_reports() {
+    // Per-alias checks (e2e::chat::<alias>) are named from the proxy config, so "matches
+    // nothing" is only final once the cluster was read: this needs a cluster.
+    let fake = FakeKube::start("healthy");
     let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
     let junit = dir.path().join("j.xml");
     let out = command()
         .args(["verify", "podz", "--format", "json", "--junit"])
         .arg(&junit)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));

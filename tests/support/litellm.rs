@@ -55,7 +55,12 @@ pub mod alias {
     pub const FAULTY: &str = "faulty";
     /// Its guardrail raises.
     pub const GUARDRAIL_CRASH: &str = "guardrail-crash";
-    pub const ALL: [&str; 7] = [
+    /// `smokecheck verify`'s own key-mismatch scenario (tests/it/verify_e2e.rs): as
+    /// `KEY_MISMATCH`, but no other test puts it into cooldown first.
+    pub const VERIFY_KEY_MISMATCH: &str = "verify-key-mismatch";
+    /// `smokecheck verify`'s own vLLM-down scenario, as `DOWN`.
+    pub const VERIFY_DOWN: &str = "verify-down";
+    pub const ALL: [&str; 9] = [
         HEALTHY,
         TRIM_OFF,
         KEY_MISMATCH,
@@ -63,6 +68,8 @@ pub mod alias {
         SLOW,
         FAULTY,
         GUARDRAIL_CRASH,
+        VERIFY_KEY_MISMATCH,
+        VERIFY_DOWN,
     ];
 }
 
@@ -169,14 +176,14 @@ pub fn litellm_bin() -> PathBuf {
 
 fn start_shared() -> Result<LiteLlm, String> {
     let fake_for = |name: &str| {
-        let key = if name == alias::KEY_MISMATCH {
+        let key = if [alias::KEY_MISMATCH, alias::VERIFY_KEY_MISMATCH].contains(&name) {
             OTHER_VLLM_KEY
         } else {
             VLLM_KEY
         };
         let fake = FakeVllm::start(&[(SERVED_MODEL, MAX_MODEL_LEN)], key);
         match name {
-            alias::DOWN => fake.set_fault(Fault::Down),
+            alias::DOWN | alias::VERIFY_DOWN => fake.set_fault(Fault::Down),
             alias::SLOW => fake.set_fault(Fault::Delay(SLOW_DELAY)),
             _ => {}
         }

@@ -4,5 +4,6 @@
 pub mod fake_kube;
 pub mod fake_vllm;
 pub mod litellm;
+pub mod open_proxy;
 pub mod postgres;
 pub mod process;

@@ -1,0 +1,357 @@
+//! The trimming guardrail, proven by behaviour: a prompt just clearly over the alias's context
+//! window must come back 200 with `usage.prompt_tokens + max_tokens <= max_model_len`. Its
+//! control sends the same prompt straight to vLLM, which must refuse it as too long: otherwise
+//! the prompt was not oversized and the 200 proves nothing.
+//!
+//! The window is vLLM's `max_model_len` from `/v1/models` (not a model request), or the suite's
+//! `vllm[].max_model_len` where vLLM cannot be read from here. The prompt is the window plus 10%
+//! or at least 256 tokens, so a 128k-context model does not get megabytes.
+
+use serde_json::Value;
+
+use crate::check::{Cause, Check, Ctx, Family, Layer, Metrics, Outcome, Passed};
+use crate::checks::keys::{self, Key};
+use crate::checks::litellm::{proxy_unreachable, trimming_guardrail};
+use crate::checks::vllm::{ModelsError, coupling_failure, served_models};
+use crate::connect::VllmTarget;
+use crate::env::Env;
+use crate::http::excerpt;
+
+use super::{APPLIED_GUARDRAILS, chat_body, prepare, proxy_failure};
+
+/// The completion budget of the oversized request (a handful, as every request here).
+const MAX_TOKENS: u32 = 5;
+/// The least a prompt goes over the window by, in tokens.
+const MIN_OVERSHOOT: u32 = 256;
+/// One token in the common tokenizers (and one word for the test bed's fake vLLM).
+const WORD: &str = "word";
+
+pub fn family() -> Family {
+    Family::new("e2e::trimming::<alias>", |env, alias| {
+        let guardrail = trimming_guardrail(env, alias)?;
+        let alias = alias.to_string();
+        Some(Check::new(
+            format!("e2e::trimming::{alias}"),
+            Layer::E2e,
+            move |env, ctx| {
+                let (alias, guardrail) = (alias.clone(), guardrail.clone());
+                async move { trimming(&env, &ctx, &alias, &guardrail).await }
+            },
+        ))
+    })
+}
+
+pub fn control_family() -> Family {
+    Family::new("e2e::trimming::<alias>::control", |env, alias| {
+        trimming_guardrail(env, alias)?;
+        let alias = alias.to_string();
+        Some(Check::new(
+            format!("e2e::trimming::{alias}::control"),
+            Layer::E2e,
+            move |env, ctx| {
+                let alias = alias.clone();
+                async move { control(&env, &ctx, &alias).await }
+            },
+        ))
+    })
+}
+
+/// The context window of an alias and where the number came from.
+struct Window {
+    max_model_len: u32,
+    source: String,
+    /// The backend, when the config's api_base resolves.
+    target: Option<VllmTarget>,
+    /// The model vLLM serves for the alias.
+    served_model: String,
+    /// Why vLLM's `/v1/models` could not be read, when it could not.
+    unreadable: Option<String>,
+}
+
+impl Window {
+    /// Words of the oversized prompt.
+    fn prompt_words(&self) -> u32 {
+        let n = self.max_model_len;
+        n.saturating_add((n / 10).max(MIN_OVERSHOOT))
+    }
+
+    fn prompt(&self) -> String {
+        let words = self.prompt_words() as usize;
+        let mut s = String::with_capacity(words * (WORD.len() + 1));
+        for i in 0..words {
+            if i > 0 {
+                s.push(' ');
+            }
+            s.push_str(WORD);
+        }
+        s
+    }
+}
+
+async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Outcome> {
+    let config = env
+        .proxy
+        .as_ref()
+        .map_err(|e| Outcome::from(Outcome::fail(Cause::ConfigInvalid, e.clone())))?;
+    let a = config.alias(alias).ok_or_else(|| {
+        Outcome::from(Outcome::fail(
+            Cause::AliasMissing,
+            format!("alias {alias} is not in the proxy config"),
+        ))
+    })?;
+    let served_model = a.served_model().to_string();
+    let target = a
+        .api_base
+        .as_deref()
+        .map(|b| env.endpoints.vllm(b))
+        .transpose()
+        .map_err(|why| {
+            Outcome::from(
+                Outcome::fail(
+                    Cause::ContextUnknown,
+                    format!("cannot size the oversized prompt for alias {alias}: {why}"),
+                )
+                .hint("see vllm::api_base for this alias"),
+            )
+        })?;
+    let suite_value = target.as_ref().and_then(|t| {
+        env.suite
+            .vllm
+            .iter()
+            .find(|v| v.namespace == t.namespace && v.service.name == t.service)
+            .and_then(|v| v.max_model_len)
+    });
+    let mut unreadable = None;
+    if let Some(t) = &target {
+        ctx.observe(format!(
+            "reading max_model_len from {}/models",
+            t.endpoint.base
+        ));
+        let key = keys::load(env, Key::Vllm).await.map_err(Outcome::from)?;
+        match served_models(env, t, &key).await {
+            Ok((served, _)) => {
+                if let Some(n) = served
+                    .iter()
+                    .find(|s| s.id == served_model)
+                    .and_then(|s| s.max_model_len)
+                {
+                    return Ok(Window {
+                        max_model_len: n,
+                        source: format!("vLLM {}/{} /v1/models", t.namespace, t.service),
+                        target,
+                        served_model,
+                        unreadable: None,
+                    });
+                }
+                unreadable = Some(format!(
+                    "vLLM {}/{} lists no max_model_len for {served_model}",
+                    t.namespace, t.service
+                ));
+            }
+            Err(ModelsError::Unreachable(why)) => unreadable = Some(why),
+            Err(ModelsError::Unauthorized(_)) => {
+                unreadable = Some("vLLM rejects LiteLLM's key (see vllm::models)".into());
+            }
+            Err(ModelsError::Other(a)) => {
+                unreadable = Some(format!("vLLM's /v1/models answered {}", a.status));
+            }
+        }
+    }
+    match suite_value {
+        Some(n) => Ok(Window {
+            max_model_len: n,
+            source: "the suite's vllm[].max_model_len".into(),
+            target,
+            served_model,
+            unreadable,
+        }),
+        None => Err(Outcome::fail(
+            Cause::ContextUnknown,
+            format!(
+                "cannot size the oversized prompt for alias {alias}: {}",
+                unreadable.unwrap_or_else(|| "it has no api_base".into())
+            ),
+        )
+        .hint("make vLLM's /v1/models reachable (--endpoint vllm=URL from outside the cluster), or set vllm[].max_model_len in the suite")
+        .into()),
+    }
+}
+
+async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome {
+    let w = match window(env, ctx, alias).await {
+        Ok(w) => w,
+        Err(o) => return o,
+    };
+    let (key, url) = match prepare(env, ctx).await {
+        Ok(p) => p,
+        Err(o) => return o,
+    };
+    let words = w.prompt_words();
+    ctx.observe(format!(
+        "waiting for POST {url} with a {words}-word prompt (alias {alias}, max_model_len {})",
+        w.max_model_len
+    ));
+    let a = match env
+        .http
+        .post(
+            &url,
+            Some(&key.value),
+            &chat_body(alias, &w.prompt(), MAX_TOKENS),
+        )
+        .await
+    {
+        Err(t) => return proxy_unreachable(env, &url, &t),
+        Ok(a) => a,
+    };
+    let mut metrics = Metrics::default();
+    metrics
+        .millis("latency_ms", a.elapsed)
+        .count("max_model_len", u64::from(w.max_model_len))
+        .count("prompt_words", u64::from(words));
+    if !a.ok() {
+        let mut f = proxy_failure(env, alias, &key, &a);
+        if f.cause == Cause::ContextWindow {
+            f.summary = format!(
+                "guardrail {guardrail} did not trim: vLLM refused the {words}-word prompt as over its {}-token window (400 ContextWindowExceededError)",
+                w.max_model_len
+            );
+            f.hint = Some(format!(
+                "the proxy config enables {guardrail} on alias {alias}, yet the prompt reached vLLM untrimmed: is the running proxy on the current config (restart it after the ConfigMap changed)? Does the script pass max_tokens to trim_messages (without it, it trims nothing for vLLM models)? kubernetes::guardrail checks the wiring"
+            ));
+        }
+        f.metrics = metrics;
+        return f.into();
+    }
+    let applied = crate::http::header(&a.headers, APPLIED_GUARDRAILS);
+    let prompt_tokens = a
+        .json()
+        .and_then(|b| b.pointer("/usage/prompt_tokens").and_then(Value::as_u64));
+    let Some(prompt_tokens) = prompt_tokens else {
+        return Outcome::fail(
+            Cause::BadResponse,
+            format!("alias {alias}: 200 without usage.prompt_tokens: cannot tell whether the prompt was trimmed"),
+        )
+        .details(excerpt(&env.redactor, &a.text))
+        .into();
+    };
+    metrics.count("prompt_tokens", prompt_tokens);
+    let budget = u64::from(w.max_model_len);
+    if prompt_tokens + u64::from(MAX_TOKENS) > budget {
+        let mut f = Outcome::fail(
+            Cause::ContextWindow,
+            format!(
+                "alias {alias}: 200, but usage says {prompt_tokens} prompt tokens + {MAX_TOKENS} > max_model_len {}: the prompt was not trimmed to the window",
+                w.max_model_len
+            ),
+        )
+        .details(format!("max_model_len from {}", w.source))
+        .hint("is max_model_len right? Compare vLLM's --max-model-len with the suite and the guardrail's own setting");
+        f.metrics = metrics;
+        return f.into();
+    }
+    let mut p = Passed {
+        summary: format!(
+            "guardrail {guardrail} trimmed a {words}-word prompt to {prompt_tokens} tokens (max_model_len {}, {MAX_TOKENS} for the answer)",
+            w.max_model_len
+        ),
+        metrics,
+        ..Passed::default()
+    };
+    p = p.note(format!("max_model_len from {}", w.source));
+    if let Some(why) = &w.unreadable {
+        p = p.note(format!("vLLM's own value could not be read: {why}"));
+    }
+    p = p.note(match applied {
+        Some(g) => format!("{APPLIED_GUARDRAILS}: {g}"),
+        None => format!("the proxy sent no {APPLIED_GUARDRAILS} header"),
+    });
+    p.into()
+}
+
+async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
+    let w = match window(env, ctx, alias).await {
+        Ok(w) => w,
+        Err(o) => return o,
+    };
+    let Some(target) = &w.target else {
+        return Outcome::Skipped(format!("alias {alias} has no api_base to call vLLM at"));
+    };
+    if let Some(why) = &w.unreadable {
+        return Outcome::Skipped(format!(
+            "vLLM {}/{} is not usable from here: {why}",
+            target.namespace, target.service
+        ));
+    }
+    let key = match keys::load(env, Key::Vllm).await {
+        Ok(k) => k,
+        Err(f) => return f.into(),
+    };
+    let url = format!("{}/chat/completions", target.endpoint.base);
+    let words = w.prompt_words();
+    ctx.observe(format!("waiting for POST {url} with a {words}-word prompt"));
+    let mut body = chat_body(&w.served_model, &w.prompt(), MAX_TOKENS);
+    if let Some(o) = body.as_object_mut() {
+        o.remove("num_retries");
+    }
+    let a = match env.http.post(&url, Some(&key.value), &body).await {
+        Err(t) => {
+            return Outcome::Skipped(format!(
+                "vLLM {}/{} is not reachable from here: {t}",
+                target.namespace, target.service
+            ));
+        }
+        Ok(a) => a,
+    };
+    let mut metrics = Metrics::default();
+    metrics
+        .millis("latency_ms", a.elapsed)
+        .count("prompt_words", u64::from(words));
+    if a.status == 400 && a.text.contains("maximum context length") {
+        let message = a
+            .json()
+            .and_then(|j| {
+                j.get("message")
+                    .or_else(|| j.pointer("/error/message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| a.text.clone());
+        let first = message.split(". ").next().unwrap_or_default().to_string();
+        return Passed {
+            summary: format!("vLLM refuses the {words}-word prompt on its own: {first}"),
+            metrics,
+            ..Passed::default()
+        }
+        .into();
+    }
+    if a.status == 401 {
+        return coupling_failure(env, target, &key, &a);
+    }
+    if a.ok() {
+        let used = a
+            .json()
+            .and_then(|j| j.pointer("/usage/prompt_tokens").and_then(Value::as_u64))
+            .map(|n| format!(" ({n} prompt tokens)"))
+            .unwrap_or_default();
+        let mut f = Outcome::fail(
+            Cause::NotOversized,
+            format!(
+                "vLLM accepted the {words}-word prompt{used}: it is not over the window, so e2e::trimming::{alias} proves nothing"
+            ),
+        )
+        .details(format!("max_model_len {} from {}", w.max_model_len, w.source))
+        .hint("the window smokecheck used is larger than vLLM's real one? Check vLLM's --max-model-len and the suite's vllm[].max_model_len");
+        f.metrics = metrics;
+        return f.into();
+    }
+    let mut f = Outcome::fail(
+        Cause::HttpStatus,
+        format!(
+            "vLLM answered {} to the oversized prompt instead of its context-length 400",
+            a.status
+        ),
+    )
+    .details(excerpt(&env.redactor, &a.text));
+    f.metrics = metrics;
+    f.into()
+}

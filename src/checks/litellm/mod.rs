@@ -1,0 +1,354 @@
+//! The LiteLLM layer: is the proxy alive, ready (with its database), closed to strangers, and
+//! serving every alias it should? No model is called here; the end-to-end layer does that.
+
+pub mod classify;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::checks::keys::{self, Key};
+use crate::env::Env;
+use crate::http::{Answer, Transport, excerpt};
+use crate::suite::Suite;
+
+pub fn checks(suite: &Suite) -> Vec<Check> {
+    let ns = suite.namespace.clone();
+    let prerequisite = || Prerequisite::Namespace(ns.clone());
+    vec![
+        Check::new("litellm::live", Layer::Litellm, |env, ctx| async move {
+            let url = env.endpoints.litellm.url("/health/liveliness");
+            ctx.observe(format!("waiting for GET {url}"));
+            live(&env, &url).await
+        })
+        .requires(prerequisite()),
+        Check::new("litellm::ready", Layer::Litellm, |env, ctx| async move {
+            let url = env.endpoints.litellm.url("/health/readiness");
+            ctx.observe(format!("waiting for GET {url}"));
+            ready(&env, &url).await
+        })
+        .requires(prerequisite()),
+        Check::new("litellm::auth", Layer::Litellm, |env, ctx| async move {
+            auth(&env, &ctx).await
+        })
+        .requires(prerequisite()),
+        Check::new("litellm::models", Layer::Litellm, |env, ctx| async move {
+            ctx.observe("reading the master key");
+            models(&env, &ctx).await
+        })
+        .requires(prerequisite()),
+    ]
+}
+
+/// No answer from the proxy at all.
+pub(crate) fn proxy_unreachable(env: &Env, url: &str, t: &Transport) -> Outcome {
+    Outcome::fail(
+        Cause::Unreachable,
+        format!("cannot reach LiteLLM at {url}: {t}"),
+    )
+    .details(format!("address from the {}", env.endpoints.litellm.via))
+    .hint(
+        "is the proxy running? kubernetes::pods::litellm says why not (a crash loop's log names the error, e.g. ModuleNotFoundError when the guardrail script is not mounted where LiteLLM looks) and kubernetes::services::litellm whether the Service has ready endpoints",
+    )
+    .into()
+}
+
+/// "the proxy answered 503" with the redacted body as details.
+pub(crate) fn unexpected(env: &Env, cause: Cause, summary: String, a: &Answer) -> Failure {
+    Outcome::fail(cause, summary).details(format!(
+        "the proxy answered {} after {} ms: {}",
+        a.status,
+        a.elapsed.as_millis(),
+        excerpt(&env.redactor, &a.text)
+    ))
+}
+
+pub(crate) fn latency(a: &Answer) -> Metrics {
+    let mut m = Metrics::default();
+    m.millis("latency_ms", a.elapsed);
+    m
+}
+
+async fn live(env: &Env, url: &str) -> Outcome {
+    match env.http.get(url, None).await {
+        Err(t) => proxy_unreachable(env, url, &t),
+        Ok(a) if a.status == 200 => Passed {
+            summary: format!("alive ({url})"),
+            metrics: latency(&a),
+            ..Passed::default()
+        }
+        .into(),
+        Ok(a) => unexpected(
+            env,
+            Cause::HttpStatus,
+            format!("liveliness answered {} instead of 200", a.status),
+            &a,
+        )
+        .into(),
+    }
+}
+
+async fn ready(env: &Env, url: &str) -> Outcome {
+    let a = match env.http.get(url, None).await {
+        Err(t) => return proxy_unreachable(env, url, &t),
+        Ok(a) => a,
+    };
+    if a.status != 200 {
+        return unexpected(
+            env,
+            Cause::HttpStatus,
+            format!("readiness answered {} instead of 200", a.status),
+            &a,
+        )
+        .into();
+    }
+    let Some(body) = a.json() else {
+        return unexpected(
+            env,
+            Cause::BadResponse,
+            "readiness answered 200 but not JSON".into(),
+            &a,
+        )
+        .into();
+    };
+    let db = body
+        .get("db")
+        .and_then(|d| d.as_str())
+        .unwrap_or("(no db field)")
+        .to_string();
+    let version = body
+        .get("litellm_version")
+        .and_then(|v| v.as_str())
+        .map(|v| format!(", LiteLLM {v}"))
+        .unwrap_or_default();
+    if env.suite.litellm.expect_db && db != "connected" {
+        return unexpected(
+            env,
+            Cause::DbDisconnected,
+            format!("readiness answers 200 but its db field is {db:?}, not \"connected\""),
+            &a,
+        )
+        .hint(
+            "the proxy runs without its database (readiness says healthy anyway): see the database checks and kubernetes::cnpg, and DATABASE_URL in the pod's env. A proxy meant to run without one: set litellm.expect_db: false in the suite",
+        )
+        .into();
+    }
+    let mut p = Passed {
+        summary: format!("ready, db {db}{version}"),
+        metrics: latency(&a),
+        ..Passed::default()
+    };
+    if !env.suite.litellm.expect_db {
+        p = p.note("the database is not required (litellm.expect_db: false)");
+    }
+    p.into()
+}
+
+/// A key nobody issued, different on every run.
+fn bogus_key() -> crate::secret::SecretValue {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    crate::secret::SecretValue::new(format!("sk-smokecheck-bogus-{nanos:x}").into_bytes())
+}
+
+fn said(a: &Answer) -> String {
+    let e = classify::ProxyError::parse(a.status, &a.text);
+    if e.kind.is_empty() || e.kind == "None" {
+        format!("{}", a.status)
+    } else {
+        format!("{} {}", a.status, e.kind)
+    }
+}
+
+async fn auth(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
+    let url = env.endpoints.litellm.url("/v1/models");
+    ctx.observe(format!("waiting for GET {url} without a key"));
+    let none = match env.http.get(&url, None).await {
+        Err(t) => return proxy_unreachable(env, &url, &t),
+        Ok(a) => a,
+    };
+    let open_hint = "set general_settings.master_key: os.environ/PROXY_MASTER_KEY in the proxy config and PROXY_MASTER_KEY in the pod's env (from the proxy Secret), then restart the proxy; until then anyone who reaches it can spend its models";
+    if none.ok() {
+        return unexpected(
+            env,
+            Cause::ProxyOpen,
+            format!(
+                "CRITICAL: the proxy answered {} to a request without a key: it is open to anyone who can reach it",
+                none.status
+            ),
+            &none,
+        )
+        .hint(open_hint)
+        .into();
+    }
+    ctx.observe(format!("waiting for GET {url} with a bogus key"));
+    let bogus = match env.http.get(&url, Some(&bogus_key())).await {
+        Err(t) => return proxy_unreachable(env, &url, &t),
+        Ok(a) => a,
+    };
+    if bogus.ok() {
+        return unexpected(
+            env,
+            Cause::ProxyOpen,
+            format!(
+                "CRITICAL: the proxy answered {} to a request with a bogus key: it accepts any key",
+                bogus.status
+            ),
+            &bogus,
+        )
+        .hint(open_hint)
+        .into();
+    }
+    if none.status != 401 {
+        return unexpected(
+            env,
+            Cause::HttpStatus,
+            format!(
+                "the proxy refused a request without a key with {} instead of 401",
+                none.status
+            ),
+            &none,
+        )
+        .hint("LiteLLM answers 401 auth_error; a plain 500 here usually means the prisma package is missing from the image (its auth-failure path imports it)")
+        .into();
+    }
+    Passed::new(format!(
+        "refuses a request without a key ({}) and with a bogus key ({})",
+        said(&none),
+        said(&bogus)
+    ))
+    .into()
+}
+
+async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
+    let key = match keys::load(env, Key::Master).await {
+        Ok(k) => k,
+        Err(f) => return f.into(),
+    };
+    let expected = env.aliases();
+    if expected.is_empty() {
+        let why = match &env.proxy {
+            Err(e) => {
+                format!("the proxy config cannot be read ({e}) and the suite names no aliases")
+            }
+            Ok(_) => "the proxy config's model_list is empty and the suite names no aliases".into(),
+        };
+        return Outcome::fail(Cause::ConfigInvalid, format!("no aliases to expect: {why}"))
+            .hint("fix the proxy config ConfigMap, or list the aliases in the suite (litellm.aliases)")
+            .into();
+    }
+    let url = env.endpoints.litellm.url("/v1/models");
+    ctx.observe(format!("waiting for GET {url}"));
+    let a = match env.http.get(&url, Some(&key.value)).await {
+        Err(t) => return proxy_unreachable(env, &url, &t),
+        Ok(a) => a,
+    };
+    if !a.ok() {
+        let cause = match a.status {
+            401 | 403 => Cause::ProxyAuth,
+            400 if a.text.contains("no_db_connection") => Cause::ProxyAuth,
+            _ => Cause::HttpStatus,
+        };
+        let mut f = unexpected(
+            env,
+            cause,
+            format!(
+                "GET /v1/models with the {} answered {}",
+                key.label, a.status
+            ),
+            &a,
+        );
+        if cause == Cause::ProxyAuth {
+            f = f.hint("the proxy's master key is general_settings.master_key (PROXY_MASTER_KEY in the pod's env): the Secret and the running pod disagree; restart the proxy after the Secret changed");
+        }
+        return f.into();
+    }
+    let served: Vec<String> = a
+        .json()
+        .and_then(|j| j.get("data").and_then(|d| d.as_array()).cloned())
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| m.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if served.is_empty() && !a.text.contains("\"data\"") {
+        return unexpected(
+            env,
+            Cause::BadResponse,
+            "GET /v1/models answered 200 without a model list".into(),
+            &a,
+        )
+        .into();
+    }
+    let missing: Vec<&str> = expected
+        .iter()
+        .filter(|e| !served.contains(e))
+        .map(String::as_str)
+        .collect();
+    let extra: Vec<&str> = served
+        .iter()
+        .filter(|s| !expected.contains(s))
+        .map(String::as_str)
+        .collect();
+    let source = if env.suite.litellm.aliases.is_some() {
+        "the suite's litellm.aliases"
+    } else {
+        "the proxy config's model_list"
+    };
+    if !missing.is_empty() {
+        let mut f = Outcome::fail(
+            Cause::AliasMissing,
+            format!(
+                "the proxy does not serve {} (expected from {source})",
+                missing.join(", ")
+            ),
+        )
+        .details(format!("served: {}", served.join(", ")))
+        .hint(
+            "the running proxy's model_list lacks them: is the ConfigMap synced, and was the proxy restarted after it changed? A typo in the suite's litellm.aliases shows here too",
+        );
+        f.metrics.count("aliases_served", served.len() as u64);
+        return f.into();
+    }
+    let mut p = Passed {
+        summary: format!(
+            "serves all {} expected aliases ({})",
+            expected.len(),
+            expected.join(", ")
+        ),
+        metrics: latency(&a),
+        ..Passed::default()
+    };
+    p.metrics.count("aliases_served", served.len() as u64);
+    if !extra.is_empty() {
+        p = p.note(format!("served but not expected: {}", extra.join(", ")));
+    }
+    p.into()
+}
+
+/// The trimming guardrail (the suite's `litellm.guardrail.name`) if requests to `alias` go
+/// through it.
+pub(crate) fn trimming_guardrail(env: &Env, alias: &str) -> Option<String> {
+    let g = env.suite.litellm.guardrail.as_ref()?;
+    match &env.proxy {
+        Ok(c) if c.guarded(alias, &g.name) => Some(g.name.clone()),
+        _ => None,
+    }
+}
+
+/// Any guardrail requests to `alias` go through (a 500 from the proxy's own code is then the
+/// guardrail raising): the trimming one first, else the first the config enables on it.
+pub(crate) fn any_guardrail(env: &Env, alias: &str) -> Option<String> {
+    trimming_guardrail(env, alias).or_else(|| {
+        let c = env.proxy.as_ref().ok()?;
+        let on_alias = c.alias(alias).and_then(|a| a.guardrails.first().cloned());
+        on_alias.or_else(|| {
+            c.guardrails
+                .iter()
+                .find(|g| g.default_on)
+                .map(|g| g.name.clone())
+        })
+    })
+}

@@ -1,0 +1,428 @@
+//! The vLLM layer, per backend the suite names: `/health`, and `/v1/models` called with the key
+//! LiteLLM itself sends (`CA_VLLM_LOCAL_API_KEY` from the proxy Secret). That call proves the key
+//! coupling behaviourally, also where vLLM's own Secret cannot be read, and yields each served
+//! model's `max_model_len`. Per alias, `vllm::api_base::<alias>` proves the config's `api_base`
+//! names one of the suite's vLLM Services and that it exists.
+
+use k8s_openapi::api::core::v1::Service;
+
+use crate::check::{Cause, Check, Family, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::checks::keys::{self, Key, Loaded};
+use crate::connect::VllmTarget;
+use crate::env::Env;
+use crate::http::{Answer, excerpt};
+use crate::proxy_config::Alias;
+use crate::suite::Suite;
+
+pub fn checks(suite: &Suite) -> Vec<Check> {
+    let many = suite.vllm.len() > 1;
+    let mut out = Vec::new();
+    for (i, v) in suite.vllm.iter().enumerate() {
+        let suffix = if many {
+            format!("::{}/{}", v.namespace, v.service.name)
+        } else {
+            String::new()
+        };
+        let ns = Prerequisite::Namespace(v.namespace.clone());
+        out.push(
+            Check::new(
+                format!("vllm::health{suffix}"),
+                Layer::Vllm,
+                move |env, ctx| async move {
+                    let b = match Backend::of(&env, i) {
+                        Ok(b) => b,
+                        Err(f) => return f,
+                    };
+                    let url = format!("{}/health", b.root());
+                    ctx.observe(format!("waiting for GET {url}"));
+                    health(&env, &b, &url).await
+                },
+            )
+            .requires(ns.clone()),
+        );
+        out.push(
+            Check::new(
+                format!("vllm::models{suffix}"),
+                Layer::Vllm,
+                move |env, ctx| async move {
+                    let b = match Backend::of(&env, i) {
+                        Ok(b) => b,
+                        Err(f) => return f,
+                    };
+                    ctx.observe("reading the key LiteLLM sends to vLLM");
+                    let key = match keys::load(&env, Key::Vllm).await {
+                        Ok(k) => k,
+                        Err(f) => return f.into(),
+                    };
+                    ctx.observe(format!("waiting for GET {}/models", b.target.endpoint.base));
+                    models(&env, &b, &key).await
+                },
+            )
+            .requires(ns),
+        );
+    }
+    out
+}
+
+pub fn families() -> Vec<Family> {
+    vec![Family::new("vllm::api_base::<alias>", |env, alias| {
+        let config = env.proxy.as_ref().ok()?;
+        let a = config.alias(alias)?;
+        let api_base = a.api_base.clone()?;
+        let alias = alias.to_string();
+        Some(Check::new(
+            format!("vllm::api_base::{alias}"),
+            Layer::Vllm,
+            move |env, ctx| {
+                let (alias, api_base) = (alias.clone(), api_base.clone());
+                async move {
+                    ctx.observe(format!("resolving api_base {api_base}"));
+                    api_base_check(&env, &alias, &api_base).await
+                }
+            },
+        ))
+    })]
+}
+
+/// A suite backend, resolved: the URL to call and the aliases of the config routed to it.
+pub(crate) struct Backend {
+    pub target: VllmTarget,
+    pub aliases: Vec<Alias>,
+}
+
+impl Backend {
+    /// The suite's `vllm[i]`, reached where the first alias that names it says (or at its
+    /// in-cluster address when no alias does).
+    fn of(env: &Env, i: usize) -> Result<Backend, Outcome> {
+        let v = &env.suite.vllm[i];
+        let aliases: Vec<Alias> = match &env.proxy {
+            Ok(c) => c
+                .aliases
+                .iter()
+                .filter(|a| {
+                    a.api_base.as_deref().is_some_and(|b| {
+                        env.endpoints.vllm(b).is_ok_and(|t| {
+                            t.namespace == v.namespace && t.service == v.service.name
+                        })
+                    })
+                })
+                .cloned()
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let api_base = aliases
+            .first()
+            .and_then(|a| a.api_base.clone())
+            .unwrap_or_else(|| {
+                let port = v
+                    .service
+                    .port
+                    .filter(|p| *p != 80)
+                    .map(|p| format!(":{p}"))
+                    .unwrap_or_default();
+                format!(
+                    "http://{}.{}.svc.cluster.local{port}/v1",
+                    v.service.name, v.namespace
+                )
+            });
+        let target = env
+            .endpoints
+            .vllm(&api_base)
+            .map_err(|why| Outcome::from(Outcome::fail(Cause::ConfigInvalid, why)))?;
+        Ok(Backend { target, aliases })
+    }
+
+    /// The server root (`/health` lives there, the OpenAI API under `/v1`).
+    pub fn root(&self) -> String {
+        root_of(&self.target.endpoint.base)
+    }
+
+    fn name(&self) -> String {
+        format!("{}/{}", self.target.namespace, self.target.service)
+    }
+
+    fn unused_note(&self) -> Option<String> {
+        self.aliases
+            .is_empty()
+            .then(|| "no alias of the proxy config routes to this backend".to_string())
+    }
+}
+
+pub(crate) fn root_of(base: &str) -> String {
+    let b = base.trim_end_matches('/');
+    b.strip_suffix("/v1").unwrap_or(b).to_string()
+}
+
+/// vLLM gave no HTTP answer.
+pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Outcome {
+    Outcome::fail(
+        Cause::Unreachable,
+        format!(
+            "cannot reach vLLM {}/{} at {url}: {why}",
+            target.namespace, target.service
+        ),
+    )
+    .details(format!("address from the {}", target.endpoint.via))
+    .hint(
+        "are vLLM's pods ready and does its Service select them (kubernetes::services)? From outside the cluster pass --endpoint vllm=URL (a port-forward)",
+    )
+    .into()
+}
+
+async fn health(env: &Env, b: &Backend, url: &str) -> Outcome {
+    let a = match env.http.get(url, None).await {
+        Err(t) => return vllm_unreachable(&b.target, url, &t.0),
+        Ok(a) => a,
+    };
+    if a.status != 200 {
+        return Outcome::fail(
+            Cause::HttpStatus,
+            format!("vLLM {} /health answered {}", b.name(), a.status),
+        )
+        .details(excerpt(&env.redactor, &a.text))
+        .hint("vLLM's engine is not serving (loading, out of memory, crashed): read its pod's log")
+        .into();
+    }
+    let mut p = Passed {
+        summary: format!("vLLM {} is healthy ({url})", b.name()),
+        ..Passed::default()
+    };
+    p.metrics.millis("latency_ms", a.elapsed);
+    if let Some(n) = b.unused_note() {
+        p = p.note(n);
+    }
+    p.into()
+}
+
+/// A served model and its context window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Served {
+    pub id: String,
+    pub max_model_len: Option<u32>,
+}
+
+/// Why `/v1/models` gave no list.
+pub(crate) enum ModelsError {
+    /// No HTTP answer.
+    Unreachable(String),
+    /// 401: vLLM rejects LiteLLM's key.
+    Unauthorized(Answer),
+    /// Another status, or a body without a model list.
+    Other(Answer),
+}
+
+/// `GET <base>/models` with `key`: the served models (not a model request).
+pub(crate) async fn served_models(
+    env: &Env,
+    target: &VllmTarget,
+    key: &Loaded,
+) -> Result<(Vec<Served>, Answer), ModelsError> {
+    let url = format!("{}/models", target.endpoint.base);
+    let a = env
+        .http
+        .get(&url, Some(&key.value))
+        .await
+        .map_err(|t| ModelsError::Unreachable(t.0))?;
+    if a.status == 401 {
+        return Err(ModelsError::Unauthorized(a));
+    }
+    if a.status != 200 {
+        return Err(ModelsError::Other(a));
+    }
+    let Some(list) = a
+        .json()
+        .and_then(|j| j.get("data").and_then(|d| d.as_array()).cloned())
+    else {
+        return Err(ModelsError::Other(a));
+    };
+    let served = list
+        .iter()
+        .filter_map(|m| {
+            Some(Served {
+                id: m.get("id")?.as_str()?.to_string(),
+                max_model_len: m
+                    .get("max_model_len")
+                    .and_then(|l| l.as_u64())
+                    .and_then(|l| u32::try_from(l).ok()),
+            })
+        })
+        .collect();
+    Ok((served, a))
+}
+
+/// The failure for vLLM rejecting LiteLLM's key on a direct call.
+pub(crate) fn coupling_failure(
+    env: &Env,
+    target: &VllmTarget,
+    key: &Loaded,
+    a: &Answer,
+) -> Outcome {
+    Outcome::fail(
+        Cause::UpstreamAuth,
+        format!(
+            "vLLM {}/{} rejects the key LiteLLM sends (401): {}",
+            target.namespace, target.service, key.source
+        ),
+    )
+    .details(format!("vLLM answered: {}", excerpt(&env.redactor, &a.text)))
+    .hint(format!(
+        "the key coupling: {key} in {secret} must equal vLLM's own key, or every chat request gets 401 from vLLM. Compare them (kubernetes::secrets::vllm-api-key), re-seal {secret} with vLLM's current key (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl rollout restart deploy/litellm)",
+        key = key.key,
+        secret = key.secret
+    ))
+    .into()
+}
+
+async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
+    let url = format!("{}/models", b.target.endpoint.base);
+    let (served, a) = match served_models(env, &b.target, key).await {
+        Ok(r) => r,
+        Err(ModelsError::Unreachable(why)) => return vllm_unreachable(&b.target, &url, &why),
+        Err(ModelsError::Unauthorized(a)) => return coupling_failure(env, &b.target, key, &a),
+        Err(ModelsError::Other(a)) => {
+            let cause = if a.status == 200 {
+                Cause::BadResponse
+            } else {
+                Cause::HttpStatus
+            };
+            return Outcome::fail(
+                cause,
+                format!("vLLM {} GET /v1/models answered {}", b.name(), a.status),
+            )
+            .details(excerpt(&env.redactor, &a.text))
+            .into();
+        }
+    };
+    let ids: Vec<&str> = served.iter().map(|s| s.id.as_str()).collect();
+    let missing: Vec<String> = b
+        .aliases
+        .iter()
+        .filter(|a| !ids.contains(&a.served_model()))
+        .map(|a| format!("{} (alias {})", a.served_model(), a.name))
+        .collect();
+    if !missing.is_empty() {
+        return Outcome::fail(
+            Cause::ModelNotServed,
+            format!(
+                "vLLM {} does not serve {}",
+                b.name(),
+                missing.join(", ")
+            ),
+        )
+        .details(format!("it serves: {}", ids.join(", ")))
+        .hint("the alias's litellm_params.model must be openai/<the model vLLM serves> (its --served-model-name); vLLM loads one model per server")
+        .into();
+    }
+    let described: Vec<String> = served
+        .iter()
+        .map(|s| match s.max_model_len {
+            Some(n) => format!("{} (max_model_len {n})", s.id),
+            None => s.id.clone(),
+        })
+        .collect();
+    let mut metrics = Metrics::default();
+    metrics.millis("latency_ms", a.elapsed);
+    let lens: Vec<&Served> = served
+        .iter()
+        .filter(|s| s.max_model_len.is_some())
+        .collect();
+    for s in &lens {
+        let name = if lens.len() == 1 {
+            "max_model_len".to_string()
+        } else {
+            format!("max_model_len:{}", s.id)
+        };
+        metrics.count(&name, u64::from(s.max_model_len.unwrap_or_default()));
+    }
+    let mut p = Passed {
+        summary: format!(
+            "vLLM {} serves {} and accepts LiteLLM's key",
+            b.name(),
+            described.join(", ")
+        ),
+        metrics,
+        ..Passed::default()
+    };
+    if let Some(n) = b.unused_note() {
+        p = p.note(n);
+    }
+    p.into()
+}
+
+async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> Outcome {
+    let target = match env.endpoints.vllm(api_base) {
+        Ok(t) => t,
+        Err(why) => {
+            return Outcome::fail(
+                Cause::ApiBaseOutsideSuite,
+                format!("alias {alias}: {why}"),
+            )
+            .hint("fix api_base in the proxy config (ConfigMap), or add that vLLM service to the suite's vllm list")
+            .into();
+        }
+    };
+    let (ns, svc) = (&target.namespace, &target.service);
+    let service = match env.cluster.get::<Service>(ns, svc).await {
+        Ok(s) => s,
+        Err(f) => return f.into(),
+    };
+    let Some(service) = service else {
+        return Outcome::fail(
+            Cause::NotFound,
+            format!("alias {alias}: api_base {api_base} points at service {ns}/{svc}, which does not exist"),
+        )
+        .hint("a typo in the proxy config's api_base, or vLLM is not deployed there: every request to the alias fails with a connection error")
+        .into();
+    };
+    let port = api_base
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| {
+            u.port_u16().or(if u.scheme_str() == Some("https") {
+                Some(443)
+            } else {
+                Some(80)
+            })
+        })
+        .unwrap_or(80);
+    let ports: Vec<i32> = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map(|p| p.iter().map(|p| p.port).collect())
+        .unwrap_or_default();
+    if !ports.is_empty() && !ports.contains(&i32::from(port)) {
+        return Outcome::fail(
+            Cause::ServicePort,
+            format!(
+                "alias {alias}: api_base {api_base} uses port {port}, but service {ns}/{svc} exposes {}",
+                ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .hint("put the Service's port in api_base (the port, not the pod's targetPort)")
+        .into();
+    }
+    Passed::new(format!(
+        "api_base {api_base} is service {ns}/{svc} port {port} (reached at {} via {})",
+        target.endpoint.base, target.endpoint.via
+    ))
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_drops_the_api_path() {
+        assert_eq!(
+            root_of("http://vllm.vllm.svc.cluster.local/v1"),
+            "http://vllm.vllm.svc.cluster.local"
+        );
+        assert_eq!(
+            root_of("http://127.0.0.1:8000/v1/"),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(root_of("http://127.0.0.1:8000"), "http://127.0.0.1:8000");
+    }
+}
