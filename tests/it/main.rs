@@ -7,6 +7,7 @@ mod deploy;
 mod harness;
 mod junit_consumer;
 mod kube_fake;
+mod laptop;
 mod llm_bed;
 mod postgres_bed;
 mod snapshots;

@@ -281,7 +281,11 @@ pub fn start_with_missing_guardrail(timeout: Duration) -> FailedStart {
 /// post-mortems (config and log). Folders of test processes that are gone are removed first, so
 /// they do not pile up (several test binaries may share the target dir, hence the pid check).
 fn bed_dir(what: &str) -> PathBuf {
-    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("litellm-bed");
+    // Integration tests get CARGO_TARGET_TMPDIR; the sandbox (an example) uses target/tmp.
+    let base = option_env!("CARGO_TARGET_TMPDIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp"))
+        .join("litellm-bed");
     std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("creating {}: {e}", base.display()));
     if let Ok(entries) = std::fs::read_dir(&base) {
         for entry in entries.flatten() {

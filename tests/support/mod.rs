@@ -7,3 +7,4 @@ pub mod litellm;
 pub mod open_proxy;
 pub mod postgres;
 pub mod process;
+pub mod stack;

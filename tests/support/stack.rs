@@ -1,0 +1,253 @@
+//! The whole deployment on one machine: the fake API server serving a scenario whose Secrets,
+//! proxy config and CA are the test bed's, with port-forwards to the bed's servers standing in
+//! for the pods (LiteLLM pods → the real LiteLLM proxy, the vLLM pod → a fake vLLM, the CNPG
+//! primary → the real PostgreSQL). `smokecheck verify` then runs as an on-call engineer's laptop
+//! would: no `--endpoint`, no cluster DNS, everything through port-forwards. Used by the
+//! end-to-end test and by `ci/sandbox`.
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::fake_kube::{FakeKube, load_scenario};
+use super::litellm::{MASTER_KEY, SERVED_MODEL, VLLM_KEY, alias, litellm_proxy};
+use super::postgres::{Database, Scenario as DbScenario, postgres};
+
+/// A failure to show, as `ci/sandbox --fault NAME` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub name: &'static str,
+    /// The fake-cluster scenario it starts from.
+    pub scenario: &'static str,
+    /// The bed alias whose backend the vLLM pod and the proxy config point at.
+    pub alias: &'static str,
+    /// The database the suite names.
+    pub database: DbScenario,
+    pub what: &'static str,
+}
+
+/// Every fault the sandbox can show, `healthy` first.
+pub const FAULTS: &[Fault] = &[
+    Fault {
+        name: "healthy",
+        scenario: "healthy",
+        alias: alias::HEALTHY,
+        database: DbScenario::Migrated,
+        what: "everything works",
+    },
+    Fault {
+        name: "key-mismatch",
+        scenario: "key-mismatch",
+        alias: alias::KEY_MISMATCH,
+        database: DbScenario::Migrated,
+        what: "vLLM's key was rotated without re-sealing LiteLLM's copy",
+    },
+    Fault {
+        name: "vllm-down",
+        scenario: "healthy",
+        alias: alias::DOWN,
+        database: DbScenario::Migrated,
+        what: "vLLM does not answer",
+    },
+    Fault {
+        name: "trimming-off",
+        scenario: "healthy",
+        alias: alias::TRIM_OFF,
+        database: DbScenario::Migrated,
+        what: "the guardrail does not trim: oversized prompts reach vLLM",
+    },
+    Fault {
+        name: "migration-failed",
+        scenario: "migration-failed",
+        alias: alias::HEALTHY,
+        database: DbScenario::FailedMigration,
+        what: "the Prisma migration Job failed and left a failed migration",
+    },
+    Fault {
+        name: "crash-loop",
+        scenario: "crash-loop",
+        alias: alias::HEALTHY,
+        database: DbScenario::Migrated,
+        what: "one LiteLLM pod crash-loops on an import error",
+    },
+    Fault {
+        name: "missing-key",
+        scenario: "missing-key",
+        alias: alias::HEALTHY,
+        database: DbScenario::Migrated,
+        what: "the proxy Secret lacks CA_VLLM_LOCAL_API_KEY",
+    },
+    Fault {
+        name: "rw-on-replica",
+        scenario: "rw-on-replica",
+        alias: alias::HEALTHY,
+        database: DbScenario::Migrated,
+        what: "the -rw Service routes to a replica",
+    },
+];
+
+pub fn fault(name: &str) -> Option<Fault> {
+    FAULTS.iter().copied().find(|f| f.name == name)
+}
+
+/// A running stack; everything stops when it is dropped.
+pub struct Stack {
+    pub fake: FakeKube,
+    pub db: Database,
+    pub kubeconfig: PathBuf,
+    pub suite: PathBuf,
+    pub fault: Fault,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The proxy config as its ConfigMap holds it: the fault's alias at the in-cluster vLLM
+/// Service, behind the trimming guardrail (the bed's class).
+fn config_yaml(alias: &str) -> String {
+    format!(
+        "model_list:\n  - model_name: {alias}\n    litellm_params:\n      model: openai/{SERVED_MODEL}\n      api_base: http://vllm.vllm.svc.cluster.local/v1\n      api_key: os.environ/CA_VLLM_LOCAL_API_KEY\n      guardrails: [message_trimming]\nguardrails:\n  - guardrail_name: message_trimming\n    litellm_params:\n      guardrail: custom_guardrails.message_overflow.MessageOverflowGuardrail\n      mode: pre_call\n      default_on: false\ngeneral_settings:\n  master_key: os.environ/PROXY_MASTER_KEY\n  database_url: os.environ/DATABASE_URL\n"
+    )
+}
+
+/// Starts the stack for `fault`: the bed's servers (once per process), a fake cluster, and the
+/// kubeconfig and suite to run `smokecheck verify` with.
+pub fn start(fault: Fault) -> Stack {
+    let proxy = litellm_proxy();
+    let bed = postgres();
+    let db = bed.scenario(fault.database);
+
+    // The fixture's secret values → the bed's, by value, so a scenario's own damage (a missing
+    // key, a rotated vLLM key) stays as it is.
+    let healthy = load_scenario("healthy");
+    let value = |ns: &str, name: &str, key: &str| {
+        healthy
+            .secret_value(ns, name, key)
+            .unwrap_or_else(|| panic!("healthy scenario lacks {ns}/{name} {key}"))
+    };
+    let mapping: Vec<(String, String)> = vec![
+        (
+            value("litellm", "litellm-secrets", "PROXY_MASTER_KEY"),
+            MASTER_KEY.to_string(),
+        ),
+        (
+            value("litellm", "litellm-secrets", "CA_VLLM_LOCAL_API_KEY"),
+            VLLM_KEY.to_string(),
+        ),
+        (
+            value("litellm", "cloudnative-pg-cluster-litellm", "password"),
+            db.password.clone(),
+        ),
+        (
+            value("litellm", "cloudnative-pg-cluster-litellm", "username"),
+            db.user.clone(),
+        ),
+    ];
+    let mut scenario = load_scenario(fault.scenario);
+    for o in scenario.objects.iter_mut() {
+        let kind = o["kind"].as_str().unwrap_or_default().to_string();
+        let name = o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        match (kind.as_str(), name.as_str()) {
+            ("Secret", "cloudnative-pg-cluster-ca") => {
+                o["data"]["ca.crt"] = Value::from(b64(bed.ca_pem()));
+            }
+            ("Secret", _) => {
+                if let Some(data) = o["data"].as_object_mut() {
+                    for v in data.values_mut() {
+                        let decoded = v
+                            .as_str()
+                            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default();
+                        if let Some((_, to)) = mapping.iter().find(|(from, _)| *from == decoded) {
+                            *v = Value::from(b64(to));
+                        }
+                    }
+                }
+            }
+            ("ConfigMap", "litellm-config") => {
+                o["data"]["config.yaml"] = Value::from(config_yaml(fault.alias));
+            }
+            _ => {}
+        }
+    }
+
+    // Port-forwards to the pods reach the bed's servers.
+    let pods: Vec<(String, String, String)> = scenario
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Pod")
+        .map(|o| {
+            let label = |k: &str| {
+                o["metadata"]["labels"][k]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (
+                o["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                format!(
+                    "{}|{}",
+                    label("app.kubernetes.io/name"),
+                    label("cnpg.io/cluster")
+                ),
+            )
+        })
+        .collect();
+    let fake = FakeKube::start_with(scenario);
+    let proxy_addr = proxy
+        .url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("proxy address");
+    let vllm_addr = proxy.fake(fault.alias).addr();
+    let db_addr = format!("{}:{}", bed.host(), db.port)
+        .parse()
+        .expect("database address");
+    for (ns, pod, labels) in &pods {
+        match labels.as_str() {
+            "litellm|" => fake.forward(ns, pod, 4000, proxy_addr),
+            "vllm|" => fake.forward(ns, pod, 8000, vllm_addr),
+            l if l.ends_with("|cloudnative-pg-cluster") => fake.forward(ns, pod, 5432, db_addr),
+            _ => {}
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let suite = dir.path().join("suite.yaml");
+    // The built-in suite, but for what the bed cannot be: the proxy runs without a database
+    // (Prisma cannot fetch its engine here), and the database is the scenario's.
+    let text = format!(
+        "version: 1\nlitellm:\n  expect_db: false\ndatabase:\n  name: {}\n  sslmode: verify-full\n",
+        db.name
+    );
+    std::fs::write(&suite, text).expect("writing the suite");
+    Stack {
+        fake,
+        db,
+        kubeconfig,
+        suite,
+        fault,
+        dir,
+    }
+}
