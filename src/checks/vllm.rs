@@ -14,15 +14,20 @@ use crate::http::{Answer, excerpt};
 use crate::proxy_config::Alias;
 use crate::suite::Suite;
 
+/// `""` with one vLLM backend, else `::<ns>/<svc>`: how its checks are named.
+pub fn suffix(suite: &crate::suite::Suite, i: usize) -> String {
+    let v = &suite.vllm[i];
+    if suite.vllm.len() > 1 {
+        format!("::{}/{}", v.namespace, v.service.name)
+    } else {
+        String::new()
+    }
+}
+
 pub fn checks(suite: &Suite) -> Vec<Check> {
-    let many = suite.vllm.len() > 1;
     let mut out = Vec::new();
     for (i, v) in suite.vllm.iter().enumerate() {
-        let suffix = if many {
-            format!("::{}/{}", v.namespace, v.service.name)
-        } else {
-            String::new()
-        };
+        let suffix = suffix(suite, i);
         let ns = Prerequisite::Namespace(v.namespace.clone());
         out.push(
             Check::new(

@@ -123,8 +123,22 @@ fn a_rotated_vllm_key_fails_in_every_layer_it_touches() {
     );
     assert_eq!(run.check("vllm::models")["cause"], "upstream_auth");
     assert_eq!(
-        run.check("e2e::chat::key-mismatch")["cause"],
+        run.check("e2e::chat::stack-key-mismatch")["cause"],
         "upstream_auth"
     );
     assert_eq!(run.check("database::connect")["status"], "passed");
+}
+
+#[test]
+fn every_sandbox_fault_names_a_real_scenario_and_alias() {
+    for f in stack::FAULTS {
+        let s = crate::support::fake_kube::load_scenario(f.scenario);
+        assert!(!s.objects.is_empty(), "{}", f.name);
+        assert!(
+            crate::support::litellm::alias::ALL.contains(&f.alias),
+            "{}",
+            f.name
+        );
+    }
+    assert_eq!(stack::FAULTS[0].name, "healthy");
 }

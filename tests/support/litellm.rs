@@ -60,7 +60,10 @@ pub mod alias {
     pub const VERIFY_KEY_MISMATCH: &str = "verify-key-mismatch";
     /// `smokecheck verify`'s own vLLM-down scenario, as `DOWN`.
     pub const VERIFY_DOWN: &str = "verify-down";
-    pub const ALL: [&str; 9] = [
+    /// The stack's (laptop tests, sandbox) own faults, as `KEY_MISMATCH` and `DOWN`.
+    pub const STACK_KEY_MISMATCH: &str = "stack-key-mismatch";
+    pub const STACK_DOWN: &str = "stack-down";
+    pub const ALL: [&str; 11] = [
         HEALTHY,
         TRIM_OFF,
         KEY_MISMATCH,
@@ -70,6 +73,8 @@ pub mod alias {
         GUARDRAIL_CRASH,
         VERIFY_KEY_MISMATCH,
         VERIFY_DOWN,
+        STACK_KEY_MISMATCH,
+        STACK_DOWN,
     ];
 }
 
@@ -176,14 +181,20 @@ pub fn litellm_bin() -> PathBuf {
 
 fn start_shared() -> Result<LiteLlm, String> {
     let fake_for = |name: &str| {
-        let key = if [alias::KEY_MISMATCH, alias::VERIFY_KEY_MISMATCH].contains(&name) {
+        let key = if [
+            alias::KEY_MISMATCH,
+            alias::VERIFY_KEY_MISMATCH,
+            alias::STACK_KEY_MISMATCH,
+        ]
+        .contains(&name)
+        {
             OTHER_VLLM_KEY
         } else {
             VLLM_KEY
         };
         let fake = FakeVllm::start(&[(SERVED_MODEL, MAX_MODEL_LEN)], key);
         match name {
-            alias::DOWN | alias::VERIFY_DOWN => fake.set_fault(Fault::Down),
+            alias::DOWN | alias::VERIFY_DOWN | alias::STACK_DOWN => fake.set_fault(Fault::Down),
             alias::SLOW => fake.set_fault(Fault::Delay(SLOW_DELAY)),
             _ => {}
         }

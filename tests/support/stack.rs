@@ -39,14 +39,14 @@ pub const FAULTS: &[Fault] = &[
     Fault {
         name: "key-mismatch",
         scenario: "key-mismatch",
-        alias: alias::KEY_MISMATCH,
+        alias: alias::STACK_KEY_MISMATCH,
         database: DbScenario::Migrated,
         what: "vLLM's key was rotated without re-sealing LiteLLM's copy",
     },
     Fault {
         name: "vllm-down",
         scenario: "healthy",
-        alias: alias::DOWN,
+        alias: alias::STACK_DOWN,
         database: DbScenario::Migrated,
         what: "vLLM does not answer",
     },

@@ -14,7 +14,9 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::check::{Cause, Check, Ctx, Failure, Family, Layer, Metrics, Outcome, Passed};
+use crate::check::{
+    Cause, Check, Ctx, Failure, Family, Layer, Metrics, Outcome, Passed, Prerequisite,
+};
 use crate::checks::keys::{self, Key, Loaded};
 use crate::checks::litellm::classify::{self, ProxyError};
 use crate::checks::litellm::{any_guardrail, proxy_unreachable};
@@ -30,31 +32,59 @@ pub(crate) const APPLIED_GUARDRAILS: &str = "x-litellm-applied-guardrails";
 
 pub fn families() -> Vec<Family> {
     vec![
-        Family::new("e2e::chat::<alias>", |_env, alias| {
+        Family::new("e2e::chat::<alias>", |env, alias| {
+            let name = format!("e2e::chat::{alias}");
             let alias = alias.to_string();
-            Some(Check::new(
-                format!("e2e::chat::{alias}"),
-                Layer::E2e,
-                move |env, ctx| {
-                    let alias = alias.clone();
-                    async move { chat(&env, &ctx, &alias).await }
-                },
-            ))
+            let check = Check::new(name, Layer::E2e, move |env, ctx| {
+                let alias = alias.clone();
+                async move { chat(&env, &ctx, &alias).await }
+            });
+            Some(after(check, env, "", false))
         }),
-        Family::new("e2e::chat::<alias>::stream", |_env, alias| {
+        Family::new("e2e::chat::<alias>::stream", |env, alias| {
+            let name = format!("e2e::chat::{alias}::stream");
             let alias = alias.to_string();
-            Some(Check::new(
-                format!("e2e::chat::{alias}::stream"),
-                Layer::E2e,
-                move |env, ctx| {
-                    let alias = alias.clone();
-                    async move { stream(&env, &ctx, &alias).await }
-                },
-            ))
+            let check = Check::new(name, Layer::E2e, move |env, ctx| {
+                let alias = alias.clone();
+                async move { stream(&env, &ctx, &alias).await }
+            });
+            Some(after(check, env, "", false))
         }),
         trimming::family(),
         trimming::control_family(),
     ]
+}
+
+/// What an alias's end-to-end checks run after (and are skipped by, when it fails): a live
+/// proxy, and, where the context window is read from vLLM, `vllm::models` of its backend.
+/// Without this, a dead proxy or a rejected key would fail every alias's checks in cascade.
+pub(crate) fn after(mut check: Check, env: &Env, alias: &str, needs_window: bool) -> Check {
+    check = check.requires(Prerequisite::Check(crate::checks::litellm::LIVE.into()));
+    if !needs_window {
+        return check;
+    }
+    let backend = env
+        .proxy
+        .as_ref()
+        .ok()
+        .and_then(|c| c.alias(alias))
+        .and_then(|a| a.api_base.as_deref())
+        .and_then(|base| env.endpoints.vllm(base).ok())
+        .and_then(|t| {
+            env.suite
+                .vllm
+                .iter()
+                .position(|v| v.namespace == t.namespace && v.service.name == t.service)
+        });
+    match backend {
+        Some(i) if env.suite.vllm[i].max_model_len.is_none() => {
+            check.requires(Prerequisite::Check(format!(
+                "vllm::models{}",
+                crate::checks::vllm::suffix(&env.suite, i)
+            )))
+        }
+        _ => check,
+    }
 }
 
 /// The chat request body for `alias`.

@@ -29,30 +29,26 @@ const WORD: &str = "word";
 pub fn family() -> Family {
     Family::new("e2e::trimming::<alias>", |env, alias| {
         let guardrail = trimming_guardrail(env, alias)?;
-        let alias = alias.to_string();
-        Some(Check::new(
-            format!("e2e::trimming::{alias}"),
-            Layer::E2e,
-            move |env, ctx| {
-                let (alias, guardrail) = (alias.clone(), guardrail.clone());
-                async move { trimming(&env, &ctx, &alias, &guardrail).await }
-            },
-        ))
+        let name = format!("e2e::trimming::{alias}");
+        let owned = alias.to_string();
+        let check = Check::new(name, Layer::E2e, move |env, ctx| {
+            let (alias, guardrail) = (owned.clone(), guardrail.clone());
+            async move { trimming(&env, &ctx, &alias, &guardrail).await }
+        });
+        Some(super::after(check, env, alias, true))
     })
 }
 
 pub fn control_family() -> Family {
     Family::new("e2e::trimming::<alias>::control", |env, alias| {
         trimming_guardrail(env, alias)?;
-        let alias = alias.to_string();
-        Some(Check::new(
-            format!("e2e::trimming::{alias}::control"),
-            Layer::E2e,
-            move |env, ctx| {
-                let alias = alias.clone();
-                async move { control(&env, &ctx, &alias).await }
-            },
-        ))
+        let name = format!("e2e::trimming::{alias}::control");
+        let owned = alias.to_string();
+        let check = Check::new(name, Layer::E2e, move |env, ctx| {
+            let alias = owned.clone();
+            async move { control(&env, &ctx, &alias).await }
+        });
+        Some(super::after(check, env, alias, true))
     })
 }
 

@@ -11,11 +11,14 @@ use crate::env::Env;
 use crate::http::{Answer, Transport, excerpt};
 use crate::suite::Suite;
 
+/// The check the others run after: a proxy that is not alive fails once, here.
+pub const LIVE: &str = "litellm::live";
+
 pub fn checks(suite: &Suite) -> Vec<Check> {
     let ns = suite.namespace.clone();
     let prerequisite = || Prerequisite::Namespace(ns.clone());
     vec![
-        Check::new("litellm::live", Layer::Litellm, |env, ctx| async move {
+        Check::new(LIVE, Layer::Litellm, |env, ctx| async move {
             let url = env.endpoints.litellm.url("/health/liveliness");
             ctx.observe(format!("waiting for GET {url}"));
             live(&env, &url).await
@@ -26,16 +29,19 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
             ctx.observe(format!("waiting for GET {url}"));
             ready(&env, &url).await
         })
-        .requires(prerequisite()),
+        .requires(prerequisite())
+        .requires(Prerequisite::Check(LIVE.into())),
         Check::new("litellm::auth", Layer::Litellm, |env, ctx| async move {
             auth(&env, &ctx).await
         })
-        .requires(prerequisite()),
+        .requires(prerequisite())
+        .requires(Prerequisite::Check(LIVE.into())),
         Check::new("litellm::models", Layer::Litellm, |env, ctx| async move {
             ctx.observe("reading the master key");
             models(&env, &ctx).await
         })
-        .requires(prerequisite()),
+        .requires(prerequisite())
+        .requires(Prerequisite::Check(LIVE.into())),
     ]
 }
 
