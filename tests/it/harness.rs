@@ -70,6 +70,47 @@ impl Run {
 /// servers it lacks).
 pub const CLUSTER_LAYERS: [&str; 2] = ["platform::", "kubernetes::"];
 
+/// Asserts a check failed with `cause` and a summary containing `summary`, and exit code 1;
+/// returns its JSON entry.
+#[track_caller]
+pub fn failed(run: &Run, check: &str, cause: &str, summary: &str) -> Value {
+    let c = run.check(check);
+    assert_eq!(c["status"], "failed", "{check}: {c:#}");
+    assert_eq!(c["cause"], cause, "{check}: {c:#}");
+    let s = text(&c, "summary");
+    assert!(
+        s.contains(summary),
+        "{check}: summary {s:?} lacks {summary:?}"
+    );
+    assert_eq!(run.code, 1, "exit code; stderr: {}", run.stderr);
+    c
+}
+
+/// Asserts a check passed; returns its JSON entry.
+#[track_caller]
+pub fn passed(run: &Run, check: &str) -> Value {
+    let c = run.check(check);
+    assert_eq!(
+        c["status"], "passed",
+        "{check}: {c:#}\nstderr: {}",
+        run.stderr
+    );
+    c
+}
+
+/// A string field of a JSON entry ("" when absent).
+pub fn text(v: &Value, field: &str) -> String {
+    v[field].as_str().unwrap_or_default().to_string()
+}
+
+/// A metric of a JSON entry; panics naming it when absent.
+#[track_caller]
+pub fn metric(v: &Value, name: &str) -> f64 {
+    v["metrics"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no metric {name} in {v:#}"))
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_smokecheck")
 }

@@ -6,7 +6,7 @@
 use base64::Engine;
 use serde_json::Value;
 
-use crate::harness::{Run, run_in};
+use crate::harness::{Run, failed, metric, passed, run_in, text};
 use crate::support::fake_kube::{FakeKube, load_scenario};
 use crate::support::postgres::{Database, Scenario, postgres};
 
@@ -113,32 +113,6 @@ impl<'a> Setup<'a> {
     }
 }
 
-#[track_caller]
-fn passed(run: &Run, check: &str) -> Value {
-    let c = run.check(check);
-    assert_eq!(
-        c["status"], "passed",
-        "{check}: {c:#}\nstderr: {}",
-        run.stderr
-    );
-    c
-}
-
-/// Asserts a check failed with `cause` and a summary containing `summary`, and exit code 1.
-#[track_caller]
-fn failed(run: &Run, check: &str, cause: &str, summary: &str) -> Value {
-    let c = run.check(check);
-    assert_eq!(c["status"], "failed", "{check}: {c:#}");
-    assert_eq!(c["cause"], cause, "{check}: {c:#}");
-    let s = text(&c, "summary");
-    assert!(
-        s.contains(summary),
-        "{check}: summary {s:?} lacks {summary:?}"
-    );
-    assert_eq!(run.code, 1, "exit code; stderr: {}", run.stderr);
-    c
-}
-
 /// Every check but connect skipped, pointing at it with the cause.
 #[track_caller]
 fn others_skipped(run: &Run, cause: &str) {
@@ -152,16 +126,6 @@ fn others_skipped(run: &Run, cause: &str) {
         );
         assert_eq!(run.check("database::connect")["cause"], cause);
     }
-}
-
-fn text(v: &Value, field: &str) -> String {
-    v[field].as_str().unwrap_or_default().to_string()
-}
-
-fn metric(v: &Value, name: &str) -> f64 {
-    v["metrics"][name]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no metric {name}: {v:#}"))
 }
 
 #[test]

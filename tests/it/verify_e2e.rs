@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::harness::{Run, run_in};
+use crate::harness::{Run, failed, metric, passed, run_in, text};
 use crate::support::fake_kube::{FakeKube, Scenario, load_scenario};
 use crate::support::litellm::{
     MASTER_KEY, MAX_MODEL_LEN, OTHER_VLLM_KEY, SERVED_MODEL, VLLM_KEY, alias, litellm_proxy,
@@ -175,37 +175,6 @@ fn assert_no_key_leaks(run: &Run) {
             "a key leaked into the output:\n{output}"
         );
     }
-}
-
-#[track_caller]
-fn failed(run: &Run, check: &str, cause: &str, summary: &str) -> Value {
-    let c = run.check(check);
-    assert_eq!(c["status"], "failed", "{check}: {c:#}");
-    assert_eq!(c["cause"], cause, "{check}: {c:#}");
-    let s = text(&c, "summary");
-    assert!(
-        s.contains(summary),
-        "{check}: summary {s:?} lacks {summary:?}"
-    );
-    assert_eq!(run.code, 1, "exit code; stderr: {}", run.stderr);
-    c
-}
-
-#[track_caller]
-fn passed(run: &Run, check: &str) -> Value {
-    let c = run.check(check);
-    assert_eq!(c["status"], "passed", "{check}: {c:#}");
-    c
-}
-
-fn text(v: &Value, field: &str) -> String {
-    v[field].as_str().unwrap_or_default().to_string()
-}
-
-fn metric(v: &Value, name: &str) -> f64 {
-    v["metrics"][name]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no metric {name} in {v:#}"))
 }
 
 #[test]

@@ -4,7 +4,8 @@
 use serde_json::Value;
 
 use crate::harness::{
-    CLUSTER_LAYERS, Run, assert_no_secret_leaks, command, run_in, secret_values, verify_json,
+    CLUSTER_LAYERS, Run, assert_no_secret_leaks, command, failed, passed, run_in, secret_values,
+    text, verify_json,
 };
 use crate::support::fake_kube::{FakeKube, load_scenario, scenario_names};
 
@@ -13,32 +14,6 @@ fn run(scenario: &str) -> Run {
     let run = verify_json(&fake, &CLUSTER_LAYERS);
     assert_no_secret_leaks(scenario, &run);
     run
-}
-
-/// Asserts a check failed with `cause` and a summary containing `summary`; returns its entry.
-#[track_caller]
-fn failed(run: &Run, check: &str, cause: &str, summary: &str) -> Value {
-    let c = run.check(check);
-    assert_eq!(c["status"], "failed", "{check}: {c:#}");
-    assert_eq!(c["cause"], cause, "{check}: {c:#}");
-    let s = c["summary"].as_str().unwrap_or_default();
-    assert!(
-        s.contains(summary),
-        "{check}: summary {s:?} lacks {summary:?}"
-    );
-    assert_eq!(run.code, 1, "exit code; stderr: {}", run.stderr);
-    c
-}
-
-#[track_caller]
-fn passed(run: &Run, check: &str) -> Value {
-    let c = run.check(check);
-    assert_eq!(c["status"], "passed", "{check}: {c:#}");
-    c
-}
-
-fn text(v: &Value, field: &str) -> String {
-    v[field].as_str().unwrap_or_default().to_string()
 }
 
 #[test]

@@ -1,18 +1,12 @@
 //! The platform layer: prerequisites run first and name what is missing, and the checks that
 //! need a missing prerequisite are skipped with its reason instead of failing in cascade.
 
-use serde_json::Value;
-
-use crate::harness::{Run, run_in, verify_json};
+use crate::harness::{Run, run_in, text, verify_json};
 use crate::support::fake_kube::FakeKube;
 
 fn run(scenario: &str, args: &[&str]) -> Run {
     let fake = FakeKube::start(scenario);
     verify_json(&fake, args)
-}
-
-fn text(v: &Value, field: &str) -> String {
-    v[field].as_str().unwrap_or_default().to_string()
 }
 
 #[test]
