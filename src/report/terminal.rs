@@ -145,24 +145,19 @@ pub fn render_summary(report: &RunReport, s: &Styles) -> String {
 /// terminal and the format is pretty.
 pub struct Terminal {
     styles: Styles,
-    bar: Option<ProgressBar>,
+    /// Whether to show a progress bar once the run starts (a terminal, pretty format).
+    progress_bar: bool,
+    /// Made when the run starts and the number of checks is known.
+    bar: std::sync::OnceLock<ProgressBar>,
     out: Mutex<Box<dyn Write + Send>>,
 }
 
 impl Terminal {
     pub fn new(styles: Styles, progress_bar: bool) -> Terminal {
-        let bar = progress_bar.then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {pos}/{len} checks {elapsed} {wide_msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            bar
-        });
         Terminal {
             styles,
-            bar,
+            progress_bar,
+            bar: std::sync::OnceLock::new(),
             out: Mutex::new(Box::new(std::io::stdout())),
         }
     }
@@ -172,7 +167,7 @@ impl Terminal {
     }
 
     pub fn print(&self, text: &str) {
-        match &self.bar {
+        match self.bar.get() {
             Some(bar) => bar.suspend(|| self.write(text)),
             None => self.write(text),
         }
@@ -187,7 +182,7 @@ impl Terminal {
     }
 
     pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.get() {
             bar.finish_and_clear();
         }
     }
@@ -195,14 +190,21 @@ impl Terminal {
 
 impl Progress for Terminal {
     fn started(&self, total: usize) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(total as u64);
+        if !self.progress_bar {
+            return;
         }
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stdout());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {pos}/{len} checks {elapsed} {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let _ = self.bar.set(bar);
     }
 
     fn finished(&self, result: &CheckResult) {
         self.print(&render_result(result, &self.styles));
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.get() {
             bar.inc(1);
             bar.set_message(result.name.clone());
         }
