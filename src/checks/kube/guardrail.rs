@@ -12,6 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
 
 use crate::check::{Cause, Check, Failure, Layer, Outcome, Passed};
+use crate::proxy_config::ProxyConfig;
 use crate::suite::{Guardrail, Suite};
 
 use super::in_namespace;
@@ -113,18 +114,12 @@ struct Declared {
 }
 
 fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> {
-    let config: serde_json::Value = serde_saphyr::from_str(config_text).map_err(|e| {
+    let config = ProxyConfig::parse(config_text).map_err(|e| {
         Outcome::fail(Cause::ConfigInvalid, "the proxy config is not valid YAML")
-            .details(e.to_string())
+            .details(e)
             .hint("fix config.yaml in the Helm values; LiteLLM will not start with it")
     })?;
-    let entry = config
-        .get("guardrails")
-        .and_then(|g| g.as_array())
-        .into_iter()
-        .flatten()
-        .find(|g| g.get("guardrail_name").and_then(|n| n.as_str()) == Some(guardrail));
-    let Some(entry) = entry else {
+    let Some(decl) = config.guardrails.iter().find(|g| g.name == guardrail) else {
         return Err(Outcome::fail(
             Cause::GuardrailNotDeclared,
             format!("the proxy config declares no guardrail named {guardrail}"),
@@ -133,45 +128,25 @@ fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> 
             "add {guardrail} under `guardrails:` in config.yaml (guardrail: <pkg>.<module>.<Class>, mode: pre_call); without it oversized prompts reach vLLM and fail with context-length errors"
         )));
     };
-    let params = entry.get("litellm_params");
-    let target = params
-        .and_then(|p| p.get("guardrail"))
-        .and_then(|g| g.as_str())
-        .unwrap_or_default()
-        .to_string();
-    if target.split('.').count() < 3 {
+    if decl.target.split('.').count() < 3 {
         return Err(Outcome::fail(
             Cause::ConfigInvalid,
             format!(
-                "guardrail {guardrail}: litellm_params.guardrail is {target:?}, expected <pkg>.<module>.<Class>"
+                "guardrail {guardrail}: litellm_params.guardrail is {:?}, expected <pkg>.<module>.<Class>",
+                decl.target
             ),
         ));
     }
-    let default_on = params
-        .and_then(|p| p.get("default_on"))
-        .and_then(|d| d.as_bool())
-        .unwrap_or(false);
     let enabled_on = config
-        .get("model_list")
-        .and_then(|m| m.as_array())
-        .into_iter()
-        .flatten()
-        .filter(|m| {
-            m.get("litellm_params")
-                .and_then(|p| p.get("guardrails"))
-                .and_then(|g| g.as_array())
-                .is_some_and(|g| g.iter().any(|n| n.as_str() == Some(guardrail)))
-        })
-        .filter_map(|m| {
-            m.get("model_name")
-                .and_then(|n| n.as_str())
-                .map(String::from)
-        })
+        .aliases
+        .iter()
+        .filter(|a| a.guardrails.iter().any(|g| g == guardrail))
+        .map(|a| a.name.clone())
         .collect();
     Ok(Declared {
-        target,
+        target: decl.target.clone(),
         enabled_on,
-        default_on,
+        default_on: decl.default_on,
     })
 }
 
