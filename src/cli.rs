@@ -30,6 +30,8 @@ pub enum Command {
     /// Print the least-privilege RBAC manifests (ServiceAccount, Roles, ClusterRole, bindings)
     /// that `verify` needs for a suite.
     Rbac(RbacArgs),
+    /// Print the JSON Schema of the suite file format (for editors and CI linting).
+    Schema,
 }
 
 #[derive(Debug, Args)]

@@ -61,6 +61,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     match cli.command {
         Command::Verify(args) => verify(*args),
+        Command::Schema => {
+            println!("{}", suite::schema());
+            ExitCode::from(exit::PASSED)
+        }
         Command::Rbac(args) => match args.suite() {
             Ok(suite) => {
                 print!("{}", rbac::manifests(&suite));

@@ -124,6 +124,16 @@ fn locate(text: &str, field: &str) -> (u64, u64) {
     found
 }
 
+/// The suite format's JSON Schema (`smokecheck schema`; published as suites/schema.json).
+pub fn schema() -> String {
+    let mut schema = schemars::schema_for!(Suite);
+    schema.insert(
+        "title".into(),
+        serde_json::Value::from(format!("smokecheck suite, version {VERSION}")),
+    );
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
 /// Where the default suite lives when neither `--suite` nor `SMOKECHECK_SUITE` says otherwise.
 pub fn default_path() -> PathBuf {
     PathBuf::from("suites/litellm.yaml")

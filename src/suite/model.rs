@@ -2,10 +2,10 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Suite {
-    /// Format version; must be [`super::VERSION`].
+    /// Format version: this smokecheck reads version 1.
     pub version: u32,
     /// The namespace LiteLLM and its database run in.
     #[serde(default = "defaults::namespace")]
@@ -23,7 +23,7 @@ pub struct Suite {
     pub platform: Platform,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Platform {
     /// The CloudNativePG operator's Deployment; `null` to leave it out.
@@ -54,21 +54,21 @@ impl Default for Platform {
 }
 
 /// A Deployment in some namespace.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     pub namespace: String,
     pub deployment: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArgoApp {
     pub namespace: String,
     pub application: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Litellm {
     pub pods: Pods,
@@ -91,7 +91,7 @@ pub struct Litellm {
 }
 
 /// One key of a Secret in the suite's namespace.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
     pub secret: String,
@@ -122,7 +122,7 @@ impl Default for Litellm {
 }
 
 /// Pods selected by a label selector, of which at least `min_ready` must be Ready.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pods {
     pub selector: String,
@@ -133,7 +133,7 @@ pub struct Pods {
     pub container: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -142,7 +142,7 @@ pub struct Service {
     pub port: Option<u16>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LitellmSecret {
     pub name: String,
@@ -163,7 +163,7 @@ impl Default for LitellmSecret {
 }
 
 /// Where the proxy's `config.yaml` lives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     pub configmap: String,
@@ -179,7 +179,7 @@ impl Default for ProxyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Guardrail {
     /// `guardrail_name` in the proxy config.
@@ -200,7 +200,7 @@ impl Default for Guardrail {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Database {
     /// The CloudNativePG `Cluster` (postgresql.cnpg.io/v1).
@@ -230,7 +230,7 @@ impl Database {
 }
 
 /// libpq's `sslmode` values the checks honour, with libpq's meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plain TCP.
@@ -263,7 +263,7 @@ impl SslMode {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaSecret {
     /// `null`: `<cluster>-ca`, the CA Secret CloudNativePG generates.
@@ -311,7 +311,7 @@ impl Default for Database {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSecret {
     pub name: String,
@@ -329,7 +329,7 @@ impl Default for DatabaseSecret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Vllm {
     pub namespace: String,
@@ -348,7 +348,7 @@ pub struct Vllm {
     pub max_model_len: Option<u32>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VllmSecret {
     pub name: String,

@@ -165,3 +165,21 @@ fn database_tables_must_be_plain_names() {
     .to_string();
     assert!(err.contains("database.tables[1]"), "{err}");
 }
+
+#[test]
+fn published_schema_is_current() {
+    let published = include_str!("../../suites/schema.json");
+    assert_eq!(
+        published.trim_end(),
+        schema().trim_end(),
+        "regenerate it: cargo run -- schema > suites/schema.json"
+    );
+}
+
+#[test]
+fn schema_rejects_unknown_fields_and_documents_defaults() {
+    let schema: serde_json::Value = serde_json::from_str(&schema()).expect("json");
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(schema["properties"]["namespace"]["default"], "litellm");
+    assert_eq!(schema["required"], serde_json::json!(["version"]));
+}
