@@ -334,7 +334,7 @@ impl VerifyArgs {
             .map(|d| duration("--wait", d))
             .transpose()?;
         let mut endpoints = BTreeMap::new();
-        for spec in &self.endpoints {
+        for spec in self.endpoints.iter().filter(|e| !e.trim().is_empty()) {
             let (name, uri) = endpoint(spec, &suite)?;
             if endpoints.insert(name.clone(), uri).is_some() {
                 return Err(flag("--endpoint", format!("{name} is given twice")));
@@ -426,6 +426,20 @@ fn endpoint(spec: &str, suite: &Suite) -> Result<(EndpointName, http::Uri), Plan
             }
         },
     };
+    // Credentials come from the Secrets, never from the command line (where `ps` shows them).
+    if url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|auth| auth.contains('@'))
+    {
+        return Err(flag(
+            "--endpoint",
+            format!(
+                "{name}: the URL must not carry credentials: smokecheck reads them from the suite's Secrets"
+            ),
+        ));
+    }
     let uri: http::Uri = url
         .parse()
         .map_err(|e| flag("--endpoint", format!("{name}: {url:?} is not a URL ({e})")))?;

@@ -40,6 +40,8 @@ pub enum ClusterError {
     InCluster(#[source] kube::config::InClusterError),
     #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
+    #[error("obtaining credentials (the kubeconfig's exec credential plugin) did not finish within {}", humantime::format_duration(*.timeout))]
+    Credentials { timeout: Duration },
     #[error("the API server at {url} rejected our credentials (401 Unauthorized): {message}")]
     Unauthorized { url: String, message: String },
     #[error("cannot reach the API server at {url} within {timeout}: {message}", timeout = humantime::format_duration(*.timeout))]
@@ -119,7 +121,17 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         .to_string()
         .trim_end_matches('/')
         .to_string();
-    let client = Client::try_from(config).map_err(ClusterError::Client)?;
+    // Building the client runs an exec credential plugin (EKS, GKE) synchronously: off the
+    // async threads, and bounded, so a plugin stuck on SSO cannot hang the run.
+    let built = tokio::time::timeout(
+        timeout,
+        tokio::task::spawn_blocking(move || Client::try_from(config)),
+    )
+    .await;
+    let client = match built {
+        Ok(Ok(result)) => result.map_err(ClusterError::Client)?,
+        Ok(Err(_)) | Err(_) => return Err(ClusterError::Credentials { timeout }),
+    };
     let unreachable = |message: String| ClusterError::Unreachable {
         url: url.clone(),
         timeout,
@@ -189,6 +201,7 @@ pub struct Access<'a> {
     pub resource: &'a str,
     /// API group; empty for core.
     pub group: &'a str,
+    /// Empty for a cluster-scoped resource (Namespaces).
     pub namespace: &'a str,
     pub name: Option<&'a str>,
 }
@@ -200,9 +213,11 @@ impl Access<'_> {
         } else {
             format!("{}.{}", self.resource, self.group)
         };
-        match self.name {
-            Some(name) => format!("{} {resource} {}/{name}", self.verb, self.namespace),
-            None => format!("{} {resource} in namespace {}", self.verb, self.namespace),
+        match (self.name, self.namespace.is_empty()) {
+            (Some(name), true) => format!("{} {resource}/{name}", self.verb),
+            (Some(name), false) => format!("{} {resource} {}/{name}", self.verb, self.namespace),
+            (None, true) => format!("{} {resource} at cluster scope", self.verb),
+            (None, false) => format!("{} {resource} in namespace {}", self.verb, self.namespace),
         }
     }
 
@@ -216,10 +231,17 @@ impl Access<'_> {
                 };
                 Outcome::fail(Cause::Forbidden, format!("forbidden: cannot {}", self.what()))
                     .details(status.message.clone())
-                    .hint(format!(
-                        "the identity smokecheck runs as lacks a Role rule in namespace {}: {{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"{}\"]{names}}}",
-                        self.namespace, self.group, self.resource, self.verb
-                    ))
+                    .hint({
+                        let rule = format!(
+                            "{{apiGroups: [\"{}\"], resources: [\"{}\"], verbs: [\"{}\"]{names}}}",
+                            self.group, self.resource, self.verb
+                        );
+                        if self.namespace.is_empty() {
+                            format!("the identity smokecheck runs as lacks a ClusterRole rule (bound by a ClusterRoleBinding): {rule}")
+                        } else {
+                            format!("the identity smokecheck runs as lacks a Role rule in namespace {}: {rule}", self.namespace)
+                        }
+                    })
             }
             kube::Error::Api(status) if status.code == 401 => Outcome::fail(
                 Cause::Unauthorized,

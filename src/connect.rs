@@ -198,11 +198,14 @@ impl Endpoints {
         out
     }
 
-    /// Whether the suite's in-cluster names resolve here (they do not on a laptop).
-    pub async fn cluster_dns_resolves(&self, timeout: std::time::Duration) -> bool {
-        let Some(host) = self.litellm.base.split("://").nth(1) else {
+    /// Whether the suite's in-cluster names resolve here (they do not on a laptop). Probes the
+    /// first Service not given with `--endpoint`; with all of them given, there is nothing to
+    /// forward.
+    pub async fn cluster_dns_resolves(&self, suite: &Suite, timeout: std::time::Duration) -> bool {
+        let Some((_, namespace, service, port)) = self.services(suite).into_iter().next() else {
             return true;
         };
+        let host = format!("{service}.{namespace}.svc.cluster.local:{port}");
         match tokio::time::timeout(timeout, tokio::net::lookup_host(host)).await {
             Ok(Ok(mut addrs)) => addrs.next().is_some(),
             _ => false,

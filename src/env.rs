@@ -59,11 +59,14 @@ impl Env {
 
     /// The aliases the proxy must serve: the suite's list, else the proxy config's.
     pub fn aliases(&self) -> Vec<String> {
-        match (&self.suite.litellm.aliases, &self.proxy) {
+        let all: Vec<String> = match (&self.suite.litellm.aliases, &self.proxy) {
             (Some(list), _) => list.clone(),
             (None, Ok(config)) => config.aliases.iter().map(|a| a.name.clone()).collect(),
             (None, Err(_)) => Vec::new(),
-        }
+        };
+        // Several deployments under one model_name is LiteLLM's load balancing: one alias.
+        let mut seen = std::collections::BTreeSet::new();
+        all.into_iter().filter(|a| seen.insert(a.clone())).collect()
     }
 }
 

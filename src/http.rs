@@ -79,7 +79,12 @@ impl Http {
             .timeout(BACKSTOP)
             .user_agent(concat!("smokecheck/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("building the HTTP client: {}", chain(&e)));
+            .map_err(|e| {
+                format!(
+                    "building the HTTP client: {}",
+                    crate::cluster::error_chain(&e)
+                )
+            });
         Http { client }
     }
 
@@ -161,17 +166,6 @@ pub fn transport(e: reqwest::Error) -> Transport {
         source = s.source();
     }
     Transport(format!("{what}: {root}"))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// A server's answer for a report: redacted first (so a key cut in half is still caught),

@@ -80,7 +80,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 /// Prints an error and its sources on one line.
 fn print_error(err: &dyn std::error::Error) {
-    eprintln!("error: {}", cluster::error_chain(err));
+    let message = secret::Redactor::default().redact(&cluster::error_chain(err));
+    eprintln!("error: {message}");
 }
 
 fn verify(args: VerifyArgs) -> ExitCode {
@@ -102,7 +103,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
 
     let catalog = checks::catalog(&plan.suite);
     let namespace = plan.suite.namespace.clone();
-    let mut selected: Vec<_> = catalog
+    let selected: Vec<_> = catalog
         .checks
         .into_iter()
         .filter(|c| plan.selection.selects(&c.name))
@@ -123,8 +124,13 @@ fn verify(args: VerifyArgs) -> ExitCode {
                         .map(|a| family.name_for(a))
                         .filter(|n| plan.selection.selects(n)),
                 ),
+                // Aliases come from the cluster: a filter naming one (`e2e::chat::small`) lists
+                // the pattern it would match.
                 None if plan.selection.selects(&family.pattern)
-                    || plan.selection.filters.is_empty() =>
+                    || plan.selection.filters.is_empty()
+                    || plan.selection.filters.iter().any(|f| {
+                        f.starts_with(family.pattern.split("<alias>").next().unwrap_or_default())
+                    }) =>
                 {
                     names.push(family.pattern.clone())
                 }
@@ -157,6 +163,20 @@ fn verify(args: VerifyArgs) -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    let code = run_checks(&runtime, &plan, selected, families, namespace);
+    // Never wait on a task that cannot finish (a credential plugin that hangs, a stuck forward).
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+/// Connects, prepares the run, and runs the selected checks; every way out writes the reports.
+fn run_checks(
+    runtime: &tokio::runtime::Runtime,
+    plan: &cli::Plan,
+    mut selected: Vec<check::Check>,
+    families: Vec<check::Family>,
+    namespace: String,
+) -> ExitCode {
     let started = Instant::now();
     let stopper = Stopper::default();
     runtime.spawn(watch_for_stop(stopper.clone(), plan.deadline));
@@ -172,7 +192,8 @@ fn verify(args: VerifyArgs) -> ExitCode {
         Some(Err(e)) => {
             print_error(&e);
             let cause = match e {
-                cluster::ClusterError::Unauthorized { .. } => Cause::Unauthorized,
+                cluster::ClusterError::Unauthorized { .. }
+                | cluster::ClusterError::Credentials { .. } => Cause::Unauthorized,
                 cluster::ClusterError::Unreachable { .. } => Cause::ApiUnreachable,
                 _ => Cause::Setup,
             };
@@ -190,28 +211,50 @@ fn verify(args: VerifyArgs) -> ExitCode {
 
     let suite = Arc::new(plan.suite.clone());
     let endpoints = connect::Endpoints::resolve(&plan.suite, &plan.endpoints);
-    let mut env = runtime.block_on(env::Env::prepare(
-        suite,
-        cluster,
-        Redactor::default(),
-        endpoints,
-        plan.hook.clone(),
-    ));
+    // Reading the proxy config and the Secrets takes a few API calls: a deadline or a signal
+    // during them still ends the run with its reports.
+    let prepared = runtime.block_on(async {
+        tokio::select! {
+            env = env::Env::prepare(suite, cluster, Redactor::default(), endpoints, plan.hook.clone()) => Some(env),
+            _ = stopper.token_cancelled() => None,
+        }
+    });
+    let Some(mut env) = prepared else {
+        let stop = stopper.reason().unwrap_or(Stop::Signal("a signal"));
+        let results = runner::not_run(&selected, stop);
+        let report = RunReport {
+            context: Some(context),
+            namespace,
+            duration: started.elapsed(),
+            checks: results,
+            error: None,
+        };
+        let terminal = Terminal::new(Styles::default(), false);
+        let _ = write_reports(&plan.output, &report, &terminal);
+        return ExitCode::from(exit::FAILED);
+    };
     for alias in env.aliases() {
         for family in &families {
             if let Some(check) = (family.build)(&env, &alias)
                 && plan.selection.selects(&check.name)
+                && !selected.iter().any(|c| c.name == check.name)
             {
                 selected.push(check);
             }
         }
     }
     if selected.is_empty() {
-        return no_match(&plan, namespace);
+        return no_match(plan, namespace);
     }
     // Only runs that talk to LiteLLM, vLLM or the database need their addresses reachable.
     if selected.iter().any(|c| c.layer.reaches_endpoints()) {
-        runtime.block_on(reach_endpoints(&mut env.endpoints, &plan, &env.cluster));
+        runtime.block_on(async {
+            tokio::select! {
+                _ = reach_endpoints(&mut env.endpoints, plan, &env.cluster) => {},
+                // The runner reports every check as not run.
+                _ = stopper.token_cancelled() => {},
+            }
+        });
     }
 
     let styles = if plan.output.color {
@@ -246,7 +289,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
         threads: plan.threads,
     };
     let results = runner::run(
-        &runtime,
+        runtime,
         Arc::new(env),
         selected,
         &options,
@@ -267,7 +310,6 @@ fn verify(args: VerifyArgs) -> ExitCode {
         exit::PASSED
     };
     let written = write_reports(&plan.output, &report, &terminal);
-    runtime.shutdown_timeout(Duration::from_millis(100));
     match written {
         Ok(()) => ExitCode::from(code),
         Err(()) => ExitCode::from(exit::USAGE),
@@ -286,7 +328,9 @@ async fn reach_endpoints(
         cli::ConnectMode::PortForward => true,
         cli::ConnectMode::Auto => {
             std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
-                && !endpoints.cluster_dns_resolves(Duration::from_secs(2)).await
+                && !endpoints
+                    .cluster_dns_resolves(&plan.suite, Duration::from_secs(2))
+                    .await
         }
     };
     if forward {
@@ -355,6 +399,24 @@ async fn watch_for_stop(stopper: Stopper, deadline: Option<Duration>) {
         w = interrupt => w,
     };
     stopper.stop(why);
+    // The first signal lets the reports be written; a second one means "now".
+    if matches!(why, Stop::Signal(_)) {
+        let again = async {
+            #[cfg(unix)]
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                tokio::select! {
+                    _ = s.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+                return;
+            }
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        again.await;
+        std::process::exit(130);
+    }
 }
 
 /// Exit 2, with the JUnit/JSON reports still saying why nothing could be checked.

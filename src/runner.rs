@@ -175,6 +175,18 @@ pub fn run(
         .collect()
 }
 
+/// The results of checks the run was stopped before it could start (a deadline or a signal
+/// while it was still reading the cluster).
+pub fn not_run(checks: &[Check], stop: Stop) -> Vec<CheckResult> {
+    checks
+        .iter()
+        .map(|c| {
+            let outcome = stopped(stop, &Ctx::default(), false);
+            result_of(&c.name, c.layer, Duration::ZERO, 0, Vec::new(), outcome)
+        })
+        .collect()
+}
+
 /// Orders checks into phases: the platform checks first (they say which namespaces and CRDs
 /// are missing), then every check after the checks it requires by name.
 fn phases(checks: Vec<Check>) -> Vec<Vec<Check>> {

@@ -8,6 +8,27 @@ use crate::check::{Cause, Failure, Outcome};
 use crate::env::{Env, secret_value};
 use crate::secret::SecretValue;
 
+/// The runbook for a broken key coupling (LiteLLM's copy of vLLM's key differs from vLLM's),
+/// in the suite's names: one text for every check that detects it.
+pub fn coupling_hint(suite: &crate::suite::Suite) -> String {
+    let l = &suite.litellm;
+    let ns = &suite.namespace;
+    format!(
+        "the key coupling: {key} in {ns}/{secret} must equal vLLM's own key, or every chat request gets 401 from vLLM. Compare them (kubernetes::secrets::vllm-api-key), re-seal {secret} with vLLM's current key (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl -n {ns} rollout restart deploy -l {selector})",
+        key = l.secret.vllm_api_key,
+        secret = l.secret.name,
+        selector = l.pods.selector,
+    )
+}
+
+/// The command that shows the proxy's own log.
+pub fn proxy_logs(suite: &crate::suite::Suite) -> String {
+    format!(
+        "kubectl -n {} logs -l {} --tail=200",
+        suite.namespace, suite.litellm.pods.selector
+    )
+}
+
 /// Which key a request needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
@@ -78,5 +99,30 @@ pub async fn load(env: &Env, which: Key) -> Result<Loaded, Failure> {
                 key: key.clone(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runbook_commands_name_the_namespace_and_the_pods() {
+        let suite = crate::suite::parse(crate::cli::BUILTIN_SUITE, "builtin").expect("suite");
+        let hint = coupling_hint(&suite);
+        assert!(
+            hint.contains("CA_VLLM_LOCAL_API_KEY in litellm/litellm-secrets"),
+            "{hint}"
+        );
+        assert!(
+            hint.contains(
+                "kubectl -n litellm rollout restart deploy -l app.kubernetes.io/name=litellm"
+            ),
+            "{hint}"
+        );
+        assert_eq!(
+            proxy_logs(&suite),
+            "kubectl -n litellm logs -l app.kubernetes.io/name=litellm --tail=200"
+        );
     }
 }

@@ -169,7 +169,7 @@ pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Out
     )
     .details(format!("address from the {}", target.endpoint.via))
     .hint(
-        "are vLLM's pods ready and does its Service select them (kubernetes::services)? From outside the cluster pass --endpoint vllm=URL (a port-forward)",
+        "are vLLM's pods ready and does its Service select them (kubernetes::services)? From outside the cluster smokecheck port-forwards by default (--connect auto); --endpoint vllm:<ns>/<svc>=URL names an address yourself",
     )
     .into()
 }
@@ -269,12 +269,11 @@ pub(crate) fn coupling_failure(
             target.namespace, target.service, key.source
         ),
     )
-    .details(format!("vLLM answered: {}", excerpt(&env.redactor, &a.text)))
-    .hint(format!(
-        "the key coupling: {key} in {secret} must equal vLLM's own key, or every chat request gets 401 from vLLM. Compare them (kubernetes::secrets::vllm-api-key), re-seal {secret} with vLLM's current key (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl rollout restart deploy/litellm)",
-        key = key.key,
-        secret = key.secret
+    .details(format!(
+        "vLLM answered: {}",
+        excerpt(&env.redactor, &a.text)
     ))
+    .hint(crate::checks::keys::coupling_hint(&env.suite))
     .into()
 }
 

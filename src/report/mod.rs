@@ -100,6 +100,8 @@ impl RunReport {
         cause: Cause,
         message: String,
     ) -> RunReport {
+        // No secret has been read yet, but an argument or a plugin's output may hold one.
+        let message = crate::secret::Redactor::default().redact(&message);
         let entry = CheckResult {
             name: "smokecheck::setup".into(),
             layer: Layer::Setup,

@@ -134,10 +134,5 @@ pub fn schema() -> String {
     serde_json::to_string_pretty(&schema).unwrap_or_default()
 }
 
-/// Where the default suite lives when neither `--suite` nor `SMOKECHECK_SUITE` says otherwise.
-pub fn default_path() -> PathBuf {
-    PathBuf::from("suites/litellm.yaml")
-}
-
 #[cfg(test)]
 mod tests;

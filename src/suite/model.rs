@@ -397,6 +397,12 @@ impl Suite {
                     format!("{a:?} is not a model alias"),
                 ));
             }
+            if l.aliases.iter().flatten().take(i).any(|b| b == a) {
+                return Err((
+                    format!("litellm.aliases[{i}]"),
+                    format!("{a:?} is listed twice"),
+                ));
+            }
         }
         if let Some(k) = &l.chat_key {
             check_name("litellm.chat_key.secret", &k.secret)?;
@@ -451,6 +457,15 @@ impl Suite {
             check_name("platform.argocd.application", &a.application)?;
         }
         for (i, v) in self.vllm.iter().enumerate() {
+            if self.vllm[..i]
+                .iter()
+                .any(|w| w.namespace == v.namespace && w.service.name == v.service.name)
+            {
+                return Err((
+                    format!("vllm[{i}]"),
+                    format!("service {}/{} is listed twice", v.namespace, v.service.name),
+                ));
+            }
             check_name(&format!("vllm[{i}].namespace"), &v.namespace)?;
             check_name(&format!("vllm[{i}].service.name"), &v.service.name)?;
             if let Some(s) = &v.secret {

@@ -267,3 +267,21 @@ fn jq_example_reads_the_json_report() {
     assert!(stdout.contains("3 passed, 1 failed, 0 skipped"), "{stdout}");
     assert!(stderr.contains("vLLM key coupling broken"), "{stderr}");
 }
+
+#[test]
+fn a_missing_namespace_rule_is_named_as_a_clusterrole_rule() {
+    let fake = FakeKube::start("healthy");
+    let rbac = read("ci/argocd/rbac.yaml").replace("  - namespaces\n", "  - namespacez\n");
+    fake.enforce_rbac(&rbac);
+    let run = verify_json(&fake, &["platform::namespace"]);
+    let c = run.check("platform::namespace");
+    assert_eq!(c["cause"], "forbidden", "{c:#}");
+    assert_eq!(c["summary"], "forbidden: cannot get namespaces/litellm");
+    assert!(
+        c["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("the identity smokecheck runs as lacks a ClusterRole rule"),
+        "{c:#}"
+    );
+}

@@ -142,3 +142,38 @@ fn every_sandbox_fault_names_a_real_scenario_and_alias() {
     }
     assert_eq!(stack::FAULTS[0].name, "healthy");
 }
+
+#[test]
+fn an_override_for_one_endpoint_still_port_forwards_the_others() {
+    let stack = stack::start(stack::fault("healthy").expect("fault"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let suite = stack.suite.display().to_string();
+    let litellm = format!("litellm={}", crate::support::litellm::litellm_proxy().url());
+    let run = run_in(
+        dir,
+        &stack.kubeconfig,
+        &["--format", "json"],
+        &[
+            "--suite",
+            &suite,
+            "--endpoint",
+            &litellm,
+            "database::connect",
+            "litellm::live",
+            "vllm::health",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.check("database::connect")["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(port-forward)")
+    );
+    assert!(
+        run.check("vllm::health")["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1")
+    );
+}

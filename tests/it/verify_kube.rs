@@ -890,3 +890,84 @@ fn hook_deadline_must_leave_time_before_the_jobs() {
             .contains("--argocd-app: \"litellm\" is not NAMESPACE/NAME")
     );
 }
+
+#[test]
+fn a_credential_plugin_that_hangs_ends_the_run_on_time() {
+    let fake = FakeKube::start("healthy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    // An exec plugin stuck (on SSO, say): `sleep` never prints a credential in time.
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    let token_line = format!("    token: {}\n", fake.token());
+    let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: sleep\n      args: [\"20\"]\n      interactiveMode: Never\n";
+    std::fs::write(&kubeconfig, text.replace(&token_line, exec)).expect("rewrite");
+    let started = std::time::Instant::now();
+    let run = run_in(
+        dir,
+        &kubeconfig,
+        &["--format", "json"],
+        &["--timeout", "2s"],
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the run waited for the plugin"
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("obtaining credentials (the kubeconfig's exec credential plugin) did not finish within 2s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["checks"][0]["cause"], "unauthorized");
+    assert!(run.junit.is_some(), "the JUnit report is still written");
+}
+
+#[test]
+fn credentials_on_the_command_line_are_refused_and_never_echoed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let junit = dir.path().join("j.xml");
+    let out = command()
+        .args([
+            "verify",
+            "--format",
+            "json",
+            "--endpoint",
+            "database=postgresql://litellm:hunter2secret@db:5432",
+            "--junit",
+        ])
+        .arg(&junit)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--endpoint: database: the URL must not carry credentials"),
+        "{stderr}"
+    );
+    let all = format!(
+        "{stderr}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(&junit).unwrap_or_default()
+    );
+    assert!(!all.contains("hunter2secret"), "{all}");
+}
+
+#[test]
+fn an_alias_listed_twice_is_a_suite_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(&suite, "version: 1\nlitellm:\n  aliases: [small, small]\n").expect("write");
+    let out = command()
+        .arg("verify")
+        .arg("--list")
+        .arg("--suite")
+        .arg(&suite)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("litellm.aliases[1]: \"small\" is listed twice"),
+        "{stderr}"
+    );
+}

@@ -261,7 +261,11 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
                     t.database
                 ),
             )
-            .hint("the migration Job created the ledger and stopped before the first migration: read its log (kubectl logs -n <ns> job/<release>-migrations) and sync again")
+            .hint(format!(
+                "the migration Job created the ledger and stopped before the first migration: read its log (kubectl logs -n {} job/{}) and sync again",
+                t.namespace,
+                env.suite.litellm.migration_job.as_deref().unwrap_or("litellm-migrations")
+            ))
         }
         .into();
     }

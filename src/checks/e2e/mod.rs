@@ -109,15 +109,16 @@ async fn prepare(env: &Env, ctx: &Ctx) -> Result<(Loaded, String), Outcome> {
 pub(crate) fn proxy_failure(env: &Env, alias: &str, key: &Loaded, a: &Answer) -> Failure {
     let e = ProxyError::parse(a.status, &a.text);
     let guardrail = any_guardrail(env, alias);
-    let l = &env.suite.litellm.secret;
+    let coupling = crate::checks::keys::coupling_hint(&env.suite);
+    let logs = crate::checks::keys::proxy_logs(&env.suite);
     let mut f = classify::classify(
         &e,
         &classify::Request {
             alias,
             key_label: &key.label,
             guardrail: guardrail.as_deref(),
-            secret: &l.name,
-            vllm_key: &l.vllm_api_key,
+            coupling: &coupling,
+            logs: &logs,
         },
     )
     .details(format!(

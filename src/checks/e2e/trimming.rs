@@ -168,7 +168,7 @@ async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Outcome> {
                 unreadable.unwrap_or_else(|| "it has no api_base".into())
             ),
         )
-        .hint("make vLLM's /v1/models reachable (--endpoint vllm=URL from outside the cluster), or set vllm[].max_model_len in the suite")
+        .hint("make vLLM's /v1/models reachable (from outside the cluster: --connect port-forward, or --endpoint vllm:<ns>/<svc>=URL), or set vllm[].max_model_len in the suite")
         .into()),
     }
 }

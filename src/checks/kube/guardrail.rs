@@ -128,11 +128,12 @@ fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> 
             "add {guardrail} under `guardrails:` in config.yaml (guardrail: <pkg>.<module>.<Class>, mode: pre_call); without it oversized prompts reach vLLM and fail with context-length errors"
         )));
     };
-    if decl.target.split('.').count() < 3 {
+    // `pkg.module.Class`, or `module.Class` for a module beside the config file (LiteLLM's docs).
+    if decl.target.split('.').count() < 2 || decl.target.split('.').any(str::is_empty) {
         return Err(Outcome::fail(
             Cause::ConfigInvalid,
             format!(
-                "guardrail {guardrail}: litellm_params.guardrail is {:?}, expected <pkg>.<module>.<Class>",
+                "guardrail {guardrail}: litellm_params.guardrail is {:?}, expected <module>.<Class> or <pkg>.<module>.<Class>",
                 decl.target
             ),
         ));
@@ -320,10 +321,15 @@ fn wiring(
         )
         .details(format!("LiteLLM looks for {module_file} at:\n{searched_list}"))
         .hint(format!(
-            "mount {} into the LiteLLM container so that {module_file} lands at one of the paths above (e.g. mountPath {}/{})",
+            "mount {} into the LiteLLM container so that {module_file} lands at one of the paths above (e.g. {})",
             g.configmap,
-            workdir.trim_end_matches('/'),
-            parent(&module_file)
+            match module_file.rsplit_once('/') {
+                Some((dir, _)) => format!("mountPath {}/{dir}", workdir.trim_end_matches('/')),
+                None => format!(
+                    "mountPath {}/{module_file} with subPath {module_file}",
+                    workdir.trim_end_matches('/')
+                ),
+            }
         ))
         .into();
     }
@@ -478,6 +484,36 @@ guardrails:
         assert!(
             details.contains("/app/custom_guardrails/message_overflow.py"),
             "{details}"
+        );
+    }
+
+    #[test]
+    fn a_top_level_module_beside_the_config_file_is_accepted() {
+        let config = CONFIG.replace(
+            "custom_guardrails.message_overflow.MessageTrimming",
+            "custom_guardrail.MyGuardrail",
+        );
+        let declared = declaration(&config, "message_trimming").expect("declared");
+        let s = pod_with_mount(
+            serde_json::json!({"name": "guard", "mountPath": "/etc/litellm/custom_guardrail.py", "subPath": "message_overflow.py"}),
+            serde_json::json!([]),
+        );
+        let out = wiring(
+            &declared,
+            &s,
+            Some("litellm"),
+            &Guardrail::default(),
+            &["message_overflow.py".into()],
+            "p",
+        );
+        let Outcome::Passed(p) = out else {
+            panic!("{out:?}")
+        };
+        assert!(
+            p.summary
+                .starts_with("custom_guardrail.py mounted at /etc/litellm/custom_guardrail.py"),
+            "{}",
+            p.summary
         );
     }
 

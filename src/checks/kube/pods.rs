@@ -316,10 +316,7 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
         .map(|(pod, p)| format!("{pod}: {}", p.describe()))
         .collect::<Vec<_>>()
         .join("\n");
-    let worst = problems
-        .iter()
-        .find(|(_, p)| p.is_broken())
-        .or_else(|| problems.first());
+    let worst = worst_index(&problems).map(|i| &problems[i]);
 
     let enough = ready >= u64::from(spec.min_ready);
     match worst {
@@ -355,13 +352,23 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
     }
 }
 
+/// The pod a failure is about: the first broken one, else the first with a problem. One rule
+/// for the summary and the log, so the log shown is the summary's pod's.
+fn worst_index<T>(problems: &[(T, Problem)]) -> Option<usize> {
+    problems
+        .iter()
+        .position(|(_, p)| p.is_broken())
+        .or_else(|| (!problems.is_empty()).then_some(0))
+}
+
 /// Which log explains the failure: the failing container of the worst pod, its previous run
 /// for a crash loop. None where there is no log to read (image pull, config error, Pending).
 fn log_source(pods: &[Pod], spec: &Pods) -> Option<(String, String, bool)> {
-    let (pod, problem) = pods
+    let problems: Vec<(&Pod, Problem)> = pods
         .iter()
         .filter_map(|p| diagnose(p).map(|d| (p, d)))
-        .max_by_key(|(_, d)| d.is_broken())?;
+        .collect();
+    let (pod, problem) = problems.get(worst_index(&problems)?).cloned()?;
     match problem {
         Problem::CrashLoop { container, .. } => Some((pod_name(pod), container, true)),
         Problem::NotReady { .. } => {
@@ -438,6 +445,35 @@ mod tests {
     fn crash_loop_reads_the_previous_log() {
         let src = log_source(&[ready_pod("a"), crash_pod("b")], &spec());
         assert_eq!(src, Some(("b".into(), "app".into(), true)));
+    }
+
+    #[test]
+    fn the_log_shown_is_the_summarys_pod() {
+        let mut pull = crash_pod("c");
+        if let Some(cs) = pull
+            .status
+            .as_mut()
+            .and_then(|s| s.container_statuses.as_mut())
+        {
+            cs[0].state = serde_json::from_value(
+                serde_json::json!({"waiting": {"reason": "ImagePullBackOff"}}),
+            )
+            .ok();
+            cs[0].last_state = None;
+        }
+        let pods = [crash_pod("b"), pull];
+        let Outcome::Failed(f) = judge("ns", &spec(), &pods) else {
+            panic!()
+        };
+        assert!(
+            f.summary.contains("b: container app in CrashLoopBackOff"),
+            "{}",
+            f.summary
+        );
+        assert_eq!(
+            log_source(&pods, &spec()),
+            Some(("b".into(), "app".into(), true))
+        );
     }
 
     #[test]

@@ -254,8 +254,8 @@ async fn coupling(env: &Env, suite: &Suite, vllm: usize) -> Outcome {
         let f: Failure = Outcome::fail(Cause::KeyMismatch, format!("{what} differ"))
             .details("values compared by SHA-256 digest; neither is shown")
             .hint(format!(
-                "vLLM's key was rotated without LiteLLM's copy: re-seal {} with the new {} (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl rollout restart -n {} deploy/litellm). Until then every chat request gets 401 from vLLM",
-                l.name, l.vllm_api_key, suite.namespace
+                "vLLM's key was rotated without LiteLLM's copy: re-seal {} with the new {} (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl -n {} rollout restart deploy -l {}). Until then every chat request gets 401 from vLLM",
+                l.name, l.vllm_api_key, suite.namespace, suite.litellm.pods.selector
             ));
         f.into()
     }

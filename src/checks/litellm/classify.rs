@@ -72,9 +72,10 @@ pub struct Request<'a> {
     /// The guardrail on this alias, if any: a 500 from outside the provider layer is then
     /// the guardrail raising.
     pub guardrail: Option<&'a str>,
-    /// The proxy Secret's name and its vLLM key, for the coupling hint.
-    pub secret: &'a str,
-    pub vllm_key: &'a str,
+    /// The runbook for a broken key coupling ([`crate::checks::keys::coupling_hint`]).
+    pub coupling: &'a str,
+    /// The command that shows the proxy's log ([`crate::checks::keys::proxy_logs`]).
+    pub logs: &'a str,
 }
 
 /// The failure an error answer means. `details` is left to the caller (it quotes the body).
@@ -83,13 +84,7 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
     let status = e.status;
     let said = e.headline();
     let lower = e.message.to_lowercase();
-    let coupling = format!(
-        "the key coupling: {key} in {secret} must equal vLLM's own key. Compare them \
-         (kubernetes::secrets::vllm-api-key), re-seal {secret} with vLLM's current key (kubeseal), \
-         let Argo CD sync, then restart LiteLLM so it reads it (kubectl rollout restart deploy/litellm)",
-        key = r.vllm_key,
-        secret = r.secret,
-    );
+    let coupling = r.coupling.to_string();
     match status {
         401 if e.has("AuthenticationError") || e.kind == "authentication_error" => Outcome::fail(
             Cause::UpstreamAuth,
@@ -156,9 +151,10 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
                 Cause::GuardrailCrashed,
                 format!("guardrail {g} crashed on alias {alias} (500 from the proxy before vLLM was called): {said}"),
             )
-            .hint(
-                "the guardrail's Python raised: read the proxy's log for the traceback (kubectl logs deploy/litellm) and fix the script in its ConfigMap; a pre_call guardrail that raises fails every request of the alias",
-            )
+            .hint(format!(
+                "the guardrail's Python raised: read the proxy's log for the traceback ({}) and fix the script in its ConfigMap; a pre_call guardrail that raises fails every request of the alias",
+                r.logs
+            ))
         }
         408 | 504 => Outcome::fail(
             Cause::UpstreamError,
@@ -191,8 +187,8 @@ mod tests {
             alias: "a",
             key_label: "master key (litellm/litellm-secrets PROXY_MASTER_KEY)",
             guardrail,
-            secret: "litellm-secrets",
-            vllm_key: "CA_VLLM_LOCAL_API_KEY",
+            coupling: "the key coupling: CA_VLLM_LOCAL_API_KEY in litellm/litellm-secrets must equal vLLM's own key",
+            logs: "kubectl -n litellm logs -l app.kubernetes.io/name=litellm --tail=200",
         }
     }
 
