@@ -339,6 +339,16 @@ impl Cluster {
         })
     }
 
+    /// The EndpointSlices of a Service (by the label the EndpointSlice controller sets).
+    pub async fn endpoint_slices(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> Result<Vec<k8s_openapi::api::discovery::v1::EndpointSlice>, Failure> {
+        let selector = format!("kubernetes.io/service-name={service}");
+        self.list(namespace, Some(&selector)).await
+    }
+
     /// The last `lines` lines of a container's log (`previous`: of its last terminated run).
     pub async fn log_tail(
         &self,

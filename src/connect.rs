@@ -323,7 +323,6 @@ async fn forward(
     port: u16,
 ) -> Result<Forward, String> {
     use k8s_openapi::api::core::v1::{Pod, Service};
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
 
     let svc = cluster
         .get::<Service>(namespace, service)
@@ -336,9 +335,8 @@ async fn forward(
         .find(|p| p.port == i32::from(port))
         .or_else(|| (ports.len() == 1).then(|| &ports[0]))
         .ok_or_else(|| format!("service {namespace}/{service} has no port {port}"))?;
-    let selector = format!("kubernetes.io/service-name={service}");
     let slices = cluster
-        .list::<EndpointSlice>(namespace, Some(&selector))
+        .endpoint_slices(namespace, service)
         .await
         .map_err(|f| f.summary)?;
     // The EndpointSlice carries the pod port already resolved from a named targetPort.

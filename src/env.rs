@@ -45,10 +45,15 @@ impl Env {
             hook,
             http: Http::new(),
         };
-        for (ns, name, keys) in secret_keys(&env.suite) {
-            if let Ok(Some(secret)) = env.cluster.get::<Secret>(&ns, &name).await {
-                for key in keys {
-                    if let Some(v) = secret_value(&secret, &key) {
+        for s in env
+            .suite
+            .secrets()
+            .into_iter()
+            .filter(|s| !s.sensitive.is_empty())
+        {
+            if let Ok(Some(secret)) = env.cluster.get::<Secret>(&s.namespace, &s.name).await {
+                for key in &s.sensitive {
+                    if let Some(v) = secret_value(&secret, key) {
                         env.redactor.register(&v);
                     }
                 }
@@ -92,42 +97,6 @@ pub fn suite_namespaces(suite: &Suite) -> Vec<String> {
     for v in &suite.vllm {
         if !out.contains(&v.namespace) {
             out.push(v.namespace.clone());
-        }
-    }
-    out
-}
-
-/// The secret values the suite names that must never be shown: (namespace, secret, keys).
-/// Usernames are not secret and are left out (scrubbing "litellm" would blank the report).
-fn secret_keys(suite: &Suite) -> Vec<(String, String, Vec<String>)> {
-    let l = &suite.litellm.secret;
-    let mut out = vec![(
-        suite.namespace.clone(),
-        l.name.clone(),
-        vec![l.master_key.clone(), l.vllm_api_key.clone()],
-    )];
-    if let Some(k) = &suite.litellm.chat_key {
-        out.push((
-            suite.namespace.clone(),
-            k.secret.clone(),
-            vec![k.key.clone()],
-        ));
-    }
-    if let Some(db) = &suite.database {
-        out.push((
-            suite.namespace.clone(),
-            db.secret.name.clone(),
-            vec![
-                db.secret.password.clone(),
-                "uri".into(),
-                "jdbc-uri".into(),
-                "pgpass".into(),
-            ],
-        ));
-    }
-    for v in &suite.vllm {
-        if let Some(s) = &v.secret {
-            out.push((v.namespace.clone(), s.name.clone(), vec![s.api_key.clone()]));
         }
     }
     out

@@ -229,9 +229,11 @@ fn run_checks(
             checks: results,
             error: None,
         };
-        let terminal = Terminal::new(Styles::default(), false);
-        let _ = write_reports(&plan.output, &report, &terminal);
-        return ExitCode::from(exit::FAILED);
+        return finish_run(
+            &plan.output,
+            &report,
+            &Terminal::new(Styles::default(), false),
+        );
     };
     for alias in env.aliases() {
         for family in &families {
@@ -304,13 +306,17 @@ fn run_checks(
         checks: results,
         error: None,
     };
+    finish_run(&plan.output, &report, &terminal)
+}
+
+/// Writes the reports of a run that ran (or was stopped) and returns its exit code.
+fn finish_run(output: &Output, report: &RunReport, terminal: &Terminal) -> ExitCode {
     let code = if report.counts().failed > 0 {
         exit::FAILED
     } else {
         exit::PASSED
     };
-    let written = write_reports(&plan.output, &report, &terminal);
-    match written {
+    match write_reports(output, report, terminal) {
         Ok(()) => ExitCode::from(code),
         Err(()) => ExitCode::from(exit::USAGE),
     }

@@ -74,8 +74,6 @@ fn rules(suite: &Suite) -> (BTreeMap<String, Rules>, Vec<String>) {
         r.allow("", "pods/log", "get", &[]);
         r.allow("discovery.k8s.io", "endpointslices", "list", &[]);
         r.allow("", "services", "get", &[&l.service.name]);
-        r.allow("", "secrets", "get", &[&l.secret.name]);
-        r.allow("bitnami.com", "sealedsecrets", "get", &[&l.secret.name]);
         r.allow("", "configmaps", "get", &[&l.config.configmap]);
         if let Some(g) = &l.guardrail {
             r.allow("", "configmaps", "get", &[&g.configmap]);
@@ -83,27 +81,23 @@ fn rules(suite: &Suite) -> (BTreeMap<String, Rules>, Vec<String>) {
         if let Some(job) = &l.migration_job {
             r.allow("batch", "jobs", "get", &[job]);
         }
-        if let Some(key) = &l.chat_key {
-            r.allow("", "secrets", "get", &[&key.secret]);
-        }
         if let Some(db) = &suite.database {
             r.allow("", "services", "get", &[&db.service.name]);
-            r.allow("", "secrets", "get", &[&db.secret.name]);
-            if db.sslmode.verifies() {
-                r.allow("", "secrets", "get", &[&db.ca_secret_name()]);
-            }
-            r.allow("bitnami.com", "sealedsecrets", "get", &[&db.secret.name]);
             r.allow("postgresql.cnpg.io", "clusters", "get", &[&db.cluster]);
+        }
+    }
+    // Secrets by name, and the SealedSecrets of those checked on their own.
+    for s in suite.secrets() {
+        let r = by_ns.entry(s.namespace.clone()).or_default();
+        r.allow("", "secrets", "get", &[&s.name]);
+        if s.checked {
+            r.allow("bitnami.com", "sealedsecrets", "get", &[&s.name]);
         }
     }
     for v in &suite.vllm {
         let r = by_ns.entry(v.namespace.clone()).or_default();
         r.allow("", "services", "get", &[&v.service.name]);
         r.allow("discovery.k8s.io", "endpointslices", "list", &[]);
-        if let Some(s) = &v.secret {
-            r.allow("", "secrets", "get", &[&s.name]);
-            r.allow("bitnami.com", "sealedsecrets", "get", &[&s.name]);
-        }
         if v.pods.is_some() {
             r.allow("", "pods", "list", &[]);
             r.allow("", "pods/log", "get", &[]);

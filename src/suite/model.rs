@@ -355,7 +355,79 @@ pub struct VllmSecret {
     pub api_key: String,
 }
 
+/// A Secret the suite reads: the keys the deployment needs in it, the keys whose values must
+/// never be shown, and whether it gets a `kubernetes::secrets::*` check of its own. The one
+/// list the secrets checks, the redactor and `smokecheck rbac` all follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretUse {
+    pub namespace: String,
+    pub name: String,
+    pub required: Vec<String>,
+    pub sensitive: Vec<String>,
+    /// Checked on its own (and its SealedSecret's `Synced` reported); otherwise only read.
+    pub checked: bool,
+}
+
 impl Suite {
+    /// Every Secret the suite reads, in report order.
+    pub fn secrets(&self) -> Vec<SecretUse> {
+        let ns = &self.namespace;
+        let l = &self.litellm;
+        let mut out = vec![SecretUse {
+            namespace: ns.clone(),
+            name: l.secret.name.clone(),
+            required: vec![l.secret.master_key.clone(), l.secret.vllm_api_key.clone()],
+            sensitive: vec![l.secret.master_key.clone(), l.secret.vllm_api_key.clone()],
+            checked: true,
+        }];
+        if let Some(k) = &l.chat_key {
+            out.push(SecretUse {
+                namespace: ns.clone(),
+                name: k.secret.clone(),
+                required: vec![k.key.clone()],
+                sensitive: vec![k.key.clone()],
+                checked: false,
+            });
+        }
+        if let Some(db) = &self.database {
+            out.push(SecretUse {
+                namespace: ns.clone(),
+                name: db.secret.name.clone(),
+                required: vec![db.secret.username.clone(), db.secret.password.clone()],
+                // A username is not secret: scrubbing "litellm" would blank half the report.
+                // CNPG also writes the password into these keys.
+                sensitive: vec![
+                    db.secret.password.clone(),
+                    "uri".into(),
+                    "jdbc-uri".into(),
+                    "pgpass".into(),
+                ],
+                checked: true,
+            });
+            if db.sslmode.verifies() {
+                out.push(SecretUse {
+                    namespace: ns.clone(),
+                    name: db.ca_secret_name(),
+                    required: vec![db.ca_secret.key.clone()],
+                    sensitive: Vec::new(),
+                    checked: false,
+                });
+            }
+        }
+        for v in &self.vllm {
+            if let Some(sec) = &v.secret {
+                out.push(SecretUse {
+                    namespace: v.namespace.clone(),
+                    name: sec.name.clone(),
+                    required: vec![sec.api_key.clone()],
+                    sensitive: vec![sec.api_key.clone()],
+                    checked: true,
+                });
+            }
+        }
+        out
+    }
+
     /// Checks what serde cannot: returns the dotted field and what is wrong with it.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         if self.version != super::VERSION {

@@ -10,7 +10,7 @@ use crate::cluster::Access;
 use crate::suite::Database;
 
 use super::in_namespace;
-use super::services::{endpoint_slices, ready_targets};
+use super::services::ready_targets;
 
 const GROUP: &str = "postgresql.cnpg.io";
 const HEALTHY: &str = "Cluster in healthy state";
@@ -101,7 +101,7 @@ pub fn check(namespace: &str, db: &Database) -> Check {
                     "listing endpoint slices of {ns}/{}",
                     db.service.name
                 ));
-                let slices = match endpoint_slices(&env, &ns, &db.service.name).await {
+                let slices = match env.cluster.endpoint_slices(&ns, &db.service.name).await {
                     Ok(s) => s,
                     Err(f) => return f.into(),
                 };

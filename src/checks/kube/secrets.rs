@@ -20,36 +20,19 @@ const SEALED_GROUP_VERSION: &str = "bitnami.com/v1alpha1";
 /// The secrets the suite names, with the keys each must hold, then the key coupling checks.
 pub fn checks(suite: &Arc<Suite>) -> Vec<Check> {
     let ns = &suite.namespace;
-    let l = &suite.litellm.secret;
-    let secret = |k: &String| (k.clone(), true);
-    let mut out = vec![secret_check(
-        suite,
-        ns,
-        &l.name,
-        vec![secret(&l.master_key), secret(&l.vllm_api_key)],
-    )];
-    if let Some(db) = &suite.database {
-        out.push(secret_check(
-            suite,
-            ns,
-            &db.secret.name,
-            // A username is not secret: scrubbing "litellm" would blank half the report.
-            vec![
-                (db.secret.username.clone(), false),
-                secret(&db.secret.password),
-            ],
-        ));
-    }
-    for v in &suite.vllm {
-        if let Some(s) = &v.secret {
-            out.push(secret_check(
-                suite,
-                &v.namespace,
-                &s.name,
-                vec![secret(&s.api_key)],
-            ));
-        }
-    }
+    let mut out: Vec<Check> = suite
+        .secrets()
+        .into_iter()
+        .filter(|s| s.checked)
+        .map(|s| {
+            let keys = s
+                .required
+                .iter()
+                .map(|k| (k.clone(), s.sensitive.contains(k)))
+                .collect();
+            secret_check(suite, &s.namespace, &s.name, keys)
+        })
+        .collect();
     let many = suite.vllm.iter().filter(|v| v.secret.is_some()).count() > 1;
     for (i, v) in suite.vllm.iter().enumerate() {
         if v.secret.is_none() {

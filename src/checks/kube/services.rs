@@ -65,7 +65,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                     ));
                 }
                 ctx.observe(format!("listing endpoint slices of {ns}/{}", svc.name));
-                let slices = match endpoint_slices(&env, &ns, &svc.name).await {
+                let slices = match env.cluster.endpoint_slices(&ns, &svc.name).await {
                     Ok(s) => s,
                     Err(f) => return f.into(),
                 };
@@ -128,16 +128,6 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
         }),
         namespace,
     )
-}
-
-/// The EndpointSlices of a Service.
-pub(super) async fn endpoint_slices(
-    env: &crate::env::Env,
-    ns: &str,
-    service: &str,
-) -> Result<Vec<EndpointSlice>, crate::check::Failure> {
-    let selector = format!("kubernetes.io/service-name={service}");
-    env.cluster.list::<EndpointSlice>(ns, Some(&selector)).await
 }
 
 /// Ready and total endpoints; a missing `ready` condition means ready (API semantics).
