@@ -14,6 +14,10 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub junit: Option<String>,
+    /// The child's peak resident memory (`ru_maxrss` from `wait4`), in KiB.
+    pub peak_rss_kib: u64,
+    /// From spawn to exit.
+    pub elapsed: std::time::Duration,
     _dir: tempfile::TempDir,
 }
 
@@ -142,23 +146,87 @@ pub fn verify_json(fake: &FakeKube, args: &[&str]) -> Run {
 
 pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: &[&str]) -> Run {
     let junit = dir.path().join("junit.xml");
-    let out = command()
-        .arg("verify")
+    let mut cmd = command();
+    cmd.arg("verify")
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--junit")
         .arg(&junit)
         .args(format)
         .args(args)
-        .current_dir(dir.path())
-        .output()
-        .expect("running smokecheck");
+        .current_dir(dir.path());
+    let out = measured(cmd);
     Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.code,
+        stdout: out.stdout,
+        stderr: out.stderr,
         junit: std::fs::read_to_string(&junit).ok(),
+        peak_rss_kib: out.peak_rss_kib,
+        elapsed: out.elapsed,
         _dir: dir,
+    }
+}
+
+/// What a finished child left: its exit code (-1 when a signal ended it), output, peak memory
+/// and wall time.
+pub struct Measured {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub peak_rss_kib: u64,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs `cmd` to its end, collecting its output, and reaps it with `wait4`, whose `rusage` is
+/// this one child's own (`RUSAGE_CHILDREN` would mix in every child the test binary ever
+/// reaped, LiteLLM's 300 MB included).
+// The child is reaped by `wait4` below, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn measured(mut cmd: Command) -> Measured {
+    use std::io::Read;
+    use std::process::Stdio;
+    let started = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running smokecheck");
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = pipe(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = pipe(Box::new(child.stderr.take().expect("piped stderr")));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own unreaped child; `status` and `usage` are valid for writes. The
+    // `Child` is never waited on afterwards, so the pid is reaped exactly once.
+    let reaped = loop {
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let elapsed = started.elapsed();
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Measured {
+        code,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        elapsed,
     }
 }
 

@@ -45,6 +45,17 @@ fn healthy_cluster_passes_every_kubernetes_check() {
     assert_eq!(doc["namespace"], "litellm");
     assert_eq!(doc["summary"]["failed"], 0);
     assert_eq!(doc["summary"]["passed"], statuses.len());
+    // The hook runs with a 128Mi limit; a healthy run is a small fraction of it.
+    assert!(
+        run.peak_rss_kib < 64 * 1024,
+        "peak RSS {} KiB",
+        run.peak_rss_kib
+    );
+    assert!(
+        run.elapsed < std::time::Duration::from_secs(30),
+        "{:?}",
+        run.elapsed
+    );
 }
 
 #[test]

@@ -1,0 +1,78 @@
+//! The hostile peers of the bed (tests/support/hostile.rs) and the harness's memory measurement
+//! do what the trust-envelope tests rely on.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use crate::harness::{command, measured};
+use crate::support::hostile::{Behaviour, Hostile, garbage, http_response};
+
+fn connect(h: &Hostile) -> TcpStream {
+    let s = TcpStream::connect(h.addr()).expect("connecting to the hostile server");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("read timeout");
+    s
+}
+
+#[test]
+fn a_silent_server_accepts_and_never_answers() {
+    let h = Hostile::start(Behaviour::Silent);
+    let mut s = connect(&h);
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("write");
+    let mut buf = [0u8; 16];
+    let err = s.read(&mut buf).expect_err("no answer");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{err}"
+    );
+    assert_eq!(h.accepted(), 1);
+}
+
+#[test]
+fn an_endless_server_sends_more_than_any_cap() {
+    let h = Hostile::start(Behaviour::Endless {
+        head: b"HEAD".to_vec(),
+        pattern: b"x".to_vec(),
+    });
+    let mut s = connect(&h);
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while total < 8 << 20 {
+        total += s.read(&mut buf).expect("reading the endless answer");
+    }
+    assert!(total >= 8 << 20);
+}
+
+#[test]
+fn a_closing_server_sends_its_bytes_then_eof() {
+    let body = http_response(200, "application/json", &garbage());
+    let h = Hostile::start(Behaviour::Close(body.clone()));
+    let mut s = connect(&h);
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read to end");
+    assert_eq!(got, body);
+}
+
+#[test]
+fn peak_memory_of_a_child_is_its_own() {
+    let mut cmd = command();
+    cmd.args(["verify", "--list"]);
+    let m = measured(cmd);
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    assert!(
+        m.stdout.contains("kubernetes::pods::litellm"),
+        "{}",
+        m.stdout
+    );
+    // A few MiB for a binary that reads a suite; never the test binary's nor LiteLLM's.
+    assert!(
+        (1024..64 * 1024).contains(&m.peak_rss_kib),
+        "peak RSS {} KiB",
+        m.peak_rss_kib
+    );
+}
