@@ -381,22 +381,19 @@ impl<'a> Request<'a> {
                 str_at(o, "/metadata/name").unwrap_or_default(),
             )
         });
-        let items: Vec<Value> = items
-            .into_iter()
-            .map(|o| {
-                let mut item = o.clone();
-                // Built-in types' list items carry no apiVersion/kind; custom resources' do.
-                if !resource.crd
-                    && let Some(map) = item.as_object_mut()
-                {
-                    map.remove("apiVersion");
-                    map.remove("kind");
-                }
-                item
-            })
-            .collect();
+        let listed = |o: &Value| {
+            let mut item = o.clone();
+            // Built-in types' list items carry no apiVersion/kind; custom resources' do.
+            if !resource.crd
+                && let Some(map) = item.as_object_mut()
+            {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
+            item
+        };
         if self.flag("watch") {
-            return self.watch(resource, items);
+            return self.watch(resource, items.into_iter().map(listed).collect());
         }
         let rv = list_resource_version(&self.shared.scenario);
         let mut metadata = json!({"resourceVersion": rv});
@@ -422,7 +419,7 @@ impl<'a> Request<'a> {
                 str_at(o, "/metadata/name").unwrap_or_default().to_string(),
             )
         };
-        let mut items: Vec<Value> = items
+        let mut items: Vec<&Value> = items
             .into_iter()
             .filter(|o| after.as_ref().is_none_or(|a| &key(o) > a))
             .collect();
@@ -435,13 +432,14 @@ impl<'a> Request<'a> {
         {
             let remaining = items.len() - limit;
             items.truncate(limit);
-            let (ns, name) = items.last().map(key).unwrap_or_default();
+            let (ns, name) = items.last().map(|o| key(o)).unwrap_or_default();
             metadata["continue"] = json!(encode_continue(&rv, &format!("{ns}/{name}")));
             // The apiserver counts what is left only when no selector filters it.
             if labels.is_empty() && fields.is_empty() {
                 metadata["remainingItemCount"] = json!(remaining);
             }
         }
+        let items: Vec<Value> = items.into_iter().map(listed).collect();
         let list = json!({
             "kind": format!("{}List", resource.kind),
             "apiVersion": resource.api_version(),
