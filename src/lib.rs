@@ -191,13 +191,8 @@ fn run_checks(
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             print_error(&e);
-            let cause = match e {
-                cluster::ClusterError::Unauthorized { .. }
-                | cluster::ClusterError::Credentials { .. } => Cause::Unauthorized,
-                cluster::ClusterError::Unreachable { .. } => Cause::ApiUnreachable,
-                _ => Cause::Setup,
-            };
-            let report = RunReport::setup_failure(None, namespace, cause, cluster::error_chain(&e));
+            let report =
+                RunReport::setup_failure(None, namespace, e.cause(), cluster::error_chain(&e));
             return finish_setup_failure(&plan.output, &report);
         }
         None => {
