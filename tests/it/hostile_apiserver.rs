@@ -1,11 +1,12 @@
-//! The API server cannot hang, flood or starve a run (issue 9, defects 1 and 10, and the
+//! The API server cannot hang, flood or starve a run (issue 9, defects 1, 8 and 10, and the
 //! "Hostile servers" property for the API server).
 //!
 //! Whatever the API server does, at connect (`/version`) or mid-run (a LIST of pods while every
 //! other path answers normally), the run ends in a clean failure with a stable cause within
 //! `--timeout` + 1 s, writes its reports (JSON, JUnit, termination message) and stays under
-//! 64 MiB. Pod logs are asked for with `limitBytes` and decoded lossily, and LISTs are read in
-//! pages within a total budget.
+//! 64 MiB. Setup reads (the proxy config, the Secrets, the port-forwards' Service lookups) are
+//! bounded by `--timeout` too, pod logs are asked for with `limitBytes` and decoded lossily, and
+//! LISTs are read in pages within a total budget.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -283,6 +284,79 @@ fn garbage_instead_of_the_pods_list_ends_the_check() {
         POD_CHECK,
         "api_unreachable",
     );
+}
+
+// Setup (defect 8): kube's read timeout is an idle timeout, so a byte every second keeps a read
+// alive forever; every setup step is bounded by --timeout instead.
+
+#[test]
+fn a_trickling_proxy_config_read_ends_setup_within_the_timeout() {
+    let fake = FakeKube::start("healthy");
+    fake.misbehave(
+        "/api/v1/namespaces/litellm/configmaps/litellm-config",
+        trickle(),
+    );
+    let run = verify(|dir| fake.write_kubeconfig(dir), &["--exact", POD_CHECK]);
+    let c = setup_failed(&run, "timeout");
+    let summary = text(&c, "summary");
+    assert!(
+        summary.contains("proxy config") && summary.contains("2s"),
+        "{summary}"
+    );
+    assert_eq!(run.0.json()["context"], "fake-healthy", "{}", run.0.stdout);
+}
+
+#[test]
+fn a_trickling_secret_read_ends_setup_within_the_timeout() {
+    let fake = FakeKube::start("healthy");
+    fake.misbehave(
+        "/api/v1/namespaces/litellm/secrets/litellm-secrets",
+        trickle(),
+    );
+    let run = verify(|dir| fake.write_kubeconfig(dir), &["--exact", POD_CHECK]);
+    setup_failed(&run, "timeout");
+}
+
+#[test]
+fn a_trickling_service_lookup_ends_port_forward_setup_within_the_timeout() {
+    let fake = FakeKube::start("healthy");
+    fake.misbehave("/api/v1/namespaces/litellm/services/litellm", trickle());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let timeout = humantime::format_duration(TIMEOUT).to_string();
+    let run = run_in(
+        dir,
+        &kubeconfig,
+        &["--format", "plain"],
+        &[
+            "--timeout",
+            &timeout,
+            "--connect",
+            "port-forward",
+            "--exact",
+            "litellm::live",
+        ],
+    );
+    println!(
+        "measured: port-forward setup: exit {} in {:.2}s, peak RSS {} KiB",
+        run.code,
+        run.elapsed.as_secs_f64(),
+        run.peak_rss_kib
+    );
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("cannot port-forward to service litellm/litellm: no answer from the API server within 2s"),
+        "{}",
+        run.stdout
+    );
+    // Setup and the one check facing the unforwarded address: each within --timeout.
+    assert!(
+        run.elapsed < TIMEOUT + BOUND + SLACK,
+        "the run took {:?}",
+        run.elapsed
+    );
+    assert!(run.junit.is_some(), "the JUnit report is written");
 }
 
 // Pod logs (defects 1 and 10): asked for with limitBytes, cut by the server as the kubelet
