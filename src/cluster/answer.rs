@@ -156,13 +156,10 @@ where
     }
 }
 
-/// Refuses a successful answer whose content type says it is not JSON. Error answers keep
-/// theirs (a `404 page not found` is text, and kube reads it as a Status); an upgrade has no
-/// body; a missing content type is left to the JSON parser.
+/// Refuses a successful answer whose content type says it is not JSON. Only 2xx answers come
+/// here: error answers keep theirs (a `404 page not found` is text, and kube reads it as a
+/// Status), an upgrade (101) has no body; a missing content type is left to the JSON parser.
 fn check_json(answer: &Answer, request: &str) -> Result<(), Unreadable> {
-    if answer.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(());
-    }
     let Some(value) = answer.headers().get(header::CONTENT_TYPE) else {
         return Ok(());
     };

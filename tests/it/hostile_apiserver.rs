@@ -132,16 +132,17 @@ fn mid_run(behaviour: Behaviour) -> (Run, String) {
 /// with every report written. Returns the check's JSON entry.
 #[track_caller]
 fn ended_cleanly((run, termination): &(Run, String), code: i32, check: &str, cause: &str) -> Value {
+    let entry = run.json()["checks"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == check).cloned())
+        .unwrap_or_default();
     println!(
-        "measured: {check} {}: exit {} in {:.2}s, peak RSS {} KiB",
-        run.json()["checks"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["name"] == check))
-            .map(|c| c["cause"].to_string())
-            .unwrap_or_default(),
+        "measured: {check} {}: exit {} in {:.2}s, peak RSS {} KiB: {}",
+        entry["cause"],
         run.code,
         run.elapsed.as_secs_f64(),
-        run.peak_rss_kib
+        run.peak_rss_kib,
+        entry["summary"]
     );
     assert_eq!(
         run.code, code,
