@@ -393,6 +393,8 @@ pub enum Cause {
     ContextUnknown,
     /// A config `api_base` that is not one of the suite's vLLM services.
     ApiBaseOutsideSuite,
+    /// An answer larger than smokecheck reads: the summary says which request and the cap.
+    BodyTooLarge,
 }
 
 impl Cause {
@@ -473,6 +475,7 @@ impl Cause {
             Cause::NotOversized => "not_oversized",
             Cause::ContextUnknown => "context_unknown",
             Cause::ApiBaseOutsideSuite => "api_base_outside_suite",
+            Cause::BodyTooLarge => "body_too_large",
         }
     }
 

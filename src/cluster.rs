@@ -1,6 +1,8 @@
-//! How the harness talks to the Kubernetes API: which config (as kubectl picks it), the client,
-//! and one translation of API errors into check failures, so a 403 always names the verb, the
-//! resource and the Role rule that is missing.
+//! How the harness talks to the Kubernetes API: which config (as kubectl picks it), the client
+//! (every answer bounded, see [`answer`]), and one translation of API errors into check
+//! failures, so a 403 always names the verb, the resource and the Role rule that is missing.
+
+pub mod answer;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -8,10 +10,15 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, ListParams, LogParams};
+use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::ObjectList;
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
 
+use self::answer::{
+    CapLayer, LIST_PAGE, LOG_LIMIT, MAX_LIST, MAX_LIST_PAGES, Unreadable, size, unreadable,
+};
 use crate::check::{Cause, Failure, Outcome};
 
 /// Which cluster to talk to, as the user said it (kubectl's flags).
@@ -50,6 +57,39 @@ pub enum ClusterError {
         timeout: Duration,
         message: String,
     },
+    /// It answered, with what the client refuses to read (too large, not JSON).
+    #[error("reading the API server at {url}")]
+    Unreadable {
+        url: String,
+        #[source]
+        source: Unreadable,
+    },
+    /// It answered, but not with the Kubernetes API's JSON.
+    #[error("the API server at {url} did not answer as the Kubernetes API does")]
+    NotTheApi {
+        url: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ClusterError {
+    /// The stable cause of the run's one `smokecheck::setup` entry.
+    pub fn cause(&self) -> Cause {
+        match self {
+            ClusterError::Unauthorized { .. } | ClusterError::Credentials { .. } => {
+                Cause::Unauthorized
+            }
+            ClusterError::Unreachable { .. } => Cause::ApiUnreachable,
+            ClusterError::Unreadable { source, .. } => source.cause(),
+            ClusterError::NotTheApi { .. } => Cause::BadResponse,
+            ClusterError::ReadKubeconfig { .. }
+            | ClusterError::Config(_)
+            | ClusterError::NoConfig
+            | ClusterError::InCluster(_)
+            | ClusterError::Client(_) => Cause::Setup,
+        }
+    }
 }
 
 /// A connected client and what it is connected to.
@@ -123,11 +163,8 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         .to_string();
     // Building the client runs an exec credential plugin (EKS, GKE) synchronously: off the
     // async threads, and bounded, so a plugin stuck on SSO cannot hang the run.
-    let built = tokio::time::timeout(
-        timeout,
-        tokio::task::spawn_blocking(move || Client::try_from(config)),
-    )
-    .await;
+    let built =
+        tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || client(config))).await;
     let client = match built {
         Ok(Ok(result)) => result.map_err(ClusterError::Client)?,
         Ok(Err(_)) | Err(_) => return Err(ClusterError::Credentials { timeout }),
@@ -151,7 +188,18 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
                 message: error_chain(&e),
             });
         }
-        Ok(Err(e)) => return Err(unreachable(error_chain(&e))),
+        Ok(Err(e)) => {
+            if let Some(u) = unreadable(&e) {
+                return Err(ClusterError::Unreadable {
+                    url,
+                    source: u.clone(),
+                });
+            }
+            if matches!(e, kube::Error::SerdeError(_) | kube::Error::FromUtf8(_)) {
+                return Err(ClusterError::NotTheApi { url, source: e });
+            }
+            return Err(unreachable(error_chain(&e)));
+        }
         Ok(Ok(_)) => {}
     }
     let served = match tokio::time::timeout(timeout, served_versions(&client)).await {
@@ -164,6 +212,13 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         url,
         served,
     })
+}
+
+/// kube's default client with every answer bounded ([`answer::CapLayer`]).
+fn client(config: Config) -> Result<Client, kube::Error> {
+    Ok(ClientBuilder::try_from(config)?
+        .with_layer(&CapLayer)
+        .build())
 }
 
 async fn served_versions(client: &Client) -> Result<BTreeSet<String>, kube::Error> {
@@ -223,6 +278,9 @@ impl Access<'_> {
 
     /// Translates an API error into a failure of the check that made the request.
     pub fn failure(&self, err: kube::Error) -> Failure {
+        if let Some(u) = unreadable(&err) {
+            return self.unreadable(u);
+        }
         match err {
             kube::Error::Api(status) if status.code == 403 => {
                 let names = match (self.verb, self.name) {
@@ -272,12 +330,56 @@ impl Access<'_> {
             )
             .details(error_chain(&e))
             .hint("run the kubeconfig's credential plugin by hand to see why it fails"),
+            // It answered: with something that is not the API's JSON.
+            e @ (kube::Error::SerdeError(_) | kube::Error::FromUtf8(_)) => Outcome::fail(
+                Cause::BadResponse,
+                format!(
+                    "cannot {}: the API server's answer is not the API's JSON",
+                    self.what()
+                ),
+            )
+            .details(error_chain(&e)),
             other => Outcome::fail(
                 Cause::ApiUnreachable,
                 format!("cannot {}: the API server did not answer", self.what()),
             )
             .details(error_chain(&other)),
         }
+    }
+
+    /// A LIST whose pages together are more than the run holds.
+    fn over_budget(&self, why: String) -> Failure {
+        Outcome::fail(Cause::BodyTooLarge, format!("cannot {}: {why}", self.what())).hint(
+            "the selector matches far more objects than a LiteLLM deployment has: check the suite's selector",
+        )
+    }
+
+    /// An answer refused unread or cut at its cap.
+    fn unreadable(&self, u: &Unreadable) -> Failure {
+        let f = Outcome::fail(u.cause(), format!("cannot {}: {u}", self.what()));
+        match u {
+            Unreadable::TooLarge { .. } => f.hint(
+                "an honest API server never answers this much: look for a proxy or gateway in front of it, or a runaway object",
+            ),
+            Unreadable::NotJson { .. } => f.hint(
+                "the kubeconfig's server address may point at a proxy or SSO gateway rather than the API server",
+            ),
+        }
+    }
+
+    /// A failure while reading an answer's body as a stream (logs).
+    fn read_failure(&self, err: &std::io::Error) -> Failure {
+        if let Some(u) = unreadable(err) {
+            return self.unreadable(u);
+        }
+        Outcome::fail(
+            Cause::ApiUnreachable,
+            format!(
+                "cannot {}: the API server did not finish its answer",
+                self.what()
+            ),
+        )
+        .details(error_chain(err))
     }
 }
 
@@ -313,7 +415,8 @@ impl Cluster {
         })
     }
 
-    /// Lists namespaced objects matching a label selector (all when `None`).
+    /// Lists namespaced objects matching a label selector (all when `None`), in pages of
+    /// [`LIST_PAGE`], within [`MAX_LIST`] bytes for all pages together.
     pub async fn list<K>(&self, namespace: &str, selector: Option<&str>) -> Result<Vec<K>, Failure>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -322,21 +425,49 @@ impl Cluster {
             + std::fmt::Debug,
     {
         let (resource, group) = names::<K>();
+        let access = Access {
+            verb: "list",
+            resource: &resource,
+            group: &group,
+            namespace,
+            name: None,
+        };
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        let mut params = ListParams::default();
+        let mut params = ListParams::default().limit(LIST_PAGE);
         if let Some(sel) = selector {
             params = params.labels(sel);
         }
-        api.list(&params).await.map(|l| l.items).map_err(|e| {
-            Access {
-                verb: "list",
-                resource: &resource,
-                group: &group,
-                namespace,
-                name: None,
+        let mut items = Vec::new();
+        let mut read = 0u64;
+        for page in 1..=MAX_LIST_PAGES {
+            let request = kube::core::Request::new(api.resource_url())
+                .list(&params)
+                .map_err(|e| access.failure(kube::Error::BuildRequest(e)))?;
+            // As text first, so the pages' sizes add up to a bound on what the list holds.
+            let text = self
+                .client
+                .request_text(request)
+                .await
+                .map_err(|e| access.failure(e))?;
+            read += text.len() as u64;
+            if read > MAX_LIST {
+                return Err(access.over_budget(format!(
+                    "its pages are over {} together (read {} in {page} pages, then stopped)",
+                    size(MAX_LIST),
+                    size(read)
+                )));
             }
-            .failure(e)
-        })
+            let list: ObjectList<K> = serde_json::from_str(&text)
+                .map_err(|e| access.failure(kube::Error::SerdeError(e)))?;
+            items.extend(list.items);
+            match list.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return Ok(items),
+            }
+        }
+        Err(access.over_budget(format!(
+            "the API server was still paging after {MAX_LIST_PAGES} pages of {LIST_PAGE} (stopped there)"
+        )))
     }
 
     /// The EndpointSlices of a Service (by the label the EndpointSlice controller sets).
@@ -349,7 +480,9 @@ impl Cluster {
         self.list(namespace, Some(&selector)).await
     }
 
-    /// The last `lines` lines of a container's log (`previous`: of its last terminated run).
+    /// The last `lines` lines of a container's log (`previous`: of its last terminated run),
+    /// at most [`LOG_LIMIT`] bytes of them. A log is bytes, not always UTF-8 (an application's
+    /// Latin-1, a character the byte limit cut in two): it is decoded lossily.
     pub async fn log_tail(
         &self,
         namespace: &str,
@@ -358,23 +491,42 @@ impl Cluster {
         previous: bool,
         lines: i64,
     ) -> Result<String, Failure> {
+        use futures::AsyncReadExt as _;
+
+        let access = Access {
+            verb: "get",
+            resource: "pods/log",
+            group: "",
+            namespace,
+            name: Some(pod),
+        };
         let api: Api<k8s_openapi::api::core::v1::Pod> =
             Api::namespaced(self.client.clone(), namespace);
         let params = LogParams {
             container: Some(container.to_string()),
             previous,
             tail_lines: Some(lines),
+            limit_bytes: i64::try_from(LOG_LIMIT).ok(),
             ..LogParams::default()
         };
-        api.logs(pod, &params).await.map_err(|e| {
-            Access {
-                verb: "get",
-                resource: "pods/log",
-                group: "",
-                namespace,
-                name: Some(pod),
-            }
-            .failure(e)
-        })
+        let stream = api
+            .log_stream(pod, &params)
+            .await
+            .map_err(|e| access.failure(e))?;
+        let mut bytes = Vec::new();
+        std::pin::pin!(stream)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| access.read_failure(&e))?;
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        // The kubelet keeps the tail's first bytes: say so, or the lines after the cut seem
+        // never to have been written.
+        if bytes.len() as u64 >= LOG_LIMIT {
+            text.push_str(&format!(
+                "\n[log cut at {} (limitBytes): the lines after this were not read]",
+                size(LOG_LIMIT)
+            ));
+        }
+        Ok(text)
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use crate::cli::EndpointName;
 use crate::cluster::Cluster;
@@ -213,10 +214,22 @@ impl Endpoints {
     }
 
     /// Replaces every in-cluster address (not given with `--endpoint`) by a local port
-    /// forwarded through the API server to a ready pod behind its Service.
-    pub async fn port_forward(&mut self, cluster: &Cluster, suite: &Suite) {
+    /// forwarded through the API server to a ready pod behind its Service. Finding the pods
+    /// takes API reads, all of them within `timeout`; a Service not set up by then keeps its
+    /// address, with the reason among the errors.
+    pub async fn port_forward(&mut self, cluster: &Cluster, suite: &Suite, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
         for (name, namespace, service, port) in self.services(suite) {
-            match forward(cluster, &namespace, &service, port).await {
+            let set_up =
+                tokio::time::timeout_at(deadline, forward(cluster, &namespace, &service, port))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "no answer from the API server within {}",
+                            humantime::format_duration(timeout)
+                        ))
+                    });
+            match set_up {
                 Ok(fwd) => {
                     let local = fwd.local;
                     match &name {

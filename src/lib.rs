@@ -191,13 +191,8 @@ fn run_checks(
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             print_error(&e);
-            let cause = match e {
-                cluster::ClusterError::Unauthorized { .. }
-                | cluster::ClusterError::Credentials { .. } => Cause::Unauthorized,
-                cluster::ClusterError::Unreachable { .. } => Cause::ApiUnreachable,
-                _ => Cause::Setup,
-            };
-            let report = RunReport::setup_failure(None, namespace, cause, cluster::error_chain(&e));
+            let report =
+                RunReport::setup_failure(None, namespace, e.cause(), cluster::error_chain(&e));
             return finish_setup_failure(&plan.output, &report);
         }
         None => {
@@ -208,17 +203,35 @@ fn run_checks(
         }
     };
     let context = cluster.context.clone();
+    let url = cluster.url.clone();
 
     let suite = Arc::new(plan.suite.clone());
     let endpoints = connect::Endpoints::resolve(&plan.suite, &plan.endpoints);
     // Reading the proxy config and the Secrets takes a few API calls: a deadline or a signal
-    // during them still ends the run with its reports.
+    // during them still ends the run with its reports, and so does --timeout (kube's read
+    // timeout is an idle one: a server trickling a byte a second would hold them forever).
     let prepared = runtime.block_on(async {
         tokio::select! {
-            env = env::Env::prepare(suite, cluster, Redactor::default(), endpoints, plan.hook.clone()) => Some(env),
+            env = tokio::time::timeout(plan.timeout, env::Env::prepare(suite, cluster, Redactor::default(), endpoints, plan.hook.clone())) => Some(env),
             _ = stopper.token_cancelled() => None,
         }
     });
+    // Every check needs these reads (the redactor's secrets above all, before any server text
+    // is shown): an API server too slow for them is one that cannot be checked, as at connect.
+    let prepared = match prepared {
+        Some(Ok(env)) => Some(env),
+        Some(Err(_)) => {
+            let message = format!(
+                "reading the suite's proxy config and Secrets from the API server at {url} did not finish within {}",
+                humantime::format_duration(plan.timeout)
+            );
+            eprintln!("error: {message}");
+            let report =
+                RunReport::setup_failure(Some(context), namespace, Cause::Timeout, message);
+            return finish_setup_failure(&plan.output, &report);
+        }
+        None => None,
+    };
     let Some(mut env) = prepared else {
         let stop = stopper.reason().unwrap_or(Stop::Signal("a signal"));
         let results = runner::not_run(&selected, stop);
@@ -335,12 +348,14 @@ async fn reach_endpoints(
         cli::ConnectMode::Auto => {
             std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
                 && !endpoints
-                    .cluster_dns_resolves(&plan.suite, Duration::from_secs(2))
+                    .cluster_dns_resolves(&plan.suite, plan.timeout.min(Duration::from_secs(2)))
                     .await
         }
     };
     if forward {
-        endpoints.port_forward(cluster, &plan.suite).await;
+        endpoints
+            .port_forward(cluster, &plan.suite, plan.timeout)
+            .await;
     }
 }
 

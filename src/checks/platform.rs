@@ -182,12 +182,12 @@ fn crds(suite: &Suite) -> Check {
                     Ok(_) => missing.push(crd),
                     Err(kube::Error::Api(s)) if s.code == 404 => missing.push(crd),
                     Err(e) => {
-                        return Outcome::fail(
-                            Cause::ApiError,
-                            format!("API discovery of {gv} failed"),
-                        )
-                        .details(crate::cluster::error_chain(&e))
-                        .into();
+                        // An answer cut at its cap is that, whichever request it was.
+                        let cause = crate::cluster::answer::unreadable(&e)
+                            .map_or(Cause::ApiError, |u| u.cause());
+                        return Outcome::fail(cause, format!("API discovery of {gv} failed"))
+                            .details(crate::cluster::error_chain(&e))
+                            .into();
                     }
                 }
             }

@@ -14,7 +14,7 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub junit: Option<String>,
-    /// The child's peak resident memory (`ru_maxrss` from `wait4`), in KiB.
+    /// The child's own peak resident memory, in KiB (see [`measured`]).
     pub peak_rss_kib: u64,
     /// From spawn to exit.
     pub elapsed: std::time::Duration,
@@ -167,8 +167,8 @@ pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: 
     }
 }
 
-/// What a finished child left: its exit code (-1 when a signal ended it), output, peak memory
-/// and wall time.
+/// What a finished child left: its exit code (128 + the signal when one ended it, as GNU time
+/// reports it), output, peak memory and wall time.
 pub struct Measured {
     pub code: i32,
     pub stdout: String,
@@ -177,58 +177,57 @@ pub struct Measured {
     pub elapsed: std::time::Duration,
 }
 
-/// Runs `cmd` to its end, collecting its output, and reaps it with `wait4`, whose `rusage` is
-/// this one child's own (`RUSAGE_CHILDREN` would mix in every child the test binary ever
-/// reaped, LiteLLM's 300 MB included).
-// The child is reaped by `wait4` below, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-pub fn measured(mut cmd: Command) -> Measured {
-    use std::io::Read;
+/// Runs `cmd` to its end under GNU time, collecting its output and its own peak memory.
+///
+/// Not `wait4` on a child of ours: exec records the old address space's high-water mark in the
+/// new program's `ru_maxrss`, and a child spawned from this test binary starts in (a copy of)
+/// the test binary's, which a backtrace's debug info alone takes past 400 MiB. GNU time forks
+/// the child from its own small process, so the figure it reports is the child's.
+pub fn measured(cmd: Command) -> Measured {
     use std::process::Stdio;
+    let report = tempfile::NamedTempFile::new().expect("a file for GNU time's report");
+    let mut timed = Command::new(GNU_TIME);
+    timed
+        .args(["--quiet", "--format", "%M", "--output"])
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
     let started = std::time::Instant::now();
-    let mut child = cmd
+    let out = timed
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("running smokecheck");
-    let pipe = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = pipe(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = pipe(Box::new(child.stderr.take().expect("piped stderr")));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own unreaped child; `status` and `usage` are valid for writes. The
-    // `Child` is never waited on afterwards, so the pid is reaped exactly once.
-    let reaped = loop {
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        break r;
-    };
-    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("running {GNU_TIME} (ci/test installs GNU time when missing): {e}")
+        });
     let elapsed = started.elapsed();
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
+    let text = std::fs::read_to_string(report.path()).unwrap_or_default();
+    let peak_rss_kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("GNU time reported no peak memory: {text:?}"));
     Measured {
-        code,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        peak_rss_kib,
         elapsed,
     }
 }
+
+/// GNU time (the `time` package), which reports a command's own peak memory.
+const GNU_TIME: &str = "/usr/bin/time";
 
 /// Secret values of a scenario that must never appear in any output.
 pub fn secret_values(scenario: &str) -> Vec<String> {

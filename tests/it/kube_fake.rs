@@ -280,6 +280,70 @@ fn kubectl_logs_previous_tail_of_a_crash_looping_pod() {
     );
 }
 
+/// kubectl pages through lists (`--chunk-size`, `limit`/`continue`) and cuts logs with
+/// `--limit-bytes` as a real apiserver serves them: the pages add up to the unpaged list, and
+/// the log is the first bytes of the tail.
+#[test]
+fn kubectl_pages_through_lists_and_limits_log_bytes() {
+    let (kube, _dir, kubectl) = start("crash-loop");
+    let all = kubectl.ok(&["get", "pods", "-A", "-o", "name"]);
+    let count = all.lines().count();
+    assert!(
+        count > 4,
+        "crash-loop has pods in several namespaces: {all}"
+    );
+    let chunked = kubectl.ok(&["get", "pods", "-A", "-o", "name", "--chunk-size=2"]);
+    assert_eq!(chunked, all);
+    let pages = kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/pods" && r.param("limit").as_deref() == Some("2"))
+        .collect::<Vec<_>>();
+    assert_eq!(pages.len(), count.div_ceil(2), "{pages:?}");
+    assert!(pages[0].param("continue").is_none());
+    assert!(pages[1..].iter().all(|p| p.param("continue").is_some()));
+    let selected = kubectl.ok(&[
+        "get",
+        "pods",
+        "-n",
+        "litellm",
+        "-l",
+        "app.kubernetes.io/name=litellm",
+        "-o",
+        "name",
+        "--chunk-size=1",
+    ]);
+    assert_eq!(selected.lines().count(), 2, "{selected}");
+
+    let pod = "litellm-7c9d8f6b5d-9mzt7";
+    let previous = kube
+        .scenario()
+        .log("litellm", pod, "litellm", true)
+        .expect("crash-loop has a previous log")
+        .to_string();
+    let head = kubectl.ok(&[
+        "logs",
+        "-n",
+        "litellm",
+        "--previous",
+        "--limit-bytes=100",
+        pod,
+    ]);
+    assert_eq!(head, previous[..100]);
+    let lines: Vec<&str> = previous.lines().collect();
+    let tail = lines[lines.len() - 3..].join("\n") + "\n";
+    let cut = kubectl.ok(&[
+        "logs",
+        "-n",
+        "litellm",
+        "--previous",
+        "--tail=3",
+        "--limit-bytes=20",
+        pod,
+    ]);
+    assert_eq!(cut, tail[..20]);
+}
+
 #[test]
 fn kubectl_log_errors_are_the_apiservers() {
     let (_kube, _dir, kubectl) = start("healthy");

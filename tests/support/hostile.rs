@@ -76,11 +76,18 @@ impl Hostile {
                     let _ = tcp.set_nodelay(true);
                     match tls {
                         Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(tcp).await {
+                            if let Ok(mut stream) = acceptor.accept(tcp).await
+                                && heard(&mut stream, &behaviour).await
+                            {
                                 serve(stream, behaviour).await;
                             }
                         }
-                        None => serve(tcp, behaviour).await,
+                        None => {
+                            let mut tcp = tcp;
+                            if heard(&mut tcp, &behaviour).await {
+                                serve(tcp, behaviour).await;
+                            }
+                        }
                     }
                 });
             }
@@ -115,7 +122,24 @@ impl Drop for Hostile {
     }
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b: Behaviour) {
+/// Waits for the peer's first bytes before misbehaving: every protocol here (HTTP, Postgres)
+/// has the client speak first, and an answer that arrives before the request is refused by an
+/// HTTP client as "unexpected", which would test a race instead of the behaviour. A silent
+/// server needs no request. False when the peer closes or stays quiet past [`PATIENCE`].
+async fn heard<S: AsyncRead + Unpin>(stream: &mut S, b: &Behaviour) -> bool {
+    if matches!(b, Behaviour::Silent) {
+        return true;
+    }
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(PATIENCE, stream.read(&mut first)).await,
+        Ok(Ok(1))
+    )
+}
+
+/// Misbehaves on one connection as `b` says (also for servers that accept connections
+/// themselves, such as the fake API server's per-path hostile mode).
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b: Behaviour) {
     let (mut read, mut write) = tokio::io::split(stream);
     // Whatever the peer sends is read and dropped, so it never blocks on a full socket buffer.
     let drain = tokio::spawn(async move {
@@ -141,9 +165,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b:
         }
         Behaviour::Endless { head, pattern } => {
             if write.write_all(&head).await.is_ok() {
-                let chunk: Vec<u8> = pattern.iter().copied().cycle().take(64 * 1024).collect();
+                // Whole repetitions only: a pattern that is one HTTP chunk must stay one.
+                let chunk = pattern.repeat((64 * 1024 / pattern.len().max(1)).max(1));
                 let mut sent = head.len() as u64;
-                while sent < ENDLESS_LIMIT {
+                while sent < ENDLESS_LIMIT && !chunk.is_empty() {
                     if write.write_all(&chunk).await.is_err() {
                         break;
                     }

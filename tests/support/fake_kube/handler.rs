@@ -47,9 +47,21 @@ pub struct Shared {
     pub rbac: Mutex<Option<super::rbac::Rbac>>,
     /// Where a port-forward to (namespace, pod, port) really goes.
     pub forwards: Mutex<std::collections::BTreeMap<(String, String, u16), std::net::SocketAddr>>,
+    /// Paths answered by a hostile behaviour instead of the API (see `FakeKube::misbehave`).
+    pub misbehave: Mutex<Vec<(String, crate::support::hostile::Behaviour)>>,
 }
 
 impl Shared {
+    /// The hostile behaviour for requests to `path`, if one is set.
+    pub fn behaviour_for(&self, path: &str) -> Option<crate::support::hostile::Behaviour> {
+        self.misbehave
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, b)| b.clone())
+    }
+
     pub fn record(&self, method: &str, path: &str, query: &str) {
         self.requests
             .lock()
@@ -369,27 +381,69 @@ impl<'a> Request<'a> {
                 str_at(o, "/metadata/name").unwrap_or_default(),
             )
         });
-        let items: Vec<Value> = items
-            .into_iter()
-            .map(|o| {
-                let mut item = o.clone();
-                // Built-in types' list items carry no apiVersion/kind; custom resources' do.
-                if !resource.crd
-                    && let Some(map) = item.as_object_mut()
-                {
-                    map.remove("apiVersion");
-                    map.remove("kind");
-                }
-                item
-            })
-            .collect();
+        let listed = |o: &Value| {
+            let mut item = o.clone();
+            // Built-in types' list items carry no apiVersion/kind; custom resources' do.
+            if !resource.crd
+                && let Some(map) = item.as_object_mut()
+            {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
+            item
+        };
         if self.flag("watch") {
-            return self.watch(resource, items);
+            return self.watch(resource, items.into_iter().map(listed).collect());
         }
+        let rv = list_resource_version(&self.shared.scenario);
+        let mut metadata = json!({"resourceVersion": rv});
+        // Chunked lists: `limit` items per page, and an opaque `continue` token naming where
+        // the next page starts (kubectl's --chunk-size, kube-rs ListParams::limit).
+        let after = match self.param("continue").filter(|c| !c.is_empty()) {
+            Some(token) => match decode_continue(token) {
+                Some(key) => Some(key),
+                None => {
+                    let message =
+                        "continue key is not valid: the fake API server could not decode it";
+                    return status(StatusCode::BAD_REQUEST, "BadRequest", message, None);
+                }
+            },
+            None => None,
+        };
+        // In the order of the sort above (etcd's key order).
+        let key = |o: &Value| {
+            (
+                str_at(o, "/metadata/namespace")
+                    .unwrap_or_default()
+                    .to_string(),
+                str_at(o, "/metadata/name").unwrap_or_default().to_string(),
+            )
+        };
+        let mut items: Vec<&Value> = items
+            .into_iter()
+            .filter(|o| after.as_ref().is_none_or(|a| &key(o) > a))
+            .collect();
+        let limit = self
+            .param("limit")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0);
+        if let Some(limit) = limit
+            && items.len() > limit
+        {
+            let remaining = items.len() - limit;
+            items.truncate(limit);
+            let (ns, name) = items.last().map(|o| key(o)).unwrap_or_default();
+            metadata["continue"] = json!(encode_continue(&rv, &format!("{ns}/{name}")));
+            // The apiserver counts what is left only when no selector filters it.
+            if labels.is_empty() && fields.is_empty() {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
+        }
+        let items: Vec<Value> = items.into_iter().map(listed).collect();
         let list = json!({
             "kind": format!("{}List", resource.kind),
             "apiVersion": resource.api_version(),
-            "metadata": {"resourceVersion": list_resource_version(&self.shared.scenario)},
+            "metadata": metadata,
             "items": items,
         });
         json_response(StatusCode::OK, &list)
@@ -506,23 +560,19 @@ impl<'a> Request<'a> {
             }
             None => text,
         };
-        let text = match self
+        // The kubelet tails first, then writes at most limitBytes of that tail through a
+        // byte-counting writer: the cut keeps the tail's first bytes and may split a character.
+        let mut bytes = text.into_bytes();
+        if let Some(n) = self
             .param("limitBytes")
             .and_then(|n| n.parse::<usize>().ok())
         {
-            Some(n) if n < text.len() => {
-                let cut = (0..=n)
-                    .rev()
-                    .find(|i| text.is_char_boundary(*i))
-                    .unwrap_or(0);
-                text[..cut].to_string()
-            }
-            _ => text,
-        };
+            bytes.truncate(n);
+        }
         (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain")],
-            Body::from(text),
+            Body::from(bytes),
         )
             .into_response()
     }
@@ -571,6 +621,26 @@ fn log_unavailable(pod: &Value, container: &str, previous: bool) -> Option<Strin
             "container \"{container}\" in pod \"{name}\" is waiting to start - no logs yet"
         )),
     }
+}
+
+/// A continue token as the apiserver writes one: base64 of a small JSON document naming the
+/// resourceVersion and the key after which the next page starts.
+fn encode_continue(rv: &str, after: &str) -> String {
+    use base64::Engine as _;
+    let doc = json!({"v": "meta.k8s.io/v1", "rv": rv.parse::<u64>().unwrap_or(1), "start": format!("{after}\u{0}")});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(doc.to_string())
+}
+
+/// The (namespace, name) after which a continue token's page starts.
+fn decode_continue(token: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    let doc: Value = serde_json::from_slice(&bytes).ok()?;
+    let start = str_at(&doc, "/start")?.trim_end_matches('\u{0}');
+    let (ns, name) = start.split_once('/')?;
+    Some((ns.to_string(), name.to_string()))
 }
 
 /// A list's resourceVersion: the highest of the scenario's objects (they are all "current").

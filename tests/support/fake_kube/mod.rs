@@ -5,6 +5,10 @@
 //! refuses to send a token over plain http, so an http fake would silently test nothing. Each
 //! server runs on its own thread and tokio runtime so plain synchronous `#[test]`s can use it;
 //! dropping the [`FakeKube`] stops it.
+//!
+//! For the trust-envelope tests it can also misbehave on chosen paths
+//! ([`FakeKube::misbehave`]): discovery and every other path answer normally while, say, the
+//! pod LIST hangs, trickles or floods, as a broken or hostile API server would mid-run.
 
 mod api;
 mod handler;
@@ -27,7 +31,10 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
+
+use super::hostile::{self, Behaviour};
 
 #[allow(unused_imports)]
 pub use api::{RESOURCES, ResourceType};
@@ -67,6 +74,7 @@ impl FakeKube {
             delay: Default::default(),
             rbac: Default::default(),
             forwards: Default::default(),
+            misbehave: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("fake kube {name}: binding 127.0.0.1:0: {e}"));
@@ -85,9 +93,10 @@ impl FakeKube {
             .fallback(handler::handle)
             .with_state(shared.clone());
         let acceptor = tls.acceptor();
+        let serving = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("fake-kube-{name}"))
-            .spawn(move || serve(listener, acceptor, app, stop))
+            .spawn(move || serve(listener, acceptor, app, serving, stop))
             .expect("spawning the fake kube thread");
         FakeKube {
             scenario: name,
@@ -146,17 +155,13 @@ impl FakeKube {
     }
 
     fn write_config(&self, dir: &Path, file: &str, user: &str) -> PathBuf {
-        let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
-        let context = self.context();
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\n    \
-             certificate-authority-data: {ca}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    \
-             user: {context}\n    namespace: litellm\ncurrent-context: {context}\npreferences: {{}}\nusers:\n- name: {context}\n  user:\n{user}",
-            url = self.url(),
-        );
-        let path = dir.join(file);
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        path
+        write_kubeconfig_file(
+            &dir.join(file),
+            &self.context(),
+            &self.url(),
+            &self.ca_pem,
+            user,
+        )
     }
 
     /// From now on, answers with 403 every request these RBAC manifests (multi-document YAML)
@@ -201,6 +206,18 @@ impl FakeKube {
             Some((path_part.to_string(), pause, Some(times)));
     }
 
+    /// From now on, answers requests to exactly `path` (query aside) with `behaviour` on the raw
+    /// TLS stream, right after reading the request head: every other path is still answered
+    /// normally. While any path misbehaves, each connection carries one request, so a client's
+    /// kept-alive connection cannot carry a request past the switch.
+    pub fn misbehave(&self, path: &str, behaviour: Behaviour) {
+        self.shared
+            .misbehave
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((path.to_string(), behaviour));
+    }
+
     /// Every request seen so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared
@@ -222,10 +239,30 @@ impl Drop for FakeKube {
     }
 }
 
+/// Writes a kubeconfig whose one context reaches `url` over HTTPS trusting `ca_pem`, with
+/// `user` (indented YAML) as its credentials; returns `path`.
+pub fn write_kubeconfig_file(
+    path: &Path,
+    context: &str,
+    url: &str,
+    ca_pem: &str,
+    user: &str,
+) -> PathBuf {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {url}\n    \
+         certificate-authority-data: {ca}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    \
+         user: {context}\n    namespace: litellm\ncurrent-context: {context}\npreferences: {{}}\nusers:\n- name: {context}\n  user:\n{user}",
+    );
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path.to_path_buf()
+}
+
 fn serve(
     listener: std::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     app: Router,
+    shared: Arc<handler::Shared>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -242,13 +279,40 @@ fn serve(
             let Ok((tcp, _)) = accepted else { continue };
             let acceptor = acceptor.clone();
             let service = TowerToHyperService::new(app.clone());
+            let shared = shared.clone();
             tokio::spawn(async move {
                 // A client that gives up during the handshake (kubectl with a wrong CA) is fine.
-                let Ok(tls) = acceptor.accept(tcp).await else {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                let hostile = !shared
+                    .misbehave
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .is_empty();
+                if !hostile {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                        .await;
+                    return;
+                }
+                // Judge the request by its path before hyper sees it, then either misbehave
+                // on the raw stream or replay the head to hyper for a normal answer.
+                let Some(head) = read_head(&mut tls).await else {
+                    return;
+                };
+                let (method, path, query) = request_target(&head);
+                if let Some(behaviour) = shared.behaviour_for(&path) {
+                    shared.record(&method, &path, &query);
+                    hostile::serve(tls, behaviour).await;
+                    return;
+                }
+                let (read, write) = tokio::io::split(tls);
+                let replayed = tokio::io::join(std::io::Cursor::new(head).chain(read), write);
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http1().keep_alive(false);
+                let _ = builder
+                    .serve_connection_with_upgrades(TokioIo::new(replayed), service)
                     .await;
             });
         }
@@ -256,15 +320,52 @@ fn serve(
     // Dropping the runtime cancels the connection tasks.
 }
 
-/// A CA and a server certificate for 127.0.0.1 and localhost that it signed.
-struct Tls {
-    ca_pem: String,
+/// The longest request head the misbehaving mode reads before giving up on a connection.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Reads an HTTP/1.1 request head (through the blank line); `None` when the client closes or
+/// sends more than [`MAX_HEAD`] without one.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while head.len() < MAX_HEAD {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Some(head);
+        }
+    }
+    None
+}
+
+/// The method, path and query of a request head's request line
+/// (`GET /api/v1/pods?limit=1 HTTP/1.1`).
+fn request_target(head: &[u8]) -> (String, String, String) {
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default();
+    match target.split_once('?') {
+        Some((path, query)) => (method, path.to_string(), query.to_string()),
+        None => (method, target.to_string(), String::new()),
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 and localhost that it signed; public so a hostile
+/// server can present the same identity a kubeconfig trusts.
+pub struct Tls {
+    /// The PEM of the CA, for a kubeconfig's `certificate-authority-data`.
+    pub ca_pem: String,
     cert_der: CertificateDer<'static>,
     key_der: Vec<u8>,
 }
 
 impl Tls {
-    fn generate() -> Tls {
+    pub fn generate() -> Tls {
         let ca_key = KeyPair::generate().expect("generating the CA key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         ca_params
@@ -308,7 +409,7 @@ impl Tls {
         }
     }
 
-    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
