@@ -14,7 +14,7 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub junit: Option<String>,
-    /// The child's peak resident memory (`ru_maxrss` from `wait4`), in KiB.
+    /// The child's own peak resident memory, in KiB ([`measured`]).
     pub peak_rss_kib: u64,
     /// From spawn to exit.
     pub elapsed: std::time::Duration,
@@ -177,55 +177,56 @@ pub struct Measured {
     pub elapsed: std::time::Duration,
 }
 
-/// Runs `cmd` to its end, collecting its output, and reaps it with `wait4`, whose `rusage` is
-/// this one child's own (`RUSAGE_CHILDREN` would mix in every child the test binary ever
-/// reaped, LiteLLM's 300 MB included).
-// The child is reaped by `wait4` below, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-pub fn measured(mut cmd: Command) -> Measured {
-    use std::io::Read;
+/// GNU time (ci/setup.sh installs it).
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Runs `cmd` to its end, collecting its output, under GNU time, which reports the child's own
+/// peak memory. Not `wait4` from here: Linux starts a process's `ru_maxrss` at the high-water
+/// mark of the memory it `exec`s from, and a child of the test binary (forked or spawned)
+/// execs from the test binary's, hundreds of MB once the bed has run. GNU time forks the
+/// command from its own 2 MB.
+pub fn measured(cmd: Command) -> Measured {
     use std::process::Stdio;
+    let report = tempfile::NamedTempFile::new().expect("temp file");
+    let mut timed = Command::new(GNU_TIME);
+    timed
+        .arg("--format=%M")
+        .arg("--output")
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => timed.env(key, v),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
     let started = std::time::Instant::now();
-    let mut child = cmd
+    let out = timed
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running smokecheck");
-    let pipe = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let stdout = pipe(Box::new(child.stdout.take().expect("piped stdout")));
-    let stderr = pipe(Box::new(child.stderr.take().expect("piped stderr")));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own unreaped child; `status` and `usage` are valid for writes. The
-    // `Child` is never waited on afterwards, so the pid is reaped exactly once.
-    let reaped = loop {
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        break r;
-    };
-    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+        .output()
+        .unwrap_or_else(|e| panic!("running {GNU_TIME} (ci/setup.sh installs it): {e}"));
     let elapsed = started.elapsed();
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
+    let report = std::fs::read_to_string(report.path()).unwrap_or_default();
+    // The last line is the peak in KiB; a line before it says when a signal ended the command.
+    let peak_rss_kib = report
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory from {GNU_TIME}: {report:?}"));
+    let code = if report.contains("Command terminated by signal") {
         -1
+    } else {
+        out.status.code().unwrap_or(-1)
     };
     Measured {
         code,
-        stdout: stdout.join().unwrap_or_default(),
-        stderr: stderr.join().unwrap_or_default(),
-        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        peak_rss_kib,
         elapsed,
     }
 }

@@ -8,10 +8,13 @@ use std::time::Duration;
 use crate::harness::{command, measured};
 use crate::support::hostile::{Behaviour, Hostile, garbage, http_response};
 
+/// Connected, with a request sent (hostile servers misbehave once the peer has spoken).
 fn connect(h: &Hostile) -> TcpStream {
-    let s = TcpStream::connect(h.addr()).expect("connecting to the hostile server");
+    let mut s = TcpStream::connect(h.addr()).expect("connecting to the hostile server");
     s.set_read_timeout(Some(Duration::from_millis(300)))
         .expect("read timeout");
+    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("write");
     s
 }
 
@@ -19,8 +22,6 @@ fn connect(h: &Hostile) -> TcpStream {
 fn a_silent_server_accepts_and_never_answers() {
     let h = Hostile::start(Behaviour::Silent);
     let mut s = connect(&h);
-    s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .expect("write");
     let mut buf = [0u8; 16];
     let err = s.read(&mut buf).expect_err("no answer");
     assert!(

@@ -1,7 +1,8 @@
 //! Hostile peers: servers that accept a connection and then misbehave the ways a broken, huge
 //! or malicious endpoint does (never answer, trickle, send without end, send garbage), so tests
 //! can prove smokecheck ends every such exchange in a clean failure, on time and in bounded
-//! memory. Plain TCP, or TLS with a caller's acceptor (the API server speaks HTTPS only).
+//! memory. Plain TCP, or TLS with a caller's acceptor (the API server speaks HTTPS only). Each
+//! misbehaves once the peer has sent its first bytes (its request), as a server's answer would.
 //!
 //! Every loop here is bounded twice: by a byte or step budget of its own, and by the server's
 //! lifetime (dropping a [`Hostile`] stops its runtime, which cancels every connection task).
@@ -22,7 +23,7 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 /// What the server does with each connection.
 #[derive(Clone, Debug)]
 pub enum Behaviour {
-    /// Accepts, reads and discards what it is sent, never answers.
+    /// Reads and discards what it is sent, never answers.
     Silent,
     /// Sends `bytes` one byte every `every` (an answer that is always almost there).
     Trickle { bytes: Vec<u8>, every: Duration },
@@ -30,7 +31,7 @@ pub enum Behaviour {
     Endless { head: Vec<u8>, pattern: Vec<u8> },
     /// Sends `bytes` once and keeps the connection open without another byte.
     Hang(Vec<u8>),
-    /// Sends `bytes` and closes.
+    /// Sends `bytes` and closes its side; the connection ends when the peer closes its own.
     Close(Vec<u8>),
 }
 
@@ -117,6 +118,14 @@ impl Drop for Hostile {
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b: Behaviour) {
     let (mut read, mut write) = tokio::io::split(stream);
+    // The peers tested here speak first (an HTTP request, PostgreSQL's startup, a request after
+    // the TLS handshake): misbehave once they have, as a server would. Bytes sent before a
+    // request only meet an HTTP client's check for a broken idle connection.
+    let mut first = vec![0u8; 16 * 1024];
+    match tokio::time::timeout(PATIENCE, read.read(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
     // Whatever the peer sends is read and dropped, so it never blocks on a full socket buffer.
     let drain = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];
@@ -140,8 +149,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b:
             }
         }
         Behaviour::Endless { head, pattern } => {
-            if write.write_all(&head).await.is_ok() {
-                let chunk: Vec<u8> = pattern.iter().copied().cycle().take(64 * 1024).collect();
+            if write.write_all(&head).await.is_ok() && !pattern.is_empty() {
+                // Whole patterns only, so a framed pattern (an HTTP chunk, an SSE event) stays
+                // intact across writes.
+                let chunk = pattern.repeat((64 * 1024 / pattern.len()).max(1));
                 let mut sent = head.len() as u64;
                 while sent < ENDLESS_LIMIT {
                     if write.write_all(&chunk).await.is_err() {
@@ -159,6 +170,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b:
         Behaviour::Close(bytes) => {
             let _ = write.write_all(&bytes).await;
             let _ = write.shutdown().await;
+            // Closing with a request still unread would reset the connection and could destroy
+            // the answer in the peer's buffer: read on until the peer closes.
+            let _ = tokio::time::timeout(PATIENCE, drain).await;
+            return;
         }
     }
     drain.abort();
