@@ -393,6 +393,9 @@ pub enum Cause {
     ContextUnknown,
     /// A config `api_base` that is not one of the suite's vLLM services.
     ApiBaseOutsideSuite,
+    /// An answer over its cap (bytes, a stream's line, event, content or event count): read
+    /// up to the cap, then dropped, never judged half-read.
+    BodyTooLarge,
 }
 
 impl Cause {
@@ -473,6 +476,7 @@ impl Cause {
             Cause::NotOversized => "not_oversized",
             Cause::ContextUnknown => "context_unknown",
             Cause::ApiBaseOutsideSuite => "api_base_outside_suite",
+            Cause::BodyTooLarge => "body_too_large",
         }
     }
 
