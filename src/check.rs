@@ -393,7 +393,8 @@ pub enum Cause {
     ContextUnknown,
     /// A config `api_base` that is not one of the suite's vLLM services.
     ApiBaseOutsideSuite,
-    /// An answer larger than smokecheck reads: the summary says which request and the cap.
+    /// An answer over its cap (bytes, a stream's line, event, content or event count): read
+    /// up to the cap, then dropped, never judged half-read.
     BodyTooLarge,
 }
 

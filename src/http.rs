@@ -3,7 +3,9 @@
 //! limit of a check; the backstop only guarantees that no request outlives a stuck run.
 //!
 //! Keys go into the `Authorization` header and nowhere else; answers come back as text for the
-//! checks to parse and, redacted and cut short, to quote in details.
+//! checks to parse and, redacted and cut short, to quote in details. Every answer is read up
+//! to [`MAX_ANSWER`] and no further: a larger one is an error of its own ([`TooLarge`]), never
+//! a truncated success, so a server sending without end cannot grow the run's memory.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,13 @@ const BACKSTOP: Duration = Duration::from_secs(600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of an answer a report quotes.
 const EXCERPT_CHARS: usize = 600;
+/// The most of one answer (or one stream) a check reads. The largest honest answers are far
+/// smaller: a big vLLM's `/v1/models` (a model and its LoRA adapters, under 1 KiB each), the
+/// proxy's `/v1/models` with hundreds of aliases (~100 bytes each), a 5-token chat (~1 KiB),
+/// an error with a stack trace (some KiB). What is larger is no answer to these requests (an
+/// error page sent without end, a misrouted port) and must not push the hook toward its 128Mi
+/// memory limit.
+pub const MAX_ANSWER: usize = 1 << 20;
 
 /// One client for every check of a run (connection pool, TLS config).
 #[derive(Clone)]
@@ -72,6 +81,36 @@ impl std::fmt::Display for Transport {
     }
 }
 
+/// An answer over a cap: read up to it, then dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} is over {cap} ({how})")]
+pub struct TooLarge {
+    /// What was cut, and where: "the answer to GET http://…/v1/models".
+    pub what: String,
+    /// The cap, in words: "1 MiB", "1024 events".
+    pub cap: String,
+    /// How far the read got: "read 1 MiB, then stopped".
+    pub how: String,
+}
+
+/// Why a request gave no answer to judge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    NoAnswer(Transport),
+    #[error(transparent)]
+    TooLarge(TooLarge),
+}
+
+/// A size in words: "1 MiB", "64 KiB", "300 bytes".
+pub fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
+}
+
 impl Http {
     pub fn new() -> Http {
         let client = reqwest::Client::builder()
@@ -93,59 +132,99 @@ impl Http {
         method: reqwest::Method,
         url: &str,
         key: Option<&SecretValue>,
-    ) -> Result<reqwest::RequestBuilder, Transport> {
-        let client = self.client.as_ref().map_err(|e| Transport(e.clone()))?;
+    ) -> Result<reqwest::RequestBuilder, HttpError> {
+        let no_answer = |why: String| HttpError::NoAnswer(Transport(why));
+        let client = self.client.as_ref().map_err(|e| no_answer(e.clone()))?;
         let mut req = client.request(method, url);
         if let Some(key) = key {
             let value = key
                 .expose()
-                .ok_or_else(|| Transport("the key is not valid UTF-8".into()))?;
+                .ok_or_else(|| no_answer("the key is not valid UTF-8".into()))?;
             req = req.bearer_auth(value.trim());
         }
         Ok(req)
     }
 
-    /// GET with an optional bearer key, body read in full.
-    pub async fn get(&self, url: &str, key: Option<&SecretValue>) -> Result<Answer, Transport> {
+    /// GET with an optional bearer key, body read in full (up to [`MAX_ANSWER`]).
+    pub async fn get(&self, url: &str, key: Option<&SecretValue>) -> Result<Answer, HttpError> {
         let req = self.request(reqwest::Method::GET, url, key)?;
-        read(req).await
+        read(req, "GET").await
     }
 
-    /// POST a JSON body with an optional bearer key, body read in full.
+    /// POST a JSON body with an optional bearer key, body read in full (up to [`MAX_ANSWER`]).
     pub async fn post(
         &self,
         url: &str,
         key: Option<&SecretValue>,
         body: &Value,
-    ) -> Result<Answer, Transport> {
+    ) -> Result<Answer, HttpError> {
         let req = self.request(reqwest::Method::POST, url, key)?.json(body);
-        read(req).await
+        read(req, "POST").await
     }
 
     /// POST a JSON body and hand back the response once its headers arrived, for streaming.
+    /// The caller reads the body within caps of its own, or with [`text`].
     pub async fn post_streaming(
         &self,
         url: &str,
         key: Option<&SecretValue>,
         body: &Value,
-    ) -> Result<reqwest::Response, Transport> {
+    ) -> Result<reqwest::Response, HttpError> {
         let req = self.request(reqwest::Method::POST, url, key)?.json(body);
-        req.send().await.map_err(transport)
+        req.send()
+            .await
+            .map_err(|e| HttpError::NoAnswer(transport(e)))
     }
 }
 
-async fn read(req: reqwest::RequestBuilder) -> Result<Answer, Transport> {
+async fn read(req: reqwest::RequestBuilder, method: &str) -> Result<Answer, HttpError> {
     let started = Instant::now();
-    let resp = req.send().await.map_err(transport)?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| HttpError::NoAnswer(transport(e)))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let text = resp.text().await.map_err(transport)?;
+    let text = text(resp, method).await?;
     Ok(Answer {
         status,
         headers,
         text,
         elapsed: started.elapsed(),
     })
+}
+
+/// The body of `resp` (the answer to a `method` request) as text, read chunk by chunk up to
+/// [`MAX_ANSWER`]; an answer announcing more is not read at all.
+pub async fn text(mut resp: reqwest::Response, method: &str) -> Result<String, HttpError> {
+    let too_large = |resp: &reqwest::Response, how: String| {
+        HttpError::TooLarge(TooLarge {
+            what: format!("the answer to {method} {}", resp.url()),
+            cap: size(MAX_ANSWER),
+            how,
+        })
+    };
+    if let Some(n) = resp.content_length().filter(|n| *n > MAX_ANSWER as u64) {
+        return Err(too_large(
+            &resp,
+            format!("its content-length says {n} bytes; not read"),
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| HttpError::NoAnswer(transport(e)))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(too_large(
+                &resp,
+                format!("read {}, then stopped", size(MAX_ANSWER)),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// A reqwest error in one line: what failed, then the deepest cause ("connection refused").
@@ -171,16 +250,41 @@ pub fn transport(e: reqwest::Error) -> Transport {
 /// A server's answer for a report: redacted first (so a key cut in half is still caught),
 /// then cut to a few lines.
 pub fn excerpt(redactor: &Redactor, text: &str) -> String {
-    let clean = redactor.redact(text.trim());
-    let mut out: String = clean.chars().take(EXCERPT_CHARS).collect();
-    if clean.chars().count() > EXCERPT_CHARS {
-        out.push('…');
-    }
+    let out = clip(redactor, text, EXCERPT_CHARS);
     if out.is_empty() {
         "(empty body)".to_string()
     } else {
         out
     }
+}
+
+/// How many names of a server's list a report shows.
+const LISTED: usize = 20;
+/// How much of one name a report shows.
+const NAME_CHARS: usize = 100;
+
+/// Names a server listed (model ids, aliases), for a report: the first [`LISTED`], each
+/// redacted and cut, and how many more. The server decides how many there are and how long.
+pub fn listed<S: AsRef<str>>(redactor: &Redactor, names: &[S]) -> String {
+    let mut out: Vec<String> = names
+        .iter()
+        .take(LISTED)
+        .map(|n| clip(redactor, n.as_ref(), NAME_CHARS))
+        .collect();
+    if names.len() > LISTED {
+        out.push(format!("and {} more", names.len() - LISTED));
+    }
+    out.join(", ")
+}
+
+/// Server text (a name, a message) cut to `max` characters, redacted first.
+pub fn clip(redactor: &Redactor, text: &str, max: usize) -> String {
+    let clean = redactor.redact(text.trim());
+    let mut out: String = clean.chars().take(max).collect();
+    if clean.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -215,8 +319,85 @@ mod tests {
             .get(&format!("http://127.0.0.1:{port}/health"), None)
             .await
             .expect_err("nothing listens");
-        assert!(err.0.starts_with("cannot connect: "), "{err}");
-        assert!(err.0.to_lowercase().contains("refused"), "{err}");
-        assert!(!err.0.contains('\n'));
+        let HttpError::NoAnswer(Transport(why)) = &err else {
+            panic!("{err:?}");
+        };
+        assert!(why.starts_with("cannot connect: "), "{err}");
+        assert!(why.to_lowercase().contains("refused"), "{err}");
+        assert!(!why.contains('\n'));
+    }
+
+    /// Answers one request with `head` and then `body_len` bytes of `x`, and closes.
+    async fn serve_once(head: String, body_len: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/v1/models", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let mut request = [0u8; 4096];
+            let _ = tcp.read(&mut request).await;
+            let _ = tcp.write_all(head.as_bytes()).await;
+            let _ = tcp.write_all(&vec![b'x'; body_len]).await;
+            let _ = tcp.shutdown().await;
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_too_large_not_truncated() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+        let url = serve_once(head.into(), MAX_ANSWER + 1).await;
+        let err = Http::new().get(&url, None).await.expect_err("over the cap");
+        assert_eq!(
+            err.to_string(),
+            format!("the answer to GET {url} is over 1 MiB (read 1 MiB, then stopped)")
+        );
+        assert!(matches!(err, HttpError::TooLarge(_)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_exactly_the_cap_is_read_whole() {
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {MAX_ANSWER}\r\n\r\n");
+        let url = serve_once(head, MAX_ANSWER).await;
+        let a = Http::new().get(&url, None).await.expect("within the cap");
+        assert_eq!(a.text.len(), MAX_ANSWER);
+    }
+
+    #[tokio::test]
+    async fn an_answer_announcing_a_gigabyte_is_not_read() {
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", 1u64 << 30);
+        let url = serve_once(head, 16).await;
+        let err = Http::new()
+            .post(&url, None, &serde_json::json!({}))
+            .await
+            .expect_err("announced over the cap");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "the answer to POST {url} is over 1 MiB (its content-length says 1073741824 bytes; not read)"
+            )
+        );
+    }
+
+    #[test]
+    fn a_long_list_shows_its_first_names_and_how_many_more() {
+        let r = Redactor::default();
+        let names: Vec<String> = (0..25).map(|i| format!("m{i}")).collect();
+        let shown = listed(&r, &names);
+        assert!(shown.starts_with("m0, m1, "), "{shown}");
+        assert!(shown.ends_with("m19, and 5 more"), "{shown}");
+        let long = ["y".repeat(500)];
+        assert_eq!(listed(&r, &long).chars().count(), NAME_CHARS + 1);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(1 << 20), "1 MiB");
+        assert_eq!(size(64 << 10), "64 KiB");
+        assert_eq!(size(1000), "1000 bytes");
     }
 }

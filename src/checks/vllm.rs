@@ -10,7 +10,7 @@ use crate::check::{Cause, Check, Family, Layer, Metrics, Outcome, Passed, Prereq
 use crate::checks::keys::{self, Key, Loaded};
 use crate::connect::VllmTarget;
 use crate::env::Env;
-use crate::http::{Answer, excerpt};
+use crate::http::{Answer, HttpError, TooLarge, clip, excerpt, listed};
 use crate::proxy_config::Alias;
 use crate::suite::Suite;
 
@@ -176,7 +176,8 @@ pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Out
 
 async fn health(env: &Env, b: &Backend, url: &str) -> Outcome {
     let a = match env.http.get(url, None).await {
-        Err(t) => return vllm_unreachable(&b.target, url, &t.0),
+        Err(HttpError::NoAnswer(t)) => return vllm_unreachable(&b.target, url, &t.0),
+        Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
         Ok(a) => a,
     };
     if a.status != 200 {
@@ -210,10 +211,47 @@ pub(crate) struct Served {
 pub(crate) enum ModelsError {
     /// No HTTP answer.
     Unreachable(String),
+    /// An answer over its cap.
+    TooLarge(TooLarge),
     /// 401: vLLM rejects LiteLLM's key.
     Unauthorized(Answer),
     /// Another status, or a body without a model list.
     Other(Answer),
+    /// A model's `max_model_len` that is no context window: why.
+    BadWindow(String),
+}
+
+impl ModelsError {
+    /// Why vLLM's context window could not be read, in one line.
+    pub(crate) fn why(&self) -> String {
+        match self {
+            ModelsError::Unreachable(why) | ModelsError::BadWindow(why) => why.clone(),
+            ModelsError::TooLarge(t) => t.to_string(),
+            ModelsError::Unauthorized(_) => "vLLM rejects LiteLLM's key (see vllm::models)".into(),
+            ModelsError::Other(a) => format!("vLLM's /v1/models answered {}", a.status),
+        }
+    }
+}
+
+/// A model's `max_model_len`: absent, or a context window of 1 to `u32::MAX` tokens. Anything
+/// else cannot size a prompt (and 4294967295 is only cheap to check, never to send: see
+/// `litellm.guardrail.max_window`).
+fn context_window(model: &serde_json::Value) -> Result<Option<u32>, String> {
+    match model.get("max_model_len") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|l| u32::try_from(l).ok())
+            .filter(|l| *l > 0)
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "max_model_len {n} is not a context window (1 to {} tokens)",
+                    u32::MAX
+                )
+            }),
+        Some(_) => Err("max_model_len is not a number".into()),
+    }
 }
 
 /// `GET <base>/models` with `key`: the served models (not a model request).
@@ -227,7 +265,10 @@ pub(crate) async fn served_models(
         .http
         .get(&url, Some(&key.value))
         .await
-        .map_err(|t| ModelsError::Unreachable(t.0))?;
+        .map_err(|e| match e {
+            HttpError::NoAnswer(t) => ModelsError::Unreachable(t.0),
+            HttpError::TooLarge(t) => ModelsError::TooLarge(t),
+        })?;
     if a.status == 401 {
         return Err(ModelsError::Unauthorized(a));
     }
@@ -240,18 +281,19 @@ pub(crate) async fn served_models(
     else {
         return Err(ModelsError::Other(a));
     };
-    let served = list
-        .iter()
-        .filter_map(|m| {
-            Some(Served {
-                id: m.get("id")?.as_str()?.to_string(),
-                max_model_len: m
-                    .get("max_model_len")
-                    .and_then(|l| l.as_u64())
-                    .and_then(|l| u32::try_from(l).ok()),
-            })
-        })
-        .collect();
+    let mut served = Vec::new();
+    for m in &list {
+        let Some(id) = m.get("id").and_then(|i| i.as_str()) else {
+            continue;
+        };
+        let max_model_len = context_window(m).map_err(|why| {
+            ModelsError::BadWindow(format!("model {}: {why}", clip(&env.redactor, id, 100)))
+        })?;
+        served.push(Served {
+            id: id.to_string(),
+            max_model_len,
+        });
+    }
     Ok((served, a))
 }
 
@@ -282,6 +324,15 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
     let (served, a) = match served_models(env, &b.target, key).await {
         Ok(r) => r,
         Err(ModelsError::Unreachable(why)) => return vllm_unreachable(&b.target, &url, &why),
+        Err(ModelsError::TooLarge(t)) => return crate::checks::too_large(&t),
+        Err(ModelsError::BadWindow(why)) => {
+            return Outcome::fail(
+                Cause::BadResponse,
+                format!("vLLM {} GET /v1/models: {why}", b.name()),
+            )
+            .hint("vLLM reports the --max-model-len it serves with: an answer without a sane one is not vLLM's (something else answers at this address?)")
+            .into();
+        }
         Err(ModelsError::Unauthorized(a)) => return coupling_failure(env, &b.target, key, &a),
         Err(ModelsError::Other(a)) => {
             let cause = if a.status == 200 {
@@ -313,7 +364,7 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
                 missing.join(", ")
             ),
         )
-        .details(format!("it serves: {}", ids.join(", ")))
+        .details(format!("it serves: {}", listed(&env.redactor, &ids)))
         .hint("the alias's litellm_params.model must be openai/<the model vLLM serves> (its --served-model-name); vLLM loads one model per server")
         .into();
     }
@@ -326,23 +377,26 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
         .collect();
     let mut metrics = Metrics::default();
     metrics.millis("latency_ms", a.elapsed);
-    let lens: Vec<&Served> = served
+    let lens: Vec<(&str, u32)> = served
         .iter()
-        .filter(|s| s.max_model_len.is_some())
+        .filter_map(|s| Some((s.id.as_str(), s.max_model_len?)))
         .collect();
-    for s in &lens {
-        let name = if lens.len() == 1 {
-            "max_model_len".to_string()
-        } else {
-            format!("max_model_len:{}", s.id)
-        };
-        metrics.count(&name, u64::from(s.max_model_len.unwrap_or_default()));
+    if let [(_, n)] = lens.as_slice() {
+        metrics.count("max_model_len", u64::from(*n));
+    } else {
+        // One metric per model an alias routes to: metric names come from the config, never
+        // from however many names the server lists.
+        for (id, n) in &lens {
+            if b.aliases.iter().any(|a| a.served_model() == *id) {
+                metrics.count(&format!("max_model_len:{id}"), u64::from(*n));
+            }
+        }
     }
     let mut p = Passed {
         summary: format!(
             "vLLM {} serves {} and accepts LiteLLM's key",
             b.name(),
-            described.join(", ")
+            listed(&env.redactor, &described)
         ),
         metrics,
         ..Passed::default()
@@ -416,6 +470,27 @@ async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_max_model_len_is_a_context_window_or_an_error() {
+        let window = |v| context_window(&json!({"id": "m", "max_model_len": v}));
+        assert_eq!(window(json!(512)), Ok(Some(512)));
+        assert_eq!(window(json!(4_294_967_295u64)), Ok(Some(u32::MAX)));
+        assert_eq!(window(json!(null)), Ok(None));
+        assert_eq!(context_window(&json!({"id": "m"})), Ok(None));
+        for bad in [json!(0), json!(-1), json!(4_294_967_296u64), json!(1.5)] {
+            let why = window(bad.clone()).expect_err("no context window");
+            assert!(
+                why.starts_with(&format!("max_model_len {bad} is not a context window")),
+                "{why}"
+            );
+        }
+        assert_eq!(
+            window(json!("512")),
+            Err("max_model_len is not a number".into())
+        );
+    }
 
     #[test]
     fn the_root_drops_the_api_path() {

@@ -188,6 +188,21 @@ pub struct Guardrail {
     pub configmap: String,
     /// The container's working directory when the pod spec sets none (the LiteLLM image's).
     pub workdir: String,
+    /// The largest context window (tokens) the trimming checks test; a larger one skips them
+    /// with the reason. Proving the trimming sends a prompt over the window and has vLLM
+    /// prefill a whole window, on every run.
+    #[schemars(range(min = 1, max = 1_048_576))]
+    pub max_window: u32,
+}
+
+impl Guardrail {
+    /// The default `max_window`: a 32k window costs a ~180 KB prompt and a prefill of a few
+    /// seconds on one GPU, within the default `--timeout`; 128k-token windows would cost
+    /// minutes of GPU per hook run, so testing them is a choice the suite makes.
+    pub const DEFAULT_MAX_WINDOW: u32 = 32_768;
+    /// The most `max_window` may be: a prompt over a million-token window is ~6 MB of words,
+    /// and more would crowd the hook's 128Mi memory limit.
+    pub const MAX_MAX_WINDOW: u32 = 1 << 20;
 }
 
 impl Default for Guardrail {
@@ -196,6 +211,7 @@ impl Default for Guardrail {
             name: "message_trimming".into(),
             configmap: "message-trimming-config".into(),
             workdir: "/app".into(),
+            max_window: Guardrail::DEFAULT_MAX_WINDOW,
         }
     }
 }
@@ -459,6 +475,16 @@ impl Suite {
                 return Err((
                     "litellm.guardrail.workdir".into(),
                     format!("must be an absolute path, got {:?}", g.workdir),
+                ));
+            }
+            if !(1..=Guardrail::MAX_MAX_WINDOW).contains(&g.max_window) {
+                return Err((
+                    "litellm.guardrail.max_window".into(),
+                    format!(
+                        "must be 1 to {} tokens, got {}",
+                        Guardrail::MAX_MAX_WINDOW,
+                        g.max_window
+                    ),
                 ));
             }
         }

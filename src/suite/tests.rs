@@ -183,3 +183,31 @@ fn schema_rejects_unknown_fields_and_documents_defaults() {
     assert_eq!(schema["properties"]["namespace"]["default"], "litellm");
     assert_eq!(schema["required"], serde_json::json!(["version"]));
 }
+
+#[test]
+fn the_trimming_window_limit_defaults_to_32k_and_is_bounded() {
+    let s = parse("version: 1\n", "m.yaml").expect("parses");
+    assert_eq!(s.litellm.guardrail.expect("guardrail").max_window, 32_768);
+    // Also the schema's maximum (a literal in the schemars range attribute).
+    assert_eq!(Guardrail::MAX_MAX_WINDOW, 1_048_576);
+    let s = parse(
+        "version: 1\nlitellm:\n  guardrail:\n    max_window: 131072\n",
+        "m.yaml",
+    )
+    .expect("parses");
+    assert_eq!(s.litellm.guardrail.expect("guardrail").max_window, 131_072);
+    for bad in ["0", "1048577"] {
+        let err = parse(
+            &format!("version: 1\nlitellm:\n  guardrail:\n    max_window: {bad}\n"),
+            "my.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!(
+                "litellm.guardrail.max_window: must be 1 to 1048576 tokens, got {bad}"
+            )),
+            "{err}"
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod support;
 
 mod deploy;
 mod harness;
+mod hostile;
 mod hostile_apiserver;
 mod hostile_bed;
 mod junit_consumer;

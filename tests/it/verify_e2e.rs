@@ -17,7 +17,7 @@ use crate::support::litellm::{
 use crate::support::open_proxy::OpenProxy;
 
 /// The in-cluster Service of a bed alias's backend.
-fn service_of(alias: &str) -> String {
+pub(crate) fn service_of(alias: &str) -> String {
     format!("vllm-{alias}")
 }
 
@@ -59,7 +59,7 @@ fn config_yaml(extra: &[(&str, &str)]) -> String {
 
 /// `base` with the bed's keys in the proxy Secret, the mirrored config, and one vLLM Service
 /// per bed alias (`extra` adds model_list entries).
-fn scenario(base: &str, extra: &[(&str, &str)]) -> Scenario {
+pub(crate) fn scenario(base: &str, extra: &[(&str, &str)]) -> Scenario {
     let mut s = load_scenario(base);
     let template = s
         .get("Service", Some("vllm"), "vllm")
@@ -97,7 +97,7 @@ fn scenario(base: &str, extra: &[(&str, &str)]) -> Scenario {
 
 /// A suite for the bed: the chosen aliases and vLLM services, no database, `litellm` extras
 /// (YAML lines, two-space indented) appended to its `litellm` block.
-fn suite(aliases: &[&str], backends: &[&str], litellm_extra: &str) -> String {
+pub(crate) fn suite(aliases: &[&str], backends: &[&str], litellm_extra: &str) -> String {
     let mut y = format!(
         "version: 1\ndatabase: null\nlitellm:\n  aliases: [{}]\n{litellm_extra}vllm:{}\n",
         aliases.join(", "),
@@ -111,7 +111,7 @@ fn suite(aliases: &[&str], backends: &[&str], litellm_extra: &str) -> String {
     y
 }
 
-const NO_DB: &str = "  expect_db: false\n";
+pub(crate) const NO_DB: &str = "  expect_db: false\n";
 
 /// Runs `smokecheck verify` on `scenario` with `suite`, the bed's proxy as `litellm`, each
 /// backend of the suite mapped to its fake vLLM, the platform and Kubernetes layers skipped

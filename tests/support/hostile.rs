@@ -30,7 +30,7 @@ pub enum Behaviour {
     Endless { head: Vec<u8>, pattern: Vec<u8> },
     /// Sends `bytes` once and keeps the connection open without another byte.
     Hang(Vec<u8>),
-    /// Sends `bytes` and closes.
+    /// Sends `bytes` and closes its side; the connection ends when the peer closes its own.
     Close(Vec<u8>),
 }
 
@@ -184,6 +184,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S
         Behaviour::Close(bytes) => {
             let _ = write.write_all(&bytes).await;
             let _ = write.shutdown().await;
+            // Closing with a request still unread would reset the connection and could destroy
+            // the answer in the peer's buffer: read on until the peer closes.
+            let _ = tokio::time::timeout(PATIENCE, drain).await;
+            return;
         }
     }
     drain.abort();

@@ -19,14 +19,19 @@ use crate::check::{
 };
 use crate::checks::keys::{self, Key, Loaded};
 use crate::checks::litellm::classify::{self, ProxyError};
-use crate::checks::litellm::{any_guardrail, proxy_unreachable};
+use crate::checks::litellm::{any_guardrail, no_answer};
 use crate::env::Env;
-use crate::http::{Answer, excerpt, header};
+use crate::http::{Answer, HttpError, MAX_ANSWER, TooLarge, excerpt, header, size};
 
 /// Short and deterministic: what the proxy answers does not matter, that it answers does.
 const PROMPT: &str = "Reply with the single word: ok";
 /// A handful of tokens: enough to see content, cheap on any model.
 const MAX_TOKENS: u32 = 5;
+/// Caps of one stream (with [`sse::MAX_LINE`] and [`sse::MAX_EVENT`]): a 5-token answer
+/// streams about ten events (the role, a delta per token, the finish reason, usage) in a few
+/// KiB, and a few dozen bytes of content. The byte cap is [`crate::http::MAX_ANSWER`].
+const MAX_EVENTS: u64 = 1024;
+const MAX_CONTENT: usize = 64 << 10;
 /// The header LiteLLM names the guardrails a request went through in.
 pub(crate) const APPLIED_GUARDRAILS: &str = "x-litellm-applied-guardrails";
 
@@ -131,6 +136,31 @@ pub(crate) fn proxy_failure(env: &Env, alias: &str, key: &Loaded, a: &Answer) ->
     f
 }
 
+/// `usage.<field>` of an answer or a stream chunk: `Ok(None)` when absent, an error naming
+/// it when it is not a token count (more than `u32::MAX` is more than any context window).
+pub(crate) fn usage_tokens(body: &Value, field: &str) -> Result<Option<u32>, String> {
+    match body.get("usage").and_then(|u| u.get(field)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|t| u32::try_from(t).ok())
+            .map(Some)
+            .ok_or_else(|| format!("usage.{field} {n} is not a token count")),
+        Some(_) => Err(format!("usage.{field} is not a number")),
+    }
+}
+
+/// The HTTP status an error event in a stream stands for: its `error.code` when that is an
+/// error status (LiteLLM sends the string "500"), else 500.
+fn event_status(chunk: &Value) -> u16 {
+    chunk
+        .pointer("/error/code")
+        .and_then(|c| c.as_u64().or_else(|| c.as_str()?.trim().parse().ok()))
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (400..=599).contains(c))
+        .unwrap_or(500)
+}
+
 fn guardrail_note(headers: &reqwest::header::HeaderMap) -> Option<String> {
     header(headers, APPLIED_GUARDRAILS).map(|g| format!("guardrails applied: {g}"))
 }
@@ -150,7 +180,7 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         )
         .await
     {
-        Err(t) => return proxy_unreachable(env, &url, &t),
+        Err(t) => return no_answer(env, &url, &t),
         Ok(a) => a,
     };
     if !a.ok() {
@@ -174,17 +204,19 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     if content.is_empty() {
         return bad("without content in choices[0].message.content");
     }
-    let usage = body.get("usage");
-    let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
-    let (Some(prompt), Some(completion)) = (tokens("prompt_tokens"), tokens("completion_tokens"))
-    else {
-        return bad("without usage (prompt_tokens, completion_tokens)");
+    let (prompt, completion) = match (
+        usage_tokens(&body, "prompt_tokens"),
+        usage_tokens(&body, "completion_tokens"),
+    ) {
+        (Ok(Some(p)), Ok(Some(c))) => (p, c),
+        (Err(why), _) | (_, Err(why)) => return bad(&format!("but {why}")),
+        _ => return bad("without usage (prompt_tokens, completion_tokens)"),
     };
     let mut metrics = Metrics::default();
     metrics
         .millis("latency_ms", a.elapsed)
-        .count("prompt_tokens", prompt)
-        .count("completion_tokens", completion);
+        .count("prompt_tokens", u64::from(prompt))
+        .count("completion_tokens", u64::from(completion));
     let said: String = env.redactor.redact(&content).chars().take(60).collect();
     let mut p = Passed {
         summary: format!(
@@ -213,14 +245,19 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     ));
     let started = Instant::now();
     let resp = match env.http.post_streaming(&url, Some(&key.value), &body).await {
-        Err(t) => return proxy_unreachable(env, &url, &t),
+        Err(e) => return no_answer(env, &url, &e),
         Ok(r) => r,
     };
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     if !(200..300).contains(&status) {
-        // Errors come back as plain JSON, not SSE.
-        let text = resp.text().await.unwrap_or_default();
+        // Errors come back as plain JSON, not SSE. Their status alone still says something
+        // when the body breaks off.
+        let text = match crate::http::text(resp, "POST").await {
+            Ok(t) => t,
+            Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+            Err(HttpError::NoAnswer(_)) => String::new(),
+        };
         let a = Answer {
             status,
             headers,
@@ -231,7 +268,11 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     }
     let content_type = header(&headers, "content-type").unwrap_or_default();
     if !content_type.starts_with("text/event-stream") {
-        let text = resp.text().await.unwrap_or_default();
+        let text = match crate::http::text(resp, "POST").await {
+            Ok(t) => t,
+            Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+            Err(HttpError::NoAnswer(_)) => String::new(),
+        };
         return Outcome::fail(
             Cause::BadResponse,
             format!("alias {alias}: a streaming request got {status} {content_type:?}, not text/event-stream"),
@@ -241,6 +282,8 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     }
 
     let mut parser = sse::Parser::default();
+    let mut read = 0usize;
+    let mut events = 0u64;
     let mut chunks = 0u64;
     let mut deltas = 0u64;
     let mut first_token = None;
@@ -248,10 +291,19 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     let mut usage: Option<Value> = None;
     let mut content = String::new();
     let mut bytes = resp.bytes_stream();
+    let stream_of = format!("the stream from POST {url}");
+    let over = |what: &str, cap: String, how: String| -> Outcome {
+        crate::checks::too_large(&TooLarge {
+            what: what.to_string(),
+            cap,
+            how,
+        })
+    };
     ctx.observe(format!(
         "alias {alias}: stream open, waiting for the first token"
     ));
-    while let Some(piece) = bytes.next().await {
+    // Read until [DONE], and not a byte further: a server may hold the stream open after it.
+    'stream: while let Some(piece) = bytes.next().await {
         let piece = match piece {
             Ok(p) => p,
             Err(e) => {
@@ -264,13 +316,37 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                 );
             }
         };
-        for event in parser.feed(&piece) {
-            if done {
-                continue;
+        read += piece.len();
+        if read > MAX_ANSWER {
+            return over(
+                &stream_of,
+                size(MAX_ANSWER),
+                format!("read {} in {events} events, then stopped", size(MAX_ANSWER)),
+            );
+        }
+        let parsed = match parser.feed(&piece) {
+            Ok(p) => p,
+            Err(o) => {
+                let (what, cap) = o.what();
+                return over(
+                    &format!("{what} of {stream_of}"),
+                    size(cap),
+                    format!("after {events} events; stopped there"),
+                );
             }
+        };
+        for event in parsed {
             if event.trim() == "[DONE]" {
                 done = true;
-                continue;
+                break 'stream;
+            }
+            events += 1;
+            if events > MAX_EVENTS {
+                return over(
+                    &stream_of,
+                    format!("{MAX_EVENTS} events"),
+                    "without [DONE]; stopped there".into(),
+                );
             }
             let Ok(chunk) = serde_json::from_str::<Value>(&event) else {
                 return Outcome::fail(
@@ -282,13 +358,8 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             };
             if chunk.get("error").is_some() {
                 // A failure after the stream opened arrives as an error event.
-                let code = chunk
-                    .pointer("/error/code")
-                    .and_then(|c| c.as_str().and_then(|s| s.parse().ok()).or(c.as_u64()))
-                    .and_then(|c| u16::try_from(c).ok())
-                    .unwrap_or(500);
                 let a = Answer {
-                    status: code,
+                    status: event_status(&chunk),
                     headers: headers.clone(),
                     text: event.clone(),
                     elapsed: started.elapsed(),
@@ -307,22 +378,38 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                 if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str)
                     && !text.is_empty()
                 {
+                    if content.len() + text.len() > MAX_CONTENT {
+                        return over(
+                            &format!("the content streamed from POST {url}"),
+                            size(MAX_CONTENT),
+                            format!(
+                                "after {deltas} deltas, asked for {MAX_TOKENS} tokens; stopped there"
+                            ),
+                        );
+                    }
                     deltas += 1;
                     content.push_str(text);
                     first_token.get_or_insert_with(|| started.elapsed());
                 }
             }
-            if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
-                usage = Some(u.clone());
+            if chunk.get("usage").is_some_and(|u| !u.is_null()) {
+                if let Err(why) = usage_tokens(&chunk, "completion_tokens") {
+                    return Outcome::fail(
+                        Cause::BadResponse,
+                        format!("alias {alias}: the stream's usage chunk says {why}"),
+                    )
+                    .details(excerpt(&env.redactor, &event))
+                    .into();
+                }
+                usage = chunk.get("usage").cloned();
             }
             ctx.observe(format!(
                 "alias {alias}: {chunks} chunks, {deltas} with content, waiting for [DONE]"
             ));
         }
     }
-    let leftover = parser.finish();
     if !done {
-        let tail = if leftover {
+        let tail = if parser.finish() {
             " (its last event was not terminated)"
         } else {
             ""
@@ -393,4 +480,43 @@ fn incomplete(
         f.metrics.millis("ttft_ms", t);
     }
     f.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_counts_are_checked_not_trusted() {
+        let body = |n: Value| json!({"usage": {"prompt_tokens": n}});
+        assert_eq!(
+            usage_tokens(&body(json!(12)), "prompt_tokens"),
+            Ok(Some(12))
+        );
+        assert_eq!(usage_tokens(&json!({}), "prompt_tokens"), Ok(None));
+        assert_eq!(usage_tokens(&body(Value::Null), "prompt_tokens"), Ok(None));
+        assert_eq!(
+            usage_tokens(&body(json!(u64::MAX)), "prompt_tokens"),
+            Err("usage.prompt_tokens 18446744073709551615 is not a token count".into())
+        );
+        assert_eq!(
+            usage_tokens(&body(json!(-3)), "prompt_tokens"),
+            Err("usage.prompt_tokens -3 is not a token count".into())
+        );
+        assert_eq!(
+            usage_tokens(&body(json!("12")), "prompt_tokens"),
+            Err("usage.prompt_tokens is not a number".into())
+        );
+    }
+
+    #[test]
+    fn an_error_event_stands_for_its_code_only_when_that_is_an_error_status() {
+        let event = |code: Value| json!({"error": {"message": "x", "code": code}});
+        assert_eq!(event_status(&event(json!("401"))), 401);
+        assert_eq!(event_status(&event(json!(429))), 429);
+        for odd in [json!(200), json!(0), json!(99999), json!("abc"), json!(-1)] {
+            assert_eq!(event_status(&event(odd.clone())), 500, "{odd}");
+        }
+        assert_eq!(event_status(&json!({"error": "boom"})), 500);
+    }
 }

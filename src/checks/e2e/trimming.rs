@@ -5,19 +5,22 @@
 //!
 //! The window is vLLM's `max_model_len` from `/v1/models` (not a model request), or the suite's
 //! `vllm[].max_model_len` where vLLM cannot be read from here. The prompt is the window plus 10%
-//! or at least 256 tokens, so a 128k-context model does not get megabytes.
+//! or at least 256 tokens. A window over `litellm.guardrail.max_window` skips both checks with
+//! the reason: a server's number decides how much we send and how long vLLM computes, and a
+//! `max_model_len` of 4294967295 would otherwise ask for a 21 GB prompt.
 
 use serde_json::Value;
 
 use crate::check::{Cause, Check, Ctx, Family, Layer, Metrics, Outcome, Passed};
 use crate::checks::keys::{self, Key};
-use crate::checks::litellm::{proxy_unreachable, trimming_guardrail};
-use crate::checks::vllm::{ModelsError, coupling_failure, served_models};
+use crate::checks::litellm::{no_answer, trimming_guardrail};
+use crate::checks::vllm::{coupling_failure, served_models};
 use crate::connect::VllmTarget;
 use crate::env::Env;
-use crate::http::excerpt;
+use crate::http::{HttpError, excerpt};
+use crate::suite::Guardrail;
 
-use super::{APPLIED_GUARDRAILS, chat_body, prepare, proxy_failure};
+use super::{APPLIED_GUARDRAILS, chat_body, prepare, proxy_failure, usage_tokens};
 
 /// The completion budget of the oversized request (a handful, as every request here).
 const MAX_TOKENS: u32 = 5;
@@ -65,14 +68,14 @@ struct Window {
 }
 
 impl Window {
-    /// Words of the oversized prompt.
+    /// Words of the oversized prompt (at most `max_window` and 10%, see [`over_limit`]).
     fn prompt_words(&self) -> u32 {
         let n = self.max_model_len;
         n.saturating_add((n / 10).max(MIN_OVERSHOOT))
     }
 
     fn prompt(&self) -> String {
-        let words = self.prompt_words() as usize;
+        let words = usize::try_from(self.prompt_words()).unwrap_or(usize::MAX);
         let mut s = String::with_capacity(words * (WORD.len() + 1));
         for i in 0..words {
             if i > 0 {
@@ -144,13 +147,7 @@ async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Outcome> {
                     t.namespace, t.service
                 ));
             }
-            Err(ModelsError::Unreachable(why)) => unreadable = Some(why),
-            Err(ModelsError::Unauthorized(_)) => {
-                unreadable = Some("vLLM rejects LiteLLM's key (see vllm::models)".into());
-            }
-            Err(ModelsError::Other(a)) => {
-                unreadable = Some(format!("vLLM's /v1/models answered {}", a.status));
-            }
+            Err(e) => unreadable = Some(e.why()),
         }
     }
     match suite_value {
@@ -173,11 +170,33 @@ async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Outcome> {
     }
 }
 
+/// Both trimming checks are skipped for a window over the suite's `max_window`: the proof
+/// would cost a prompt over it and a prefill of all of it, on every run.
+fn over_limit(env: &Env, alias: &str, w: &Window) -> Option<Outcome> {
+    let limit = env
+        .suite
+        .litellm
+        .guardrail
+        .as_ref()
+        .map_or(Guardrail::DEFAULT_MAX_WINDOW, |g| g.max_window);
+    (w.max_model_len > limit).then(|| {
+        Outcome::Skipped(format!(
+            "alias {alias}: its context window of {} tokens (from {}) is over litellm.guardrail.max_window ({limit}): proving the trimming would send a {}-word prompt and have vLLM prefill the whole window on every run; raise max_window (and --timeout) in the suite to test it",
+            w.max_model_len,
+            w.source,
+            w.prompt_words()
+        ))
+    })
+}
+
 async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome {
     let w = match window(env, ctx, alias).await {
         Ok(w) => w,
         Err(o) => return o,
     };
+    if let Some(skip) = over_limit(env, alias, &w) {
+        return skip;
+    }
     let (key, url) = match prepare(env, ctx).await {
         Ok(p) => p,
         Err(o) => return o,
@@ -196,7 +215,7 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome
         )
         .await
     {
-        Err(t) => return proxy_unreachable(env, &url, &t),
+        Err(t) => return no_answer(env, &url, &t),
         Ok(a) => a,
     };
     let mut metrics = Metrics::default();
@@ -219,20 +238,22 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome
         return f.into();
     }
     let applied = crate::http::header(&a.headers, APPLIED_GUARDRAILS);
-    let prompt_tokens = a
-        .json()
-        .and_then(|b| b.pointer("/usage/prompt_tokens").and_then(Value::as_u64));
-    let Some(prompt_tokens) = prompt_tokens else {
-        return Outcome::fail(
+    let bad = |why: String| -> Outcome {
+        Outcome::fail(
             Cause::BadResponse,
-            format!("alias {alias}: 200 without usage.prompt_tokens: cannot tell whether the prompt was trimmed"),
+            format!("alias {alias}: 200, but {why}: cannot tell whether the prompt was trimmed"),
         )
         .details(excerpt(&env.redactor, &a.text))
-        .into();
+        .into()
     };
-    metrics.count("prompt_tokens", prompt_tokens);
+    let prompt_tokens = match a.json().map(|b| usage_tokens(&b, "prompt_tokens")) {
+        Some(Ok(Some(n))) => n,
+        Some(Err(why)) => return bad(why),
+        None | Some(Ok(None)) => return bad("without usage.prompt_tokens".into()),
+    };
+    metrics.count("prompt_tokens", u64::from(prompt_tokens));
     let budget = u64::from(w.max_model_len);
-    if prompt_tokens + u64::from(MAX_TOKENS) > budget {
+    if u64::from(prompt_tokens) + u64::from(MAX_TOKENS) > budget {
         let mut f = Outcome::fail(
             Cause::ContextWindow,
             format!(
@@ -269,6 +290,9 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         Ok(w) => w,
         Err(o) => return o,
     };
+    if let Some(skip) = over_limit(env, alias, &w) {
+        return skip;
+    }
     let Some(target) = &w.target else {
         return Outcome::Skipped(format!("alias {alias} has no api_base to call vLLM at"));
     };
@@ -290,12 +314,13 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         o.remove("num_retries");
     }
     let a = match env.http.post(&url, Some(&key.value), &body).await {
-        Err(t) => {
+        Err(HttpError::NoAnswer(t)) => {
             return Outcome::Skipped(format!(
                 "vLLM {}/{} is not reachable from here: {t}",
                 target.namespace, target.service
             ));
         }
+        Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
         Ok(a) => a,
     };
     let mut metrics = Metrics::default();
@@ -312,7 +337,8 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                     .map(str::to_string)
             })
             .unwrap_or_else(|| a.text.clone());
-        let first = message.split(". ").next().unwrap_or_default().to_string();
+        let first = message.split(". ").next().unwrap_or_default();
+        let first = crate::http::clip(&env.redactor, first, 300);
         return Passed {
             summary: format!("vLLM refuses the {words}-word prompt on its own: {first}"),
             metrics,
@@ -326,7 +352,7 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     if a.ok() {
         let used = a
             .json()
-            .and_then(|j| j.pointer("/usage/prompt_tokens").and_then(Value::as_u64))
+            .and_then(|j| usage_tokens(&j, "prompt_tokens").ok().flatten())
             .map(|n| format!(" ({n} prompt tokens)"))
             .unwrap_or_default();
         let mut f = Outcome::fail(

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
 use crate::checks::keys::{self, Key};
 use crate::env::Env;
-use crate::http::{Answer, Transport, excerpt};
+use crate::http::{Answer, HttpError, excerpt, listed};
 use crate::suite::Suite;
 
 /// The check the others run after: a proxy that is not alive fails once, here.
@@ -45,8 +45,12 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
     ]
 }
 
-/// No answer from the proxy at all.
-pub(crate) fn proxy_unreachable(env: &Env, url: &str, t: &Transport) -> Outcome {
+/// No answer from the proxy to judge: none at all, or one over its cap.
+pub(crate) fn no_answer(env: &Env, url: &str, e: &HttpError) -> Outcome {
+    let t = match e {
+        HttpError::TooLarge(t) => return crate::checks::too_large(t),
+        HttpError::NoAnswer(t) => t,
+    };
     Outcome::fail(
         Cause::Unreachable,
         format!("cannot reach LiteLLM at {url}: {t}"),
@@ -76,7 +80,7 @@ pub(crate) fn latency(a: &Answer) -> Metrics {
 
 async fn live(env: &Env, url: &str) -> Outcome {
     match env.http.get(url, None).await {
-        Err(t) => proxy_unreachable(env, url, &t),
+        Err(t) => no_answer(env, url, &t),
         Ok(a) if a.status == 200 => Passed {
             summary: format!("alive ({url})"),
             metrics: latency(&a),
@@ -95,7 +99,7 @@ async fn live(env: &Env, url: &str) -> Outcome {
 
 async fn ready(env: &Env, url: &str) -> Outcome {
     let a = match env.http.get(url, None).await {
-        Err(t) => return proxy_unreachable(env, url, &t),
+        Err(t) => return no_answer(env, url, &t),
         Ok(a) => a,
     };
     if a.status != 200 {
@@ -171,7 +175,7 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
     let url = env.endpoints.litellm.url("/v1/models");
     ctx.observe(format!("waiting for GET {url} without a key"));
     let none = match env.http.get(&url, None).await {
-        Err(t) => return proxy_unreachable(env, &url, &t),
+        Err(t) => return no_answer(env, &url, &t),
         Ok(a) => a,
     };
     let open_hint = "set general_settings.master_key: os.environ/PROXY_MASTER_KEY in the proxy config and PROXY_MASTER_KEY in the pod's env (from the proxy Secret), then restart the proxy; until then anyone who reaches it can spend its models";
@@ -190,7 +194,7 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
     }
     ctx.observe(format!("waiting for GET {url} with a bogus key"));
     let bogus = match env.http.get(&url, Some(&bogus_key())).await {
-        Err(t) => return proxy_unreachable(env, &url, &t),
+        Err(t) => return no_answer(env, &url, &t),
         Ok(a) => a,
     };
     if bogus.ok() {
@@ -247,7 +251,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
     let url = env.endpoints.litellm.url("/v1/models");
     ctx.observe(format!("waiting for GET {url}"));
     let a = match env.http.get(&url, Some(&key.value)).await {
-        Err(t) => return proxy_unreachable(env, &url, &t),
+        Err(t) => return no_answer(env, &url, &t),
         Ok(a) => a,
     };
     if !a.ok() {
@@ -270,24 +274,24 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
         }
         return f.into();
     }
-    let served: Vec<String> = a
-        .json()
-        .and_then(|j| j.get("data").and_then(|d| d.as_array()).cloned())
-        .map(|list| {
-            list.iter()
-                .filter_map(|m| m.get("id").and_then(|i| i.as_str()).map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    if served.is_empty() && !a.text.contains("\"data\"") {
+    let body = a.json();
+    let Some(list) = body
+        .as_ref()
+        .and_then(|j| j.get("data"))
+        .and_then(|d| d.as_array())
+    else {
         return unexpected(
             env,
             Cause::BadResponse,
-            "GET /v1/models answered 200 without a model list".into(),
+            "GET /v1/models answered 200 without a model list (JSON with a data array)".into(),
             &a,
         )
         .into();
-    }
+    };
+    let served: Vec<String> = list
+        .iter()
+        .filter_map(|m| m.get("id").and_then(|i| i.as_str()).map(str::to_string))
+        .collect();
     let missing: Vec<&str> = expected
         .iter()
         .filter(|e| !served.contains(e))
@@ -311,7 +315,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
                 missing.join(", ")
             ),
         )
-        .details(format!("served: {}", served.join(", ")))
+        .details(format!("served: {}", listed(&env.redactor, &served)))
         .hint(
             "the running proxy's model_list lacks them: is the ConfigMap synced, and was the proxy restarted after it changed? A typo in the suite's litellm.aliases shows here too",
         );
@@ -329,7 +333,10 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
     };
     p.metrics.count("aliases_served", served.len() as u64);
     if !extra.is_empty() {
-        p = p.note(format!("served but not expected: {}", extra.join(", ")));
+        p = p.note(format!(
+            "served but not expected: {}",
+            listed(&env.redactor, &extra)
+        ));
     }
     p.into()
 }
