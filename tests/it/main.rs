@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli_contract;
 mod deploy;
 mod harness;
 mod junit_consumer;
