@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, ListParams, LogParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::check::{Cause, Failure, Outcome};
+use crate::kube_auth::{self, KubeconfigFileError, PluginError};
 
 /// Which cluster to talk to, as the user said it (kubectl's flags).
 #[derive(Debug, Clone, Default)]
@@ -24,12 +25,8 @@ pub struct KubeSelection {
 /// Why no cluster could be reached at all; these end the run with exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("reading kubeconfig {}", path.display())]
-    ReadKubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigFileError),
     #[error("loading kube config")]
     Config(#[source] kube::config::KubeconfigError),
     #[error(
@@ -40,6 +37,11 @@ pub enum ClusterError {
     InCluster(#[source] kube::config::InClusterError),
     #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
+    /// kube's auth error, described without its command's env values or output.
+    #[error("building the Kubernetes client: {0}")]
+    ClientAuth(String),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
     #[error("obtaining credentials (the kubeconfig's exec credential plugin) did not finish within {}", humantime::format_duration(*.timeout))]
     Credentials { timeout: Duration },
     #[error("the API server at {url} rejected our credentials (401 Unauthorized): {message}")]
@@ -70,16 +72,10 @@ pub async fn config(sel: &KubeSelection) -> Result<(Config, String), ClusterErro
         context: sel.context.clone(),
         ..KubeConfigOptions::default()
     };
+    // Read here, not by kube: a syntax error is reported without the line (it may be a token).
     let kubeconfig = match &sel.kubeconfig {
-        Some(path) => {
-            Some(
-                Kubeconfig::read_from(path).map_err(|source| ClusterError::ReadKubeconfig {
-                    path: path.clone(),
-                    source,
-                })?,
-            )
-        }
-        None if kubeconfig_available() => Some(Kubeconfig::read().map_err(ClusterError::Config)?),
+        Some(path) => Some(kube_auth::read(path)?),
+        None if kubeconfig_available() => Some(kube_auth::read_default()?),
         None => None,
     };
     match kubeconfig {
@@ -121,14 +117,24 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         .to_string()
         .trim_end_matches('/')
         .to_string();
-    // Building the client runs an exec credential plugin (EKS, GKE) synchronously: off the
-    // async threads, and bounded, so a plugin stuck on SSO cannot hang the run.
+    // An exec credential plugin (EKS, GKE) runs here, not inside kube: bounded, killed when it
+    // overstays, and its failure reported without its env values or output (kube_auth).
+    if kube_auth::uses_exec(&config.auth_info) {
+        tokio::time::timeout(timeout, kube_auth::resolve_exec(&mut config.auth_info))
+            .await
+            .map_err(|_| ClusterError::Credentials { timeout })??;
+    }
+    // A legacy auth-provider command would still run inside kube, synchronously: off the async
+    // threads, and bounded.
     let built = tokio::time::timeout(
         timeout,
         tokio::task::spawn_blocking(move || Client::try_from(config)),
     )
     .await;
     let client = match built {
+        Ok(Ok(Err(kube::Error::Auth(e)))) => {
+            return Err(ClusterError::ClientAuth(kube_auth::describe_auth_error(&e)));
+        }
         Ok(Ok(result)) => result.map_err(ClusterError::Client)?,
         Ok(Err(_)) | Err(_) => return Err(ClusterError::Credentials { timeout }),
     };
@@ -145,10 +151,10 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
                 message: s.message.clone(),
             });
         }
-        Ok(Err(e @ kube::Error::Auth(_))) => {
+        Ok(Err(kube::Error::Auth(e))) => {
             return Err(ClusterError::Unauthorized {
                 url,
-                message: error_chain(&e),
+                message: kube_auth::describe_auth_error(&e),
             });
         }
         Ok(Err(e)) => return Err(unreachable(error_chain(&e))),
@@ -270,7 +276,7 @@ impl Access<'_> {
                 Cause::Unauthorized,
                 format!("cannot {}: obtaining credentials failed", self.what()),
             )
-            .details(error_chain(&e))
+            .details(kube_auth::describe_auth_error(&e))
             .hint("run the kubeconfig's credential plugin by hand to see why it fails"),
             other => Outcome::fail(
                 Cause::ApiUnreachable,

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod connect;
 pub mod env;
 pub mod http;
+pub mod kube_auth;
 pub mod proxy_config;
 pub mod rbac;
 pub mod report;
@@ -291,7 +292,9 @@ fn run_checks(
             print_error(&e);
             let cause = match e {
                 cluster::ClusterError::Unauthorized { .. }
-                | cluster::ClusterError::Credentials { .. } => Cause::Unauthorized,
+                | cluster::ClusterError::Credentials { .. }
+                | cluster::ClusterError::ClientAuth(_)
+                | cluster::ClusterError::Plugin(_) => Cause::Unauthorized,
                 cluster::ClusterError::Unreachable { .. } => Cause::ApiUnreachable,
                 _ => Cause::Setup,
             };

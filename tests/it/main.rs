@@ -7,6 +7,7 @@ mod cli_contract;
 mod deploy;
 mod harness;
 mod junit_consumer;
+mod kube_credentials;
 mod kube_fake;
 mod laptop;
 mod llm_bed;
