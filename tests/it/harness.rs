@@ -194,3 +194,37 @@ pub fn assert_no_secret_leaks(scenario: &str, run: &Run) {
         );
     }
 }
+
+/// [`run_in`] with `env` set for the child and `unset` removed from its environment.
+pub fn run_in_env(
+    dir: tempfile::TempDir,
+    kubeconfig: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    unset: &[&str],
+) -> Run {
+    let junit = dir.path().join("junit.xml");
+    let mut cmd = command();
+    for name in unset {
+        cmd.env_remove(name);
+    }
+    let out = cmd
+        .envs(env.iter().copied())
+        .arg("verify")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--junit")
+        .arg(&junit)
+        .args(["--format", "json"])
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .expect("running smokecheck");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        junit: std::fs::read_to_string(&junit).ok(),
+        _dir: dir,
+    }
+}

@@ -5,6 +5,7 @@ mod support;
 
 mod cli_contract;
 mod deploy;
+mod forwarding;
 mod harness;
 mod junit_consumer;
 mod kube_credentials;

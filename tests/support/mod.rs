@@ -7,4 +7,5 @@ pub mod litellm;
 pub mod open_proxy;
 pub mod postgres;
 pub mod process;
+pub mod recording_proxy;
 pub mod stack;
