@@ -117,7 +117,18 @@ fn with_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
 
 impl Http {
     pub fn new() -> Http {
-        let client = with_proxies(reqwest::Client::builder())
+        Http::resolving(&[])
+    }
+
+    /// A client that connects each name of `local` to its address (a port-forward's local
+    /// port) while keeping the name for TLS: SNI and certificate verification.
+    pub fn resolving(local: &[(String, std::net::SocketAddr)]) -> Http {
+        let builder = local
+            .iter()
+            .fold(reqwest::Client::builder(), |b, (name, addr)| {
+                b.resolve(name, *addr)
+            });
+        let client = with_proxies(builder)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(BACKSTOP)
             .user_agent(concat!("smokecheck/", env!("CARGO_PKG_VERSION")))

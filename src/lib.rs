@@ -365,6 +365,13 @@ fn run_checks(
             }
         });
     }
+    // An https:// URL through a port-forward keeps the Service's name; the client connects it
+    // to the local port.
+    let local_names = env.endpoints.local_names();
+    if !local_names.is_empty() {
+        env.http = http::Http::resolving(&local_names);
+    }
+    let forwards = env.endpoints.lifetime();
 
     let styles = if plan.output.color {
         Styles::colored()
@@ -405,6 +412,9 @@ fn run_checks(
         &stopper,
         progress,
     );
+    // Connections a timed-out check left behind (a session waiting on a lock) end with the run,
+    // closed properly, before the reports say it is over.
+    runtime.block_on(forwards.close());
     terminal.finish();
     let report = RunReport {
         context: Some(context),

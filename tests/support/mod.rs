@@ -9,3 +9,4 @@ pub mod postgres;
 pub mod process;
 pub mod recording_proxy;
 pub mod stack;
+pub mod tls_front;
