@@ -601,6 +601,37 @@ mod tests {
     }
 
     #[test]
+    fn an_https_api_base_through_a_port_forward_keeps_https_and_the_service_name() {
+        let mut e = Endpoints::resolve(&suite(), &BTreeMap::new());
+        let local: std::net::SocketAddr = "127.0.0.1:41234".parse().unwrap();
+        e.forwards.insert(
+            ("vllm".into(), "vllm".into()),
+            Forward {
+                namespace: "vllm".into(),
+                service: "vllm".into(),
+                pod: "vllm-0".into(),
+                pod_port: 8000,
+                local,
+            },
+        );
+        let v = e
+            .vllm("https://vllm.vllm.svc.cluster.local/v1")
+            .expect("vllm");
+        assert_eq!(
+            v.endpoint.base,
+            "https://vllm.vllm.svc.cluster.local:41234/v1"
+        );
+        let plain = e.vllm("http://vllm.vllm.svc/v1").expect("vllm");
+        assert_eq!(plain.endpoint.base, "http://127.0.0.1:41234/v1");
+        let names = e.local_names();
+        for name in ["vllm.vllm.svc.cluster.local", "vllm.vllm.svc", "vllm.vllm"] {
+            assert!(names.contains(&(name.to_string(), local)), "{names:?}");
+        }
+        // Only the suite's own namespace answers to the bare service name.
+        assert!(!names.iter().any(|(n, _)| n == "vllm"), "{names:?}");
+    }
+
+    #[test]
     fn api_base_outside_the_suite_is_refused_with_reason() {
         let e = Endpoints::resolve(&suite(), &BTreeMap::new());
         let err = e
