@@ -287,14 +287,14 @@ impl VerifyArgs {
     pub fn plan(self) -> Result<Plan, PlanError> {
         let output = self.output();
         let suite = load_suite(self.suite.as_deref(), self.namespace.as_deref())?;
-        let timeout = duration("--timeout", &self.timeout)?;
+        let timeout = duration("--timeout", &self.timeout, MAX_TIMEOUT)?;
         let mut deadline = self
             .deadline
             .as_deref()
-            .map(|d| duration("--deadline", d))
+            .map(|d| duration("--deadline", d, MAX_RUN))
             .transpose()?;
         if let Some(job) = &self.job_active_deadline {
-            let job = duration("--job-active-deadline", job)?;
+            let job = duration("--job-active-deadline", job, MAX_RUN)?;
             let latest = job - hook_margin(job);
             match deadline {
                 Some(d) if d > latest => {
@@ -331,7 +331,7 @@ impl VerifyArgs {
         let wait = self
             .wait
             .as_deref()
-            .map(|d| duration("--wait", d))
+            .map(|d| duration("--wait", d, MAX_RUN))
             .transpose()?;
         let mut endpoints = BTreeMap::new();
         for spec in self.endpoints.iter().filter(|e| !e.trim().is_empty()) {
@@ -364,15 +364,27 @@ impl VerifyArgs {
     }
 }
 
-fn duration(name: &'static str, text: &str) -> Result<Duration, PlanError> {
+/// The longest `--timeout`: one check attempt waiting a day is already a hang.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest `--wait`, `--deadline` and `--job-active-deadline`. Bounded so that every
+/// `Instant + Duration` and timer built from them stays far from overflow (a panic, exit 101).
+const MAX_RUN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+fn duration(name: &'static str, text: &str, max: Duration) -> Result<Duration, PlanError> {
     let d = humantime::parse_duration(text).map_err(|e| {
         flag(
             name,
             format!("{text:?} is not a duration ({e}); write e.g. 30s, 5m"),
         )
     })?;
-    if d.is_zero() {
-        return Err(flag(name, "must be longer than zero"));
+    if d.is_zero() || d > max {
+        return Err(flag(
+            name,
+            format!(
+                "{text:?} is out of range: it must be longer than zero and at most {}",
+                humantime::format_duration(max)
+            ),
+        ));
     }
     Ok(d)
 }
@@ -426,23 +438,15 @@ fn endpoint(spec: &str, suite: &Suite) -> Result<(EndpointName, http::Uri), Plan
             }
         },
     };
-    // Credentials come from the Secrets, never from the command line (where `ps` shows them).
-    if url
-        .split("://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .is_some_and(|auth| auth.contains('@'))
-    {
-        return Err(flag(
+    // Credentials come from the Secrets, never from the command line (where `ps` shows them),
+    // and nothing of a refused URL is echoed: only its parts' names.
+    refuse_credentials(&name, url)?;
+    let uri: http::Uri = url.parse().map_err(|e| {
+        flag(
             "--endpoint",
-            format!(
-                "{name}: the URL must not carry credentials: smokecheck reads them from the suite's Secrets"
-            ),
-        ));
-    }
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| flag("--endpoint", format!("{name}: {url:?} is not a URL ({e})")))?;
+            format!("{name}: {:?} is not a URL ({e})", shown(url)),
+        )
+    })?;
     let allowed: &[&str] = match name {
         EndpointName::Database => &["postgresql", "postgres"],
         _ => &["http", "https"],
@@ -452,10 +456,96 @@ fn endpoint(spec: &str, suite: &Suite) -> Result<(EndpointName, http::Uri), Plan
         _ => Err(flag(
             "--endpoint",
             format!(
-                "{name}: {url:?} must be a {}:// URL with a host",
+                "{name}: {:?} must be a {}:// URL with a host",
+                shown(url),
                 allowed[0]
             ),
         )),
+    }
+}
+
+/// Query parameter names that carry a credential (compared lowercased, without `-` and `_`).
+const CREDENTIAL_PARAMS: &[&str] = &[
+    "token",
+    "key",
+    "apikey",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "auth",
+    "credential",
+    "signature",
+    "sig",
+    "session",
+    "jwt",
+    "bearer",
+];
+
+/// Refuses a URL that carries credentials (`user:pass@`, a credential-named query parameter,
+/// a fragment, where OAuth puts tokens) or any other query string: smokecheck uses only the
+/// scheme, host, port and path, and a base URL with a query would be glued to every API path.
+fn refuse_credentials(name: &EndpointName, url: &str) -> Result<(), PlanError> {
+    let carries = |what: &str| {
+        flag(
+            "--endpoint",
+            format!(
+                "{name}: the URL must not carry credentials ({what}): smokecheck reads them from the suite's Secrets"
+            ),
+        )
+    };
+    let (before_fragment, fragment) = match url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (url, None),
+    };
+    let (base, query) = match before_fragment.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (before_fragment, None),
+    };
+    if base
+        .split_once("://")
+        .map_or(base, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+    {
+        return Err(carries("user:password@"));
+    }
+    if fragment.is_some() {
+        return Err(carries("a #fragment"));
+    }
+    let Some(query) = query else { return Ok(()) };
+    for param in query.split(['&', ';']) {
+        let key: String = param
+            .split('=')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_' | '.'))
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if CREDENTIAL_PARAMS.iter().any(|c| key.contains(c)) {
+            return Err(carries("a query parameter that names one"));
+        }
+    }
+    Err(flag(
+        "--endpoint",
+        format!(
+            "{name}: the URL must not have a query string or fragment: smokecheck uses only its scheme, host, port and path"
+        ),
+    ))
+}
+
+/// A URL as an error may show it: without query, fragment or user info.
+fn shown(url: &str) -> String {
+    let base = url.split(['?', '#']).next().unwrap_or_default();
+    match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{host}")
+        }
+        None => base.rsplit_once('@').map_or(base, |(_, h)| h).to_string(),
     }
 }
 
@@ -505,12 +595,62 @@ mod tests {
 
     #[test]
     fn durations_name_the_flag() {
-        let err = duration("--timeout", "5 parsecs").unwrap_err().to_string();
+        let err = duration("--timeout", "5 parsecs", MAX_TIMEOUT)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("--timeout: \"5 parsecs\" is not a duration"),
             "{err}"
         );
-        assert!(duration("--wait", "0s").is_err());
-        assert_eq!(duration("--wait", "90s").unwrap(), Duration::from_secs(90));
+        assert!(duration("--wait", "0s", MAX_RUN).is_err());
+        assert_eq!(
+            duration("--wait", "90s", MAX_RUN).unwrap(),
+            Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn durations_past_their_range_are_refused_with_the_range() {
+        let err = duration("--timeout", "18446744073709551615s", MAX_TIMEOUT)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "--timeout: \"18446744073709551615s\" is out of range: it must be longer than zero and at most 1day"
+        );
+        assert!(duration("--timeout", "24h", MAX_TIMEOUT).is_ok());
+        assert!(duration("--deadline", "7days", MAX_RUN).is_ok());
+        let err = duration("--wait", "7days 1s", MAX_RUN)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("at most 7days"), "{err}");
+    }
+
+    #[test]
+    fn endpoint_credentials_are_refused_by_name_never_echoed() {
+        let s = suite();
+        for url in [
+            "http://u:hunter2@127.0.0.1:4000",
+            "http://127.0.0.1:4000/?token=hunter2",
+            "http://127.0.0.1:4000/v1?X-Api-Key=hunter2",
+            "http://127.0.0.1:4000/v1?a=1&access_token=hunter2",
+            "http://127.0.0.1:4000/#id_token=hunter2",
+            "http://127.0.0.1:4000/?sig=hunter2",
+        ] {
+            let err = endpoint(&format!("litellm={url}"), &s)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("must not carry credentials"), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{url}: {err}");
+        }
+        let err = endpoint("litellm=http://127.0.0.1:4000/?region=eu", &s)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must not have a query string"), "{err}");
+        let err = endpoint("litellm=ht tp://u:p@x/?q#f", &s)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains(":p@"), "{err}");
+        assert_eq!(shown("http://u:p@host:1/x?token=t#f"), "http://host:1/x");
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, ListParams, LogParams};
 use kube::client::ClientBuilder;
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::core::ObjectList;
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
@@ -20,6 +20,7 @@ use self::answer::{
     CapLayer, LIST_PAGE, LOG_LIMIT, MAX_LIST, MAX_LIST_PAGES, Unreadable, size, unreadable,
 };
 use crate::check::{Cause, Failure, Outcome};
+use crate::kube_auth::{self, KubeconfigFileError, PluginError};
 
 /// Which cluster to talk to, as the user said it (kubectl's flags).
 #[derive(Debug, Clone, Default)]
@@ -31,12 +32,8 @@ pub struct KubeSelection {
 /// Why no cluster could be reached at all; these end the run with exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("reading kubeconfig {}", path.display())]
-    ReadKubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigFileError),
     #[error("loading kube config")]
     Config(#[source] kube::config::KubeconfigError),
     #[error(
@@ -47,6 +44,11 @@ pub enum ClusterError {
     InCluster(#[source] kube::config::InClusterError),
     #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
+    /// kube's auth error, described without its command's env values or output.
+    #[error("building the Kubernetes client: {0}")]
+    ClientAuth(String),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
     #[error("obtaining credentials (the kubeconfig's exec credential plugin) did not finish within {}", humantime::format_duration(*.timeout))]
     Credentials { timeout: Duration },
     #[error("the API server at {url} rejected our credentials (401 Unauthorized): {message}")]
@@ -77,13 +79,14 @@ impl ClusterError {
     /// The stable cause of the run's one `smokecheck::setup` entry.
     pub fn cause(&self) -> Cause {
         match self {
-            ClusterError::Unauthorized { .. } | ClusterError::Credentials { .. } => {
-                Cause::Unauthorized
-            }
+            ClusterError::Unauthorized { .. }
+            | ClusterError::Credentials { .. }
+            | ClusterError::ClientAuth(_)
+            | ClusterError::Plugin(_) => Cause::Unauthorized,
             ClusterError::Unreachable { .. } => Cause::ApiUnreachable,
             ClusterError::Unreadable { source, .. } => source.cause(),
             ClusterError::NotTheApi { .. } => Cause::BadResponse,
-            ClusterError::ReadKubeconfig { .. }
+            ClusterError::Kubeconfig(_)
             | ClusterError::Config(_)
             | ClusterError::NoConfig
             | ClusterError::InCluster(_)
@@ -110,16 +113,10 @@ pub async fn config(sel: &KubeSelection) -> Result<(Config, String), ClusterErro
         context: sel.context.clone(),
         ..KubeConfigOptions::default()
     };
+    // Read here, not by kube: a syntax error is reported without the line (it may be a token).
     let kubeconfig = match &sel.kubeconfig {
-        Some(path) => {
-            Some(
-                Kubeconfig::read_from(path).map_err(|source| ClusterError::ReadKubeconfig {
-                    path: path.clone(),
-                    source,
-                })?,
-            )
-        }
-        None if kubeconfig_available() => Some(Kubeconfig::read().map_err(ClusterError::Config)?),
+        Some(path) => Some(kube_auth::read(path)?),
+        None if kubeconfig_available() => Some(kube_auth::read_default()?),
         None => None,
     };
     match kubeconfig {
@@ -142,6 +139,16 @@ pub async fn config(sel: &KubeSelection) -> Result<(Config, String), ClusterErro
     }
 }
 
+/// `localhost` or a loopback address.
+fn is_local_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn kubeconfig_available() -> bool {
     if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) {
         return true;
@@ -152,6 +159,11 @@ fn kubeconfig_available() -> bool {
 /// Connects and proves the API server answers and accepts us, within `timeout`.
 pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, ClusterError> {
     let (mut config, context) = config(sel).await?;
+    // kube sends API traffic through HTTPS_PROXY (minus NO_PROXY), as kubectl does; like Go's
+    // ProxyFromEnvironment, never for an API server on this machine.
+    if config.cluster_url.host().is_some_and(is_local_host) {
+        config.proxy_url = None;
+    }
     config.connect_timeout = Some(timeout.min(Duration::from_secs(10)));
     // A little above the check timeout, so a slow answer is reported by the runner as a
     // timeout with the check's last observed state rather than as a transport error.
@@ -161,11 +173,24 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         .to_string()
         .trim_end_matches('/')
         .to_string();
-    // Building the client runs an exec credential plugin (EKS, GKE) synchronously: off the
-    // async threads, and bounded, so a plugin stuck on SSO cannot hang the run.
-    let built =
-        tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || client(config))).await;
+    // An exec credential plugin (EKS, GKE) runs here, not inside kube: bounded, killed when it
+    // overstays, and its failure reported without its env values or output (kube_auth).
+    if kube_auth::uses_exec(&config.auth_info) {
+        tokio::time::timeout(timeout, kube_auth::resolve_exec(&mut config.auth_info))
+            .await
+            .map_err(|_| ClusterError::Credentials { timeout })??;
+    }
+    // A legacy auth-provider command would still run inside kube, synchronously: off the async
+    // threads, and bounded.
+    let built = tokio::time::timeout(
+        timeout,
+        tokio::task::spawn_blocking(move || client(config)),
+    )
+    .await;
     let client = match built {
+        Ok(Ok(Err(kube::Error::Auth(e)))) => {
+            return Err(ClusterError::ClientAuth(kube_auth::describe_auth_error(&e)));
+        }
         Ok(Ok(result)) => result.map_err(ClusterError::Client)?,
         Ok(Err(_)) | Err(_) => return Err(ClusterError::Credentials { timeout }),
     };
@@ -182,10 +207,10 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
                 message: s.message.clone(),
             });
         }
-        Ok(Err(e @ kube::Error::Auth(_))) => {
+        Ok(Err(kube::Error::Auth(e))) => {
             return Err(ClusterError::Unauthorized {
                 url,
-                message: error_chain(&e),
+                message: kube_auth::describe_auth_error(&e),
             });
         }
         Ok(Err(e)) => {
@@ -328,7 +353,7 @@ impl Access<'_> {
                 Cause::Unauthorized,
                 format!("cannot {}: obtaining credentials failed", self.what()),
             )
-            .details(error_chain(&e))
+            .details(kube_auth::describe_auth_error(&e))
             .hint("run the kubeconfig's credential plugin by hand to see why it fails"),
             // It answered: with something that is not the API's JSON.
             e @ (kube::Error::SerdeError(_) | kube::Error::FromUtf8(_)) => Outcome::fail(

@@ -2,10 +2,19 @@
 //! from a laptop where cluster DNS does not resolve, a port-forward through the API server to a
 //! ready pod behind the Service (`--connect auto|direct|port-forward`). Every address a check
 //! dials comes from here, so the output can say where each endpoint was reached and why.
+//!
+//! A forwarded connection lives as long as the client's connection and the run: it ends when
+//! either side closes, and [`Endpoints::close`] ends every one still open when the run ends
+//! (a check that timed out may leave a connection behind, a database session waiting on a
+//! lock, say), each with a WebSocket Close so the API server and the pod let go at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::cli::EndpointName;
 use crate::cluster::Cluster;
@@ -77,6 +86,29 @@ pub struct Endpoints {
     forwards: BTreeMap<(String, String), Forward>,
     /// Port-forwards that could not be set up, with why (for the output).
     pub forward_errors: Vec<String>,
+    lifetime: Lifetime,
+}
+
+/// The run's hold on its port-forwards: cancelled at the end of the run, and every forward
+/// task tracked so the end can wait for them to close.
+#[derive(Debug, Clone, Default)]
+pub struct Lifetime {
+    token: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// How long a forwarded connection that ended waits for the API server to close its stream,
+/// and how long the end of a run waits for all of them.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+impl Lifetime {
+    /// Ends every forward (listeners and open connections), each stream with a WebSocket Close,
+    /// and waits for them a little; a stream the API server never closes is cut after that.
+    pub async fn close(&self) {
+        self.token.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(CLOSE_GRACE + Duration::from_secs(1), self.tasks.wait()).await;
+    }
 }
 
 /// A local port forwarded to a pod behind a Service.
@@ -147,12 +179,39 @@ impl Endpoints {
             overrides: overrides.clone(),
             forwards: BTreeMap::new(),
             forward_errors: Vec::new(),
+            lifetime: Lifetime::default(),
         }
     }
 
     /// The port-forwards in place.
     pub fn forwards(&self) -> impl Iterator<Item = &Forward> {
         self.forwards.values()
+    }
+
+    /// The run's hold on the port-forwards, to [`Lifetime::close`] them when it ends.
+    pub fn lifetime(&self) -> Lifetime {
+        self.lifetime.clone()
+    }
+
+    /// Every name a forwarded Service answers to (`svc.ns.svc.cluster.local`, `svc.ns.svc`,
+    /// `svc.ns`, and `svc` in the suite's namespace), with its local port: an `https://` URL
+    /// keeps the Service's name (SNI, certificate) and the HTTP client connects it here.
+    pub fn local_names(&self) -> Vec<(String, SocketAddr)> {
+        self.forwards
+            .values()
+            .flat_map(|f| {
+                let (svc, ns) = (&f.service, &f.namespace);
+                let mut names = vec![
+                    format!("{svc}.{ns}.svc.cluster.local"),
+                    format!("{svc}.{ns}.svc"),
+                    format!("{svc}.{ns}"),
+                ];
+                if *ns == self.suite_namespace {
+                    names.push(svc.clone());
+                }
+                names.into_iter().map(move |n| (n, f.local))
+            })
+            .collect()
     }
 
     /// The in-cluster Services this run reaches, with their ports: (name, namespace, service,
@@ -221,7 +280,7 @@ impl Endpoints {
         let deadline = tokio::time::Instant::now() + timeout;
         for (name, namespace, service, port) in self.services(suite) {
             let set_up =
-                tokio::time::timeout_at(deadline, forward(cluster, &namespace, &service, port))
+                tokio::time::timeout_at(deadline, forward(cluster, &namespace, &service, port, &self.lifetime))
                     .await
                     .unwrap_or_else(|_| {
                         Err(format!(
@@ -310,6 +369,12 @@ impl Endpoints {
                     via: Via::Flag,
                 }
             }
+            // https keeps the Service's name for SNI and the certificate, at the local port (the
+            // HTTP client connects that name to it: `local_names`); http goes to the address.
+            (None, Some(fwd)) if uri.scheme_str() == Some("https") => HttpEndpoint {
+                base: format!("https://{host}:{}{path}", fwd.local.port()),
+                via: Via::PortForward,
+            },
             (None, Some(fwd)) => HttpEndpoint {
                 base: format!("http://{}{path}", fwd.local),
                 via: Via::PortForward,
@@ -334,6 +399,7 @@ async fn forward(
     namespace: &str,
     service: &str,
     port: u16,
+    lifetime: &Lifetime,
 ) -> Result<Forward, String> {
     use k8s_openapi::api::core::v1::{Pod, Service};
 
@@ -390,21 +456,29 @@ async fn forward(
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let api: kube::Api<Pod> = kube::Api::namespaced(cluster.client.clone(), namespace);
     let pod_name = pod.clone();
-    // Lives as long as the run's runtime; each connection is its own port-forward stream.
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let api = api.clone();
-            let pod = pod_name.clone();
-            tokio::spawn(async move {
-                let Ok(mut pf) = api.portforward(&pod, &[pod_port]).await else {
-                    return;
-                };
-                if let Some(mut upstream) = pf.take_stream(pod_port) {
-                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
-                }
-                // The stream is done: end the port-forward's background task with it.
-                pf.abort();
-            });
+    let run = lifetime.clone();
+    // Lives as long as the run; each connection is its own port-forward stream.
+    lifetime.tasks.spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                _ = run.token.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((conn, _)) => conn,
+                    // Out of descriptors, say: back off instead of spinning.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let relay = relay(
+                conn,
+                api.clone(),
+                pod_name.clone(),
+                pod_port,
+                run.token.clone(),
+            );
+            run.tasks.spawn(relay);
         }
     });
     Ok(Forward {
@@ -414,6 +488,48 @@ async fn forward(
         pod_port,
         local,
     })
+}
+
+/// Relays one client connection through its own port-forward stream until the client or the
+/// pod side closes, the API server ends the stream, or the run ends. Either side closing ends
+/// both: the clients here (reqwest, tokio-postgres) never half-close, and a stream left open
+/// for a client that is gone would hold the pod's connection (a request, a database session).
+async fn relay(
+    mut conn: tokio::net::TcpStream,
+    api: kube::Api<k8s_openapi::api::core::v1::Pod>,
+    pod: String,
+    port: u16,
+    run_ends: CancellationToken,
+) {
+    use tokio::io::AsyncWriteExt;
+    let ports = [port];
+    let opened = tokio::select! {
+        _ = run_ends.cancelled() => return,
+        pf = api.portforward(&pod, &ports) => pf,
+    };
+    let Ok(mut pf) = opened else { return };
+    let (Some(upstream), Some(ended)) = (pf.take_stream(port), pf.take_error(port)) else {
+        pf.abort();
+        return;
+    };
+    // Resolves with the API server's error for the port, or when the stream's task is over.
+    let mut ended = std::pin::pin!(ended);
+    {
+        let (mut from_pod, mut to_pod) = tokio::io::split(upstream);
+        let (mut from_client, mut to_client) = conn.split();
+        tokio::select! {
+            _ = tokio::io::copy(&mut from_client, &mut to_pod) => {}
+            _ = tokio::io::copy(&mut from_pod, &mut to_client) => {
+                let _ = to_client.shutdown().await;
+            }
+            _ = &mut ended => {}
+            _ = run_ends.cancelled() => {}
+        }
+        // Dropping the stream makes kube send the WebSocket Close.
+    }
+    drop(conn);
+    let _ = tokio::time::timeout(CLOSE_GRACE, ended).await;
+    pf.abort();
 }
 
 /// `svc.ns.svc.cluster.local`, `svc.ns.svc`, `svc.ns` or `svc` → (service, namespace).
@@ -494,6 +610,37 @@ mod tests {
             .vllm("http://vllm.vllm.svc.cluster.local/v1")
             .expect("vllm");
         assert_eq!(v.endpoint.base, "http://127.0.0.1:8001/v1");
+    }
+
+    #[test]
+    fn an_https_api_base_through_a_port_forward_keeps_https_and_the_service_name() {
+        let mut e = Endpoints::resolve(&suite(), &BTreeMap::new());
+        let local: std::net::SocketAddr = "127.0.0.1:41234".parse().unwrap();
+        e.forwards.insert(
+            ("vllm".into(), "vllm".into()),
+            Forward {
+                namespace: "vllm".into(),
+                service: "vllm".into(),
+                pod: "vllm-0".into(),
+                pod_port: 8000,
+                local,
+            },
+        );
+        let v = e
+            .vllm("https://vllm.vllm.svc.cluster.local/v1")
+            .expect("vllm");
+        assert_eq!(
+            v.endpoint.base,
+            "https://vllm.vllm.svc.cluster.local:41234/v1"
+        );
+        let plain = e.vllm("http://vllm.vllm.svc/v1").expect("vllm");
+        assert_eq!(plain.endpoint.base, "http://127.0.0.1:41234/v1");
+        let names = e.local_names();
+        for name in ["vllm.vllm.svc.cluster.local", "vllm.vllm.svc", "vllm.vllm"] {
+            assert!(names.contains(&(name.to_string(), local)), "{names:?}");
+        }
+        // Only the suite's own namespace answers to the bare service name.
+        assert!(!names.iter().any(|(n, _)| n == "vllm"), "{names:?}");
     }
 
     #[test]

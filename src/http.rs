@@ -111,9 +111,63 @@ pub fn size(bytes: usize) -> String {
     }
 }
 
+/// Hosts never sent through a proxy, whatever the environment says: loopback (port-forwards,
+/// `--endpoint` on this machine) and in-cluster names. A corporate `HTTP_PROXY` would otherwise
+/// receive the proxy master key and every chat.
+const ALWAYS_DIRECT: &str = "localhost,127.0.0.0/8,::1,svc,cluster.local";
+
+/// The environment's proxies (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, either case, as curl and
+/// reqwest read them), each skipping the hosts of `NO_PROXY` and [`ALWAYS_DIRECT`]. An unusable
+/// proxy URL is ignored, as reqwest's own environment handling does.
+fn with_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    let var = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+    };
+    let skip = match var(["NO_PROXY", "no_proxy"]) {
+        Some(listed) => format!("{listed},{ALWAYS_DIRECT}"),
+        None => ALWAYS_DIRECT.to_string(),
+    };
+    type Make = fn(String) -> reqwest::Result<reqwest::Proxy>;
+    let proxies: [(Option<String>, Make); 3] = [
+        (
+            var(["HTTPS_PROXY", "https_proxy"]),
+            reqwest::Proxy::https::<String>,
+        ),
+        (
+            var(["HTTP_PROXY", "http_proxy"]),
+            reqwest::Proxy::http::<String>,
+        ),
+        (
+            var(["ALL_PROXY", "all_proxy"]),
+            reqwest::Proxy::all::<String>,
+        ),
+    ];
+    // `no_proxy()` drops reqwest's own reading of the environment, which knows no exceptions.
+    let mut builder = builder.no_proxy();
+    for (url, make) in proxies {
+        if let Some(proxy) = url.and_then(|u| make(u).ok()) {
+            builder = builder.proxy(proxy.no_proxy(reqwest::NoProxy::from_string(&skip)));
+        }
+    }
+    builder
+}
+
 impl Http {
     pub fn new() -> Http {
-        let client = reqwest::Client::builder()
+        Http::resolving(&[])
+    }
+
+    /// A client that connects each name of `local` to its address (a port-forward's local
+    /// port) while keeping the name for TLS: SNI and certificate verification.
+    pub fn resolving(local: &[(String, std::net::SocketAddr)]) -> Http {
+        let builder = local
+            .iter()
+            .fold(reqwest::Client::builder(), |b, (name, addr)| {
+                b.resolve(name, *addr)
+            });
+        let client = with_proxies(builder)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(BACKSTOP)
             .user_agent(concat!("smokecheck/", env!("CARGO_PKG_VERSION")))

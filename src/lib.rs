@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod connect;
 pub mod env;
 pub mod http;
+pub mod kube_auth;
 pub mod proxy_config;
 pub mod rbac;
 pub mod report;
@@ -22,8 +23,10 @@ pub mod secret;
 pub mod suite;
 
 use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -44,30 +47,26 @@ pub mod exit {
     /// Usage, suite or kubeconfig error, an unreachable API server, or a filter that matches no
     /// check: nothing could be checked.
     pub const USAGE: u8 = 2;
+    /// smokecheck itself panicked (a bug); the reports and the termination message say so.
+    pub const PANICKED: u8 = 101;
 }
 
 /// Runs the command line `args` and returns the process's exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    install_panic_hook();
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::PASSED
-            });
-        }
+        Err(e) => return usage_error(&e),
     };
     match cli.command {
         Command::Verify(args) => verify(*args),
         Command::Schema => {
-            println!("{}", suite::schema());
+            print_stdout(&format!("{}\n", suite::schema()));
             ExitCode::from(exit::PASSED)
         }
         Command::Rbac(args) => match args.suite() {
             Ok(suite) => {
-                print!("{}", rbac::manifests(&suite));
+                print_stdout(&rbac::manifests(&suite));
                 ExitCode::from(exit::PASSED)
             }
             Err(e) => {
@@ -78,15 +77,112 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
+/// Writes to stdout. A reader that went away (`| head -1`) ends the output, never the run: the
+/// exit code stays the run's (`print!` would panic on the broken pipe, exit 101).
+fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Writes to stderr, as [`print_stdout`] does to stdout.
+fn print_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// Prints an error and its sources on one line.
 fn print_error(err: &dyn std::error::Error) {
     let message = secret::Redactor::default().redact(&cluster::error_chain(err));
-    eprintln!("error: {message}");
+    print_stderr(&format!("error: {message}\n"));
+}
+
+/// A command line clap refused (or `--help`/`--version`, exit 0). A hook configured through
+/// `SMOKECHECK_*` env vars still gets its termination message: a bad `SMOKECHECK_FORMAT` would
+/// otherwise fail the sync with no word in `kubectl get pod` or Argo CD.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if !e.use_stderr() {
+        return ExitCode::from(exit::PASSED);
+    }
+    let hook_log = match std::env::var_os("SMOKECHECK_TERMINATION_LOG") {
+        Some(path) if !path.is_empty() => Some(std::path::PathBuf::from(path)),
+        _ => std::env::var_os("SMOKECHECK_ARGOCD_APP")
+            .filter(|app| !app.is_empty())
+            .map(|_| std::path::PathBuf::from(cli::TERMINATION_LOG)),
+    };
+    if let Some(path) = hook_log {
+        let text = e.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        let report = RunReport::setup_failure(None, String::new(), Cause::Setup, first.into());
+        write_termination_message(&path, &report::termination_message(&report));
+    }
+    ExitCode::from(exit::USAGE)
+}
+
+/// The last panic, described in one line (where, and its message when that is a literal of
+/// our code, so no runtime value, a secret say, ever reaches it).
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Panics print one line instead of Rust's multi-line report (with `RUST_BACKTRACE` set, the
+/// full report too, for whoever debugs it). A panic inside a check is caught by the runner and
+/// reported as that check's failure; one outside is caught in [`verify`], which still writes
+/// the reports and the termination message.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let mut line = "smokecheck panicked".to_string();
+        if let Some(at) = info.location() {
+            line.push_str(&format!(" at {}:{}:{}", at.file(), at.line(), at.column()));
+        }
+        if let Some(message) = info.payload().downcast_ref::<&'static str>() {
+            line.push_str(&format!(": {message}"));
+        }
+        line.push_str(" (a bug: please report it)");
+        if let Ok(mut last) = LAST_PANIC.lock() {
+            *last = Some(line.clone());
+        }
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            default(info);
+        } else {
+            print_stderr(&format!("error: {line}\n"));
+        }
+    }));
 }
 
 fn verify(args: VerifyArgs) -> ExitCode {
     let output = args.output();
     let namespace_hint = args.namespace.clone().unwrap_or_else(|| "litellm".into());
+    let mut runtime = None;
+    // Nothing here should panic; if something does, the run still ends with its reports, a
+    // termination message and one line on stderr (the hook), never with an earlier run's.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        plan_and_run(args, &output, namespace_hint.clone(), &mut runtime)
+    }));
+    // Never wait on a task that cannot finish (a stuck forward, a DNS lookup).
+    if let Some(runtime) = runtime.take() {
+        runtime.shutdown_timeout(Duration::from_millis(200));
+    }
+    outcome.unwrap_or_else(|_| {
+        let what = LAST_PANIC
+            .lock()
+            .ok()
+            .and_then(|mut last| last.take())
+            .unwrap_or_else(|| "smokecheck panicked (a bug: please report it)".into());
+        let report = RunReport::setup_failure(None, namespace_hint, Cause::Panicked, what);
+        let _ = write_reports(&output, &report, &Terminal::new(Styles::default(), false));
+        ExitCode::from(exit::PANICKED)
+    })
+}
+
+fn plan_and_run(
+    args: VerifyArgs,
+    output: &Output,
+    namespace_hint: String,
+    runtime_slot: &mut Option<tokio::runtime::Runtime>,
+) -> ExitCode {
     let plan = match args.plan() {
         Ok(p) => p,
         Err(e) => {
@@ -97,7 +193,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
                 Cause::Setup,
                 cluster::error_chain(&e),
             );
-            return finish_setup_failure(&output, &report);
+            return finish_setup_failure(output, &report);
         }
     };
 
@@ -141,32 +237,35 @@ fn verify(args: VerifyArgs) -> ExitCode {
             return no_match(&plan, namespace);
         }
         if plan.output.format == Format::Json {
-            println!(
-                "{}",
+            print_stdout(&format!(
+                "{}\n",
                 serde_json::to_string_pretty(&names).unwrap_or_default()
-            );
+            ));
         } else {
-            for name in names {
-                println!("{name}");
-            }
+            print_stdout(&names.iter().map(|n| format!("{n}\n")).collect::<String>());
         }
         return ExitCode::from(exit::PASSED);
     }
 
+    // From here on the run's own reports are coming: an earlier run's must not outlive it.
+    if let Err(message) = start_reports(&plan.output) {
+        print_stderr(&format!("error: {message}\n"));
+        let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
+        return finish_setup_failure(&plan.output, &report);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => runtime_slot.insert(rt),
         Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::from(exit::USAGE);
+            let message = format!("starting the async runtime: {e}");
+            print_stderr(&format!("error: {message}\n"));
+            let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
+            return finish_setup_failure(&plan.output, &report);
         }
     };
-    let code = run_checks(&runtime, &plan, selected, families, namespace);
-    // Never wait on a task that cannot finish (a credential plugin that hangs, a stuck forward).
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    code
+    run_checks(runtime, &plan, selected, families, namespace)
 }
 
 /// Connects, prepares the run, and runs the selected checks; every way out writes the reports.
@@ -197,13 +296,19 @@ fn run_checks(
         }
         None => {
             let message = "stopped before the API server answered".to_string();
-            eprintln!("error: {message}");
+            print_stderr(&format!("error: {message}\n"));
             let report = RunReport::setup_failure(None, namespace, Cause::Interrupted, message);
             return finish_setup_failure(&plan.output, &report);
         }
     };
     let context = cluster.context.clone();
     let url = cluster.url.clone();
+    // The test suite's way to prove that a panic outside the checks still ends with the reports
+    // and the termination message; compiled out of release builds.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("SMOKECHECK_TEST_PANIC").is_some() {
+        panic!("SMOKECHECK_TEST_PANIC is set");
+    }
 
     let suite = Arc::new(plan.suite.clone());
     let endpoints = connect::Endpoints::resolve(&plan.suite, &plan.endpoints);
@@ -271,6 +376,13 @@ fn run_checks(
             }
         });
     }
+    // An https:// URL through a port-forward keeps the Service's name; the client connects it
+    // to the local port.
+    let local_names = env.endpoints.local_names();
+    if !local_names.is_empty() {
+        env.http = http::Http::resolving(&local_names);
+    }
+    let forwards = env.endpoints.lifetime();
 
     let styles = if plan.output.color {
         Styles::colored()
@@ -311,6 +423,9 @@ fn run_checks(
         &stopper,
         progress,
     );
+    // Connections a timed-out check left behind (a session waiting on a lock) end with the run,
+    // closed properly, before the reports say it is over.
+    runtime.block_on(forwards.close());
     terminal.finish();
     let report = RunReport {
         context: Some(context),
@@ -365,7 +480,7 @@ fn no_match(plan: &cli::Plan, namespace: String) -> ExitCode {
         "no check matches {}: `smokecheck verify --list` shows the names",
         describe_selection(&plan.selection)
     );
-    eprintln!("error: {message}");
+    print_stderr(&format!("error: {message}\n"));
     let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
     finish_setup_failure(&plan.output, &report)
 }
@@ -447,26 +562,94 @@ fn finish_setup_failure(output: &Output, report: &RunReport) -> ExitCode {
     ExitCode::from(exit::USAGE)
 }
 
-/// Writes the JUnit file and the stdout report. A JUnit file that cannot be written is an
-/// error of its own (CI would otherwise read a stale one).
+/// What the termination message says while the run is on: if the process is killed (the Job's
+/// deadline, OOM) before it writes its outcome, this is what `kubectl get pod` shows.
+const NO_OUTCOME: &str =
+    "smokecheck: no outcome: the run ended before it finished (killed, or out of memory?)";
+
+/// Clears what an earlier run left where this run's reports go: its JUnit file is removed (a
+/// killed run must never leave an earlier pass for CI to read) and the termination message
+/// says there is no outcome yet.
+fn start_reports(output: &Output) -> Result<(), String> {
+    if let Some(path) = &output.termination_log {
+        write_termination_message(path, NO_OUTCOME);
+    }
+    if let Some(path) = &output.junit
+        && is_plain_file(path)
+    {
+        std::fs::remove_file(path).or_else(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(format!(
+                "--junit: removing the previous report {}: {e}",
+                path.display()
+            )),
+        })?;
+    }
+    Ok(())
+}
+
+/// A regular file, or nothing yet: a report path that is replaced by renaming. Anything else
+/// (`/dev/stdout`, a FIFO, a symlink) is written in place, as the user pointed it there.
+fn is_plain_file(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).map_or(true, |m| m.file_type().is_file())
+}
+
+/// Writes a report whole or not at all: into a temporary file beside `path`, then renamed over
+/// it, so CI sees the earlier state or this report, never part of one.
+fn write_report_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    if !is_plain_file(path) {
+        return std::fs::write(path, contents);
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    #[cfg(unix)]
+    let permissions = {
+        use std::os::unix::fs::PermissionsExt;
+        // What `fs::write` would give (the umask still applies), not tempfile's private 0600.
+        std::fs::Permissions::from_mode(0o644)
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".smokecheck-").suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(permissions);
+    let mut file = builder.tempfile_in(dir)?;
+    file.write_all(contents.as_bytes())?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The termination message is written in place: Kubernetes mounts it as a single file, which
+/// cannot be replaced by renaming.
+fn write_termination_message(path: &Path, message: &str) {
+    if let Err(e) = std::fs::write(path, message) {
+        print_stderr(&format!(
+            "error: writing the termination message to {}: {e}\n",
+            path.display()
+        ));
+    }
+}
+
+/// Writes the JUnit file, the termination message and the stdout report. A JUnit file that
+/// cannot be written is an error of its own (CI would otherwise find none, or a stale one).
 fn write_reports(output: &Output, report: &RunReport, terminal: &Terminal) -> Result<(), ()> {
     let mut ok = Ok(());
     if let Some(path) = &output.junit
-        && let Err(e) = std::fs::write(path, report::junit::render(report))
+        && let Err(e) = write_report_file(path, &report::junit::render(report))
     {
-        eprintln!("error: writing JUnit report {}: {e}", path.display());
+        print_stderr(&format!(
+            "error: writing JUnit report {}: {e}\n",
+            path.display()
+        ));
         ok = Err(());
     }
-    if let Some(path) = &output.termination_log
-        && let Err(e) = std::fs::write(path, report::termination_message(report))
-    {
-        eprintln!(
-            "error: writing the termination message to {}: {e}",
-            path.display()
-        );
+    if let Some(path) = &output.termination_log {
+        write_termination_message(path, &report::termination_message(report));
     }
     match output.format {
-        Format::Json => print!("{}", report::json::render(report)),
+        Format::Json => print_stdout(&report::json::render(report)),
         Format::Pretty | Format::Plain => {
             if report.error.is_none() {
                 terminal.print(&terminal::render_summary(report, terminal.styles()));

@@ -145,8 +145,19 @@ pub fn verify_json(fake: &FakeKube, args: &[&str]) -> Run {
 }
 
 pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: &[&str]) -> Run {
+    run_with(dir, kubeconfig, format, args, command())
+}
+
+/// `smokecheck verify --kubeconfig K --junit <dir>/junit.xml FORMAT ARGS` run by `cmd` (a
+/// [`command`], possibly with its environment changed) under [`measured`].
+fn run_with(
+    dir: tempfile::TempDir,
+    kubeconfig: &Path,
+    format: &[&str],
+    args: &[&str],
+    mut cmd: Command,
+) -> Run {
     let junit = dir.path().join("junit.xml");
-    let mut cmd = command();
     cmd.arg("verify")
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -260,4 +271,20 @@ pub fn assert_no_secret_leaks(scenario: &str, run: &Run) {
             "scenario {scenario}: a secret value leaked into the output:\n{output}"
         );
     }
+}
+
+/// [`run_in`] (JSON) with `env` set for the child and `unset` removed from its environment.
+pub fn run_in_env(
+    dir: tempfile::TempDir,
+    kubeconfig: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    unset: &[&str],
+) -> Run {
+    let mut cmd = command();
+    for name in unset {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().copied());
+    run_with(dir, kubeconfig, &["--format", "json"], args, cmd)
 }

@@ -3,12 +3,15 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cli_contract;
 mod deploy;
+mod forwarding;
 mod harness;
 mod hostile;
 mod hostile_apiserver;
 mod hostile_bed;
 mod junit_consumer;
+mod kube_credentials;
 mod kube_fake;
 mod laptop;
 mod llm_bed;

@@ -8,4 +8,6 @@ pub mod litellm;
 pub mod open_proxy;
 pub mod postgres;
 pub mod process;
+pub mod recording_proxy;
 pub mod stack;
+pub mod tls_front;

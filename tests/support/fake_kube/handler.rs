@@ -49,6 +49,30 @@ pub struct Shared {
     pub forwards: Mutex<std::collections::BTreeMap<(String, String, u16), std::net::SocketAddr>>,
     /// Paths answered by a hostile behaviour instead of the API (see `FakeKube::misbehave`).
     pub misbehave: Mutex<Vec<(String, crate::support::hostile::Behaviour)>>,
+    /// Every port-forward stream served, open or ended, in the order they were opened.
+    pub streams: Mutex<Vec<ForwardStream>>,
+}
+
+/// One port-forward stream (a WebSocket) as the fake served it: when it opened, when and how it
+/// ended, so tests can tell a stream the client closed from one left open until its process died.
+#[derive(Debug, Clone)]
+pub struct ForwardStream {
+    pub pod: String,
+    pub port: u16,
+    pub opened: std::time::Instant,
+    /// `None` while the stream is open.
+    pub ended: Option<(std::time::Instant, StreamEnd)>,
+}
+
+/// Who ended a port-forward stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The client sent a WebSocket Close frame: it closed the stream on purpose.
+    ClientClosed,
+    /// The client's connection went away without a Close frame (its process ended, say).
+    ClientVanished,
+    /// The pod side (the server the test maps the pod port to) closed its connection.
+    PodClosed,
 }
 
 impl Shared {

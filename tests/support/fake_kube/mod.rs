@@ -38,7 +38,7 @@ use super::hostile::{self, Behaviour};
 
 #[allow(unused_imports)]
 pub use api::{RESOURCES, ResourceType};
-pub use handler::RecordedRequest;
+pub use handler::{ForwardStream, RecordedRequest, StreamEnd};
 #[allow(unused_imports)]
 pub use scenario::{
     DEFAULT_USER, Forbid, Scenario, identity, load_scenario, scenario_names, scenarios_dir, str_at,
@@ -75,6 +75,7 @@ impl FakeKube {
             rbac: Default::default(),
             forwards: Default::default(),
             misbehave: Default::default(),
+            streams: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("fake kube {name}: binding 127.0.0.1:0: {e}"));
@@ -183,6 +184,15 @@ impl FakeKube {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert((namespace.to_string(), pod.to_string(), port), addr);
+    }
+
+    /// Every port-forward stream served so far (open ones have `ended: None`).
+    pub fn forward_streams(&self) -> Vec<ForwardStream> {
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Answers requests whose path contains `path_part` only after `pause`.

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::handler::{Shared, status};
+use super::handler::{ForwardStream, Shared, StreamEnd, status};
 use super::scenario::str_at;
 
 #[derive(serde::Deserialize)]
@@ -102,11 +102,31 @@ pub async fn portforward(
         .get(&(namespace.clone(), pod.clone(), port))
         .copied();
     ws.protocols(["v4.channel.k8s.io"])
-        .on_upgrade(move |socket| forward(socket, target, port, pod))
+        .on_upgrade(move |socket| async move {
+            let index = {
+                let mut streams = shared.streams.lock().unwrap_or_else(|p| p.into_inner());
+                streams.push(ForwardStream {
+                    pod: pod.clone(),
+                    port,
+                    opened: std::time::Instant::now(),
+                    ended: None,
+                });
+                streams.len() - 1
+            };
+            let end = forward(socket, target, port, pod).await;
+            shared.streams.lock().unwrap_or_else(|p| p.into_inner())[index].ended =
+                Some((std::time::Instant::now(), end));
+        })
         .into_response()
 }
 
-async fn forward(socket: WebSocket, target: Option<SocketAddr>, port: u16, pod: String) {
+/// Relays one stream; returns who ended it.
+async fn forward(
+    socket: WebSocket,
+    target: Option<SocketAddr>,
+    port: u16,
+    pod: String,
+) -> StreamEnd {
     let (mut to_client, mut from_client) = socket.split();
     let p = port.to_le_bytes();
     for channel in [0u8, 1u8] {
@@ -115,7 +135,7 @@ async fn forward(socket: WebSocket, target: Option<SocketAddr>, port: u16, pod: 
             .await
             .is_err()
         {
-            return;
+            return StreamEnd::ClientVanished;
         }
     }
     let connected = match target {
@@ -135,46 +155,47 @@ async fn forward(socket: WebSocket, target: Option<SocketAddr>, port: u16, pod: 
             frame.extend(text.into_bytes());
             let _ = to_client.send(Message::Binary(frame.into())).await;
             let _ = to_client.send(Message::Close(None)).await;
-            return;
+            return StreamEnd::PodClosed;
         }
     };
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let upstream = async {
-        while let Some(Ok(msg)) = from_client.next().await {
-            match msg {
-                Message::Binary(bytes)
-                    if bytes.len() > 1
-                        && bytes[0] == 0
-                        && tcp_write.write_all(&bytes[1..]).await.is_err() =>
-                {
-                    break;
+        let end = loop {
+            match from_client.next().await {
+                Some(Ok(Message::Binary(bytes))) if bytes.len() > 1 && bytes[0] == 0 => {
+                    if tcp_write.write_all(&bytes[1..]).await.is_err() {
+                        break StreamEnd::PodClosed;
+                    }
                 }
-                Message::Close(_) => break,
-                _ => {}
+                Some(Ok(Message::Close(_))) => break StreamEnd::ClientClosed,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break StreamEnd::ClientVanished,
             }
-        }
+        };
         let _ = tcp_write.shutdown().await;
+        end
     };
     let downstream = async {
         let mut buf = vec![0u8; 16 * 1024];
-        loop {
+        let end = loop {
             match tcp_read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => break StreamEnd::PodClosed,
                 Ok(n) => {
                     let mut frame = Vec::with_capacity(n + 1);
                     frame.push(0u8);
                     frame.extend_from_slice(&buf[..n]);
                     if to_client.send(Message::Binary(frame.into())).await.is_err() {
-                        break;
+                        break StreamEnd::ClientVanished;
                     }
                 }
             }
-        }
+        };
         let _ = to_client.send(Message::Close(None)).await;
+        end
     };
     // The pod side closing ends the stream; the client closing ends it too.
     tokio::select! {
-        _ = upstream => {},
-        _ = downstream => {},
+        end = upstream => end,
+        end = downstream => end,
     }
 }
