@@ -171,11 +171,7 @@ pub fn transport(e: reqwest::Error) -> Transport {
 /// A server's answer for a report: redacted first (so a key cut in half is still caught),
 /// then cut to a few lines.
 pub fn excerpt(redactor: &Redactor, text: &str) -> String {
-    let clean = redactor.redact(text.trim());
-    let mut out: String = clean.chars().take(EXCERPT_CHARS).collect();
-    if clean.chars().count() > EXCERPT_CHARS {
-        out.push('…');
-    }
+    let out = redactor.cut(text.trim(), EXCERPT_CHARS);
     if out.is_empty() {
         "(empty body)".to_string()
     } else {

@@ -14,6 +14,9 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub junit: Option<String>,
+    /// The termination message, when the run was given `--termination-log` (see
+    /// [`verify_reporting`]).
+    pub termination: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -55,13 +58,15 @@ impl Run {
             .collect()
     }
 
-    /// Everything the run wrote, for leak checks.
+    /// Everything the run wrote, for leak checks: stdout, stderr, the JUnit file and the
+    /// termination message.
     pub fn all_output(&self) -> String {
         format!(
-            "{}\n{}\n{}",
+            "{}\n{}\n{}\n{}",
             self.stdout,
             self.stderr,
-            self.junit.clone().unwrap_or_default()
+            self.junit.clone().unwrap_or_default(),
+            self.termination.clone().unwrap_or_default()
         )
     }
 }
@@ -140,6 +145,23 @@ pub fn verify_json(fake: &FakeKube, args: &[&str]) -> Run {
     run_in(dir, &kubeconfig, &["--format", "json"], args)
 }
 
+/// `smokecheck verify --kubeconfig <fake> --junit <tmp> --termination-log <tmp> FORMAT ARGS`:
+/// every report a run writes.
+pub fn verify_reporting(fake: &FakeKube, format: &[&str], args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let termination = dir.path().join(TERMINATION_LOG);
+    let mut all = vec![
+        "--termination-log",
+        termination.to_str().expect("utf-8 path"),
+    ];
+    all.extend(args);
+    run_in(dir, &kubeconfig, format, &all)
+}
+
+/// Where [`verify_reporting`] has the termination message written, in the run's directory.
+const TERMINATION_LOG: &str = "termination-log";
+
 pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: &[&str]) -> Run {
     let junit = dir.path().join("junit.xml");
     let out = command()
@@ -158,6 +180,7 @@ pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: 
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         junit: std::fs::read_to_string(&junit).ok(),
+        termination: std::fs::read_to_string(dir.path().join(TERMINATION_LOG)).ok(),
         _dir: dir,
     }
 }

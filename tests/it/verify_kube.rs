@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::harness::{
     CLUSTER_LAYERS, Run, assert_no_secret_leaks, command, failed, passed, run_in, secret_values,
-    text, verify_json,
+    text, verify_json, verify_reporting,
 };
 use crate::support::fake_kube::{FakeKube, load_scenario, scenario_names};
 
@@ -91,6 +91,59 @@ fn crash_loop_shows_restarts_exit_code_and_the_previous_log_redacted() {
     );
     // The other replica still serves: the Service is fine, the crash loop is the finding.
     passed(&run, "kubernetes::services::litellm");
+}
+
+/// A 64-character database password (the Secret's own, so it is registered for redaction).
+const LONG_PASSWORD: &str = "Zq3kT9vW2mXc8LrB5nHy7JdF4gPs6QaE1uKo0VbNwRtYe2MiCx9UzLh3GjDf5SkA";
+
+/// Every 12-character window of `secret` found in `text`.
+fn fragments<'a>(secret: &'a str, text: &str) -> Vec<&'a str> {
+    (0..=secret.len().saturating_sub(12))
+        .map(|i| &secret[i..i + 12])
+        .filter(|w| text.contains(w))
+        .collect()
+}
+
+#[test]
+fn a_password_straddling_the_log_line_cut_leaks_no_fragment() {
+    // Log lines are cut at 300 characters for the report. Cut before redaction, the URL below
+    // lost its `@` and the password its end, so neither the password's value nor the URL
+    // pattern matched any more and its first characters went out. The line (280
+    // filler characters) leaves 2 of them; shorter fillers leave more.
+    let mut scenario = load_scenario("crash-loop");
+    scenario.set_secret_value(
+        "litellm",
+        "cloudnative-pg-cluster-litellm",
+        "password",
+        LONG_PASSWORD,
+    );
+    for ((_, _, file), text) in scenario.logs.iter_mut() {
+        if file == "litellm.previous.log" {
+            for filler in [280, 270, 250] {
+                text.push_str(&format!(
+                    "{}postgresql://user:{LONG_PASSWORD}@host\n",
+                    "x".repeat(filler)
+                ));
+            }
+        }
+    }
+    let fake = FakeKube::start_with(scenario);
+    for format in ["json", "plain"] {
+        let run = verify_reporting(&fake, &["--format", format], &CLUSTER_LAYERS);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        assert!(run.termination.is_some(), "termination message written");
+        let output = run.all_output();
+        assert!(
+            output.contains("postgresql://user:"),
+            "the log lines are shown: {output}"
+        );
+        let leaked = fragments(LONG_PASSWORD, &output);
+        assert!(leaked.is_empty(), "{format}: {leaked:?} in\n{output}");
+        assert!(
+            !output.contains(&format!("user:{}", &LONG_PASSWORD[..2])),
+            "{format}: the password's first characters follow the cut URL:\n{output}"
+        );
+    }
 }
 
 #[test]
