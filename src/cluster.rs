@@ -1,18 +1,22 @@
 //! How the harness talks to the Kubernetes API: which config (as kubectl picks it), the client,
 //! and one translation of API errors into check failures, so a 403 always names the verb, the
-//! resource and the Role rule that is missing.
+//! resource and the Role rule that is missing. Every Secret comes through here, and every value
+//! of it is registered with the run's redactor before anyone sees it.
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, LogParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::check::{Cause, Failure, Outcome};
+use crate::secret::{Redactor, SecretValue};
 
 /// Which cluster to talk to, as the user said it (kubectl's flags).
 #[derive(Debug, Clone, Default)]
@@ -61,6 +65,9 @@ pub struct Cluster {
     pub url: String,
     /// `group/version`s the API server serves (core is `v1`); `None` when discovery failed.
     pub served: Option<BTreeSet<String>>,
+    /// Learns every value of every Secret read through [`Cluster::get`] and [`Cluster::list`]
+    /// (the run's redactor, see [`Cluster::with_redactor`]).
+    redactor: Redactor,
 }
 
 /// Loads the config as kubectl does: `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`, else
@@ -163,6 +170,7 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         context,
         url,
         served,
+        redactor: Redactor::default(),
     })
 }
 
@@ -287,6 +295,34 @@ fn names<K: Resource<DynamicType = ()>>() -> (String, String) {
 }
 
 impl Cluster {
+    /// Registers the values of every Secret this client reads with `redactor`.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Cluster {
+        self.redactor = redactor;
+        self
+    }
+
+    /// The one place Secrets enter the run: whichever check reads one, and whether or not an
+    /// earlier read of it failed, all its values (not only the keys the suite names) are
+    /// scrubbed from every later text.
+    fn learn<K: Any>(&self, object: &K) {
+        if let Some(secret) = (object as &dyn Any).downcast_ref::<Secret>() {
+            let values: Vec<SecretValue> = secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(_, v)| SecretValue::new(v.0.clone()))
+                .chain(
+                    secret
+                        .string_data
+                        .iter()
+                        .flatten()
+                        .map(|(_, v)| SecretValue::new(v.clone().into_bytes())),
+                )
+                .collect();
+            self.redactor.register_all(&values);
+        }
+    }
+
     pub fn serves(&self, group_version: &str) -> Option<bool> {
         self.served.as_ref().map(|s| s.contains(group_version))
     }
@@ -297,11 +333,16 @@ impl Cluster {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
             + DeserializeOwned
-            + std::fmt::Debug,
+            + std::fmt::Debug
+            + 'static,
     {
         let (resource, group) = names::<K>();
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        api.get_opt(name).await.map_err(|e| {
+        let got = api.get_opt(name).await;
+        if let Ok(Some(object)) = &got {
+            self.learn(object);
+        }
+        got.map_err(|e| {
             Access {
                 verb: "get",
                 resource: &resource,
@@ -319,7 +360,8 @@ impl Cluster {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
             + DeserializeOwned
-            + std::fmt::Debug,
+            + std::fmt::Debug
+            + 'static,
     {
         let (resource, group) = names::<K>();
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
@@ -327,7 +369,11 @@ impl Cluster {
         if let Some(sel) = selector {
             params = params.labels(sel);
         }
-        api.list(&params).await.map(|l| l.items).map_err(|e| {
+        let listed = api.list(&params).await.map(|l| l.items);
+        for object in listed.iter().flatten() {
+            self.learn(object);
+        }
+        listed.map_err(|e| {
             Access {
                 verb: "list",
                 resource: &resource,

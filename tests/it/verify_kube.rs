@@ -146,6 +146,77 @@ fn a_password_straddling_the_log_line_cut_leaks_no_fragment() {
     }
 }
 
+/// A value in the proxy Secret that no suite field names (LiteLLM's salt key).
+const SALT: &str = "litellm-salt/4d1f9b27+e08c53a6=";
+
+/// crash-loop with `LITELLM_SALT_KEY` beside the suite's keys, echoed by the crashing container
+/// in every form the redactor knows.
+fn salted_crash_loop() -> crate::support::fake_kube::Scenario {
+    use base64::Engine as _;
+    let mut scenario = load_scenario("crash-loop");
+    scenario.set_secret_value("litellm", "litellm-secrets", "LITELLM_SALT_KEY", SALT);
+    let forms = [
+        SALT.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(SALT),
+        "litellm-salt%2F4d1f9b27%2Be08c53a6%3D".to_string(),
+        serde_json::to_string(SALT).unwrap_or_default(),
+    ];
+    for ((_, _, file), text) in scenario.logs.iter_mut() {
+        if file == "litellm.previous.log" {
+            text.push_str(&format!("DEBUG: salt {}\n", forms.join(" ")));
+        }
+    }
+    scenario
+}
+
+#[test]
+fn a_secret_key_no_suite_field_names_is_scrubbed_too() {
+    let fake = FakeKube::start_with(salted_crash_loop());
+    for format in ["json", "plain"] {
+        let run = verify_reporting(&fake, &["--format", format], &CLUSTER_LAYERS);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        let output = run.all_output();
+        assert!(
+            output.contains("DEBUG: salt "),
+            "the line is shown: {output}"
+        );
+        let leaked = fragments(SALT, &output);
+        assert!(leaked.is_empty(), "{format}: {leaked:?} in\n{output}");
+    }
+}
+
+#[test]
+fn a_secret_whose_first_read_fails_is_scrubbed_once_a_later_read_succeeds() {
+    // The run's first read of litellm-secrets (before any check) gets a 500 (kube-rs retries a
+    // 503 by itself); the secrets check reads it later, after the pods check (one thread,
+    // check order) quoted the log.
+    let fake = FakeKube::start_with(salted_crash_loop());
+    fake.fail_next_requests("/secrets/litellm-secrets", 500, 1);
+    let run = verify_reporting(
+        &fake,
+        &["--format", "json"],
+        &["--test-threads", "1", "kubernetes::"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    passed(&run, "kubernetes::secrets::litellm-secrets");
+    let output = run.all_output();
+    assert!(
+        output.contains("DEBUG: salt "),
+        "the line is shown: {output}"
+    );
+    let leaked = fragments(SALT, &output);
+    assert!(leaked.is_empty(), "{leaked:?} in\n{output}");
+    let secret_reads = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/secrets/litellm-secrets"))
+        .count();
+    assert!(
+        secret_reads >= 2,
+        "an early read failed, a later one succeeded"
+    );
+}
+
 #[test]
 fn image_pull_error_names_the_image() {
     let run = run("image-pull");
