@@ -81,7 +81,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 /// Prints an error and its sources on one line.
 fn print_error(err: &dyn std::error::Error) {
     let message = secret::Redactor::default().redact(&cluster::error_chain(err));
-    eprintln!("error: {message}");
+    eprintln!("error: {}", report::visible(&message));
 }
 
 fn verify(args: VerifyArgs) -> ExitCode {

@@ -217,6 +217,88 @@ fn a_secret_whose_first_read_fails_is_scrubbed_once_a_later_read_succeeds() {
     );
 }
 
+/// What a hostile log line or server message sends to a terminal: an OSC 52 clipboard write,
+/// clear-screen, a carriage return and backspaces that overwrite what came before, a C1 CSI,
+/// a bidi override that reverses what follows, and characters XML 1.0 forbids.
+const TERMINAL_ATTACK: &str = "attack:\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\rPASS\u{8}\u{8}\u{9b}31m\u{202e}evil\u{202c}\u{0}\u{ffff}:end";
+
+/// The same, as the terminal renderer shows it.
+const TERMINAL_ATTACK_SHOWN: &str =
+    "attack:␛]52;c;cm0gLXJmIH4=␇␛[2J␍PASS␈␈\\u{9b}31m\\u{202e}evil\\u{202c}␀\\u{ffff}:end";
+
+/// Every raw control character in `text`, except `\n` and the SGR colour sequences
+/// (`ESC [ digits ; m`) our own styles write.
+fn raw_controls(text: &str) -> Vec<String> {
+    let sgr = regex::Regex::new(r"\x1b\[[0-9;]*m").expect("pattern");
+    sgr.replace_all(text, "")
+        .chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{ffff}')
+        })
+        .map(|c| c.escape_unicode().to_string())
+        .collect()
+}
+
+#[test]
+fn control_characters_from_the_cluster_reach_the_terminal_neutralised() {
+    // A crashing container's log (in the details) and a waiting message (in the summary, so in
+    // the termination message too) carry the attack; plain logs and the coloured pretty format
+    // both show it as visible text, and JUnit stays XML a consumer parses.
+    let mut crash = load_scenario("crash-loop");
+    for ((_, _, file), text) in crash.logs.iter_mut() {
+        if file == "litellm.previous.log" {
+            text.push_str(&format!("{TERMINAL_ATTACK}\n"));
+        }
+    }
+    let mut config = load_scenario("config-error");
+    for o in config.objects.iter_mut() {
+        if o["kind"] == "Pod" && o["metadata"]["labels"]["app.kubernetes.io/name"] == "litellm" {
+            o["status"]["containerStatuses"][0]["state"]["waiting"]["message"] =
+                Value::from(TERMINAL_ATTACK);
+        }
+    }
+    for scenario in [crash, config] {
+        let name = scenario.name.clone();
+        let fake = FakeKube::start_with(scenario);
+        for format in [
+            &["--format", "plain"][..],
+            &["--format", "pretty", "--color", "always"],
+        ] {
+            let run = verify_reporting(&fake, format, &CLUSTER_LAYERS);
+            assert_eq!(run.code, 1, "{}", run.stderr);
+            let raw = raw_controls(&run.stdout);
+            assert!(
+                raw.is_empty(),
+                "{name} {format:?}: {raw:?} in\n{}",
+                run.stdout
+            );
+            assert!(
+                run.stdout.contains(TERMINAL_ATTACK_SHOWN),
+                "{name} {format:?}: shown visibly:\n{}",
+                run.stdout
+            );
+            let termination = run.termination.clone().unwrap_or_default();
+            let raw = raw_controls(&termination);
+            assert!(raw.is_empty(), "{name}: {raw:?} in {termination}");
+            let junit = run.junit.clone().expect("junit written");
+            assert!(
+                junit.contains(TERMINAL_ATTACK_SHOWN),
+                "{name}: JUnit shows it visibly:\n{junit}"
+            );
+            crate::junit_consumer::parse(&junit);
+        }
+        let run = verify_reporting(&fake, &["--format", "plain"], &CLUSTER_LAYERS);
+        if name == "config-error" {
+            let termination = run.termination.unwrap_or_default();
+            assert!(
+                termination.contains(TERMINAL_ATTACK_SHOWN),
+                "the summary's server text is in the termination message: {termination}"
+            );
+        }
+    }
+}
+
 #[test]
 fn image_pull_error_names_the_image() {
     let run = run("image-pull");
