@@ -8,6 +8,7 @@ mod harness;
 mod junit_consumer;
 mod kube_fake;
 mod laptop;
+mod leaks;
 mod llm_bed;
 mod postgres_bed;
 mod snapshots;

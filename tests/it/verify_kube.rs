@@ -4,10 +4,10 @@
 use serde_json::Value;
 
 use crate::harness::{
-    CLUSTER_LAYERS, Run, assert_no_secret_leaks, command, failed, passed, run_in, secret_values,
-    text, verify_json, verify_reporting,
+    CLUSTER_LAYERS, Run, TERMINAL_ATTACK, TERMINAL_ATTACK_SHOWN, assert_no_secret_leaks, command,
+    failed, passed, raw_controls, run_in, secret_values, text, verify_json, verify_reporting,
 };
-use crate::support::fake_kube::{FakeKube, load_scenario, scenario_names};
+use crate::support::fake_kube::{FakeKube, load_scenario};
 
 fn run(scenario: &str) -> Run {
     let fake = FakeKube::start(scenario);
@@ -215,29 +215,6 @@ fn a_secret_whose_first_read_fails_is_scrubbed_once_a_later_read_succeeds() {
         secret_reads >= 2,
         "an early read failed, a later one succeeded"
     );
-}
-
-/// What a hostile log line or server message sends to a terminal: an OSC 52 clipboard write,
-/// clear-screen, a carriage return and backspaces that overwrite what came before, a C1 CSI,
-/// a bidi override that reverses what follows, and characters XML 1.0 forbids.
-const TERMINAL_ATTACK: &str = "attack:\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\rPASS\u{8}\u{8}\u{9b}31m\u{202e}evil\u{202c}\u{0}\u{ffff}:end";
-
-/// The same, as the terminal renderer shows it.
-const TERMINAL_ATTACK_SHOWN: &str =
-    "attack:␛]52;c;cm0gLXJmIH4=␇␛[2J␍PASS␈␈\\u{9b}31m\\u{202e}evil\\u{202c}␀\\u{ffff}:end";
-
-/// Every raw control character in `text`, except `\n` and the SGR colour sequences
-/// (`ESC [ digits ; m`) our own styles write.
-fn raw_controls(text: &str) -> Vec<String> {
-    let sgr = regex::Regex::new(r"\x1b\[[0-9;]*m").expect("pattern");
-    sgr.replace_all(text, "")
-        .chars()
-        .filter(|&c| {
-            (c.is_control() && c != '\n')
-                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{ffff}')
-        })
-        .map(|c| c.escape_unicode().to_string())
-        .collect()
 }
 
 #[test]
@@ -599,19 +576,6 @@ fn missing_namespace_fails_once_and_skips_what_lives_in_it() {
         "skipped: namespace litellm does not exist (see platform::namespace)"
     );
     passed(&run, "kubernetes::services::vllm/vllm");
-}
-
-#[test]
-fn no_scenario_leaks_a_secret_value_in_any_format() {
-    for scenario in scenario_names() {
-        let fake = FakeKube::start(&scenario);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = fake.write_kubeconfig(dir.path());
-        let plain = run_in(dir, &kubeconfig, &["--format", "plain"], &[]);
-        assert_no_secret_leaks(&scenario, &plain);
-        let json = verify_json(&fake, &[]);
-        assert_no_secret_leaks(&scenario, &json);
-    }
 }
 
 #[test]
