@@ -95,9 +95,10 @@ async fn read_proxy_config(cluster: &Cluster, suite: &Suite) -> Result<ProxyConf
 }
 
 /// The names the report itself prints (namespaces, object names, selectors, aliases): a
-/// Secret value found only inside one of them is not scrubbed there. A database user named
-/// like the namespace stays readable in `kubernetes::pods::litellm`; a password never equals
-/// such a name. Key names are left out on purpose: a password `password` is still scrubbed.
+/// Secret value found only inside one of them is not scrubbed there, so a database user named
+/// like the namespace does not blank `kubernetes::pods::litellm` (a value equal to such a name
+/// is printed as that name anyway). Key names are left out on purpose: a password `password`
+/// is still scrubbed.
 fn public_names(suite: &Suite) -> Vec<String> {
     let l = &suite.litellm;
     let mut names = suite_namespaces(suite);

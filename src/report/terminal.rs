@@ -41,8 +41,8 @@ impl Styles {
 
 /// The header line of a run.
 pub fn render_header(context: Option<&str>, namespace: &str, checks: usize, s: &Styles) -> String {
-    let context = visible(context.unwrap_or("-"));
-    let namespace = visible(namespace);
+    let context = one_line(context.unwrap_or("-"));
+    let namespace = one_line(namespace);
     format!(
         "{} {} · context {context} · namespace {namespace} · {checks} checks\n",
         "smokecheck".style(s.name),
@@ -54,7 +54,7 @@ pub fn render_header(context: Option<&str>, namespace: &str, checks: usize, s: &
 pub fn render_notes(lines: &[String], s: &Styles) -> String {
     lines
         .iter()
-        .map(|l| format!("{} {}\n", "·".style(s.dim), visible(l)))
+        .map(|l| format!("{} {}\n", "·".style(s.dim), one_line(l)))
         .collect()
 }
 
@@ -66,7 +66,7 @@ pub fn render_result(r: &CheckResult, s: &Styles) -> String {
         Status::Failed => ("FAIL ", s.fail),
         Status::Skipped => ("SKIP ", s.skip),
     };
-    let name = visible(&r.name);
+    let name = one_line(&r.name);
     let mut out = format!("{} {}", label.style(style), name.style(s.name));
     match r.status {
         Status::Passed => {
@@ -124,6 +124,11 @@ fn indent(text: &str, prefix: &str, style: Style) -> String {
     text.lines()
         .map(|l| format!("{}{}\n", prefix.style(style), visible(l)))
         .collect()
+}
+
+/// A name (a check's, a context's, a pod's), made visible, on one line whatever it holds.
+fn one_line(text: &str) -> String {
+    visible(text).replace('\n', "\u{2424}")
 }
 
 /// A text meant for one line, made visible, its further lines (if a server put some in)
@@ -223,7 +228,32 @@ impl Progress for Terminal {
         self.print(&render_result(result, &self.styles));
         if let Some(bar) = self.bar.get() {
             bar.inc(1);
-            bar.set_message(visible(&result.name).into_owned());
+            bar.set_message(one_line(&result.name));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{Cause, Layer};
+
+    #[test]
+    fn a_server_cannot_print_a_line_of_its_own() {
+        let mut r = CheckResult::skipped("e2e::chat::a\nPASS  e2e::chat::b", Layer::E2e, "".into());
+        r.status = Status::Failed;
+        r.cause = Some(Cause::HttpStatus);
+        r.summary = "the proxy answered 500: boom\nPASS  litellm::auth (1ms)".into();
+        r.details = Some("line one\r\nPASS  forged\u{1b}[2K".into());
+        r.hint = Some("fix it\nPASS  forged".into());
+        let out = render_result(&r, &Styles::default());
+        for line in out.lines().skip(1) {
+            assert!(line.starts_with("      "), "{line:?} in\n{out}");
+        }
+        assert!(
+            out.starts_with("FAIL  e2e::chat::a␤PASS  e2e::chat::b "),
+            "{out}"
+        );
+        assert!(out.contains("│ PASS  forged␛[2K"), "{out}");
     }
 }
