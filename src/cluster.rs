@@ -1,14 +1,18 @@
 //! How the harness talks to the Kubernetes API: which config (as kubectl picks it), the client
 //! (every answer bounded, see [`answer`]), and one translation of API errors into check
 //! failures, so a 403 always names the verb, the resource and the Role rule that is missing.
+//! Every Secret comes through here, and every value of it is registered with the run's redactor
+//! before anyone sees it.
 
 pub mod answer;
 
+use std::any::Any;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, LogParams};
 use kube::client::ClientBuilder;
 use kube::config::KubeConfigOptions;
@@ -21,6 +25,7 @@ use self::answer::{
 };
 use crate::check::{Cause, Failure, Outcome};
 use crate::kube_auth::{self, KubeconfigFileError, PluginError};
+use crate::secret::{Redactor, SecretValue};
 
 /// Which cluster to talk to, as the user said it (kubectl's flags).
 #[derive(Debug, Clone, Default)]
@@ -104,6 +109,9 @@ pub struct Cluster {
     pub url: String,
     /// `group/version`s the API server serves (core is `v1`); `None` when discovery failed.
     pub served: Option<BTreeSet<String>>,
+    /// Learns every value of every Secret read through [`Cluster::get`] and [`Cluster::list`]
+    /// (the run's redactor, see [`Cluster::with_redactor`]).
+    redactor: Redactor,
 }
 
 /// Loads the config as kubectl does: `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`, else
@@ -182,11 +190,8 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
     }
     // A legacy auth-provider command would still run inside kube, synchronously: off the async
     // threads, and bounded.
-    let built = tokio::time::timeout(
-        timeout,
-        tokio::task::spawn_blocking(move || client(config)),
-    )
-    .await;
+    let built =
+        tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || client(config))).await;
     let client = match built {
         Ok(Ok(Err(kube::Error::Auth(e)))) => {
             return Err(ClusterError::ClientAuth(kube_auth::describe_auth_error(&e)));
@@ -236,6 +241,7 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         context,
         url,
         served,
+        redactor: Redactor::default(),
     })
 }
 
@@ -414,6 +420,34 @@ fn names<K: Resource<DynamicType = ()>>() -> (String, String) {
 }
 
 impl Cluster {
+    /// Registers the values of every Secret this client reads with `redactor`.
+    pub fn with_redactor(mut self, redactor: Redactor) -> Cluster {
+        self.redactor = redactor;
+        self
+    }
+
+    /// The one place Secrets enter the run: whichever check reads one, and whether or not an
+    /// earlier read of it failed, all its values (not only the keys the suite names) are
+    /// scrubbed from every later text.
+    fn learn<K: Any>(&self, object: &K) {
+        if let Some(secret) = (object as &dyn Any).downcast_ref::<Secret>() {
+            let values: Vec<SecretValue> = secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(_, v)| SecretValue::new(v.0.clone()))
+                .chain(
+                    secret
+                        .string_data
+                        .iter()
+                        .flatten()
+                        .map(|(_, v)| SecretValue::new(v.clone().into_bytes())),
+                )
+                .collect();
+            self.redactor.register_all(&values);
+        }
+    }
+
     pub fn serves(&self, group_version: &str) -> Option<bool> {
         self.served.as_ref().map(|s| s.contains(group_version))
     }
@@ -424,11 +458,16 @@ impl Cluster {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
             + DeserializeOwned
-            + std::fmt::Debug,
+            + std::fmt::Debug
+            + 'static,
     {
         let (resource, group) = names::<K>();
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        api.get_opt(name).await.map_err(|e| {
+        let got = api.get_opt(name).await;
+        if let Ok(Some(object)) = &got {
+            self.learn(object);
+        }
+        got.map_err(|e| {
             Access {
                 verb: "get",
                 resource: &resource,
@@ -447,7 +486,8 @@ impl Cluster {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
             + DeserializeOwned
-            + std::fmt::Debug,
+            + std::fmt::Debug
+            + 'static,
     {
         let (resource, group) = names::<K>();
         let access = Access {
@@ -484,6 +524,9 @@ impl Cluster {
             }
             let list: ObjectList<K> = serde_json::from_str(&text)
                 .map_err(|e| access.failure(kube::Error::SerdeError(e)))?;
+            for object in &list.items {
+                self.learn(object);
+            }
             items.extend(list.items);
             match list.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params = params.continue_token(&token),

@@ -279,15 +279,17 @@ impl Endpoints {
     pub async fn port_forward(&mut self, cluster: &Cluster, suite: &Suite, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         for (name, namespace, service, port) in self.services(suite) {
-            let set_up =
-                tokio::time::timeout_at(deadline, forward(cluster, &namespace, &service, port, &self.lifetime))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!(
-                            "no answer from the API server within {}",
-                            humantime::format_duration(timeout)
-                        ))
-                    });
+            let set_up = tokio::time::timeout_at(
+                deadline,
+                forward(cluster, &namespace, &service, port, &self.lifetime),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer from the API server within {}",
+                    humantime::format_duration(timeout)
+                ))
+            });
             match set_up {
                 Ok(fwd) => {
                     let local = fwd.local;

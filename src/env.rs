@@ -1,5 +1,6 @@
-//! What a run knows before its checks start: the connected cluster, which namespaces exist,
-//! and the redactor primed with every secret value the suite names.
+//! What a run knows before its checks start: the connected cluster, the proxy config, and the
+//! redactor primed with every value of every Secret the suite reads (and the names the report
+//! prints, which it leaves alone).
 
 use std::sync::Arc;
 
@@ -26,8 +27,9 @@ pub struct Env {
 }
 
 impl Env {
-    /// Reads what every check relies on, once: the proxy config, and the suite's secrets (so
-    /// their values are scrubbed from any log or answer, whichever check sees it first).
+    /// Reads what every check relies on, once: the proxy config, and the suite's Secrets (the
+    /// cluster registers all their values with the redactor, so they are scrubbed from any log
+    /// or answer, whichever check sees it first).
     pub async fn prepare(
         suite: Arc<Suite>,
         cluster: Cluster,
@@ -35,6 +37,8 @@ impl Env {
         endpoints: Endpoints,
         hook: Option<crate::cli::Hook>,
     ) -> Env {
+        let cluster = cluster.with_redactor(redactor.clone());
+        redactor.protect(public_names(&suite));
         let proxy = read_proxy_config(&cluster, &suite).await;
         let env = Env {
             suite,
@@ -45,19 +49,18 @@ impl Env {
             hook,
             http: Http::new(),
         };
-        for s in env
-            .suite
-            .secrets()
-            .into_iter()
-            .filter(|s| !s.sensitive.is_empty())
-        {
-            if let Ok(Some(secret)) = env.cluster.get::<Secret>(&s.namespace, &s.name).await {
-                for key in &s.sensitive {
-                    if let Some(v) = secret_value(&secret, key) {
-                        env.redactor.register(&v);
-                    }
-                }
-            }
+        // Reading is registering (Cluster::get); a read that fails here is repeated by the
+        // check that needs the Secret, and registers then.
+        let secrets = env.suite.secrets();
+        futures::future::join_all(
+            secrets
+                .iter()
+                .map(|s| env.cluster.get::<Secret>(&s.namespace, &s.name)),
+        )
+        .await;
+        if let Ok(config) = &env.proxy {
+            env.redactor
+                .protect(config.aliases.iter().map(|a| a.name.clone()));
         }
         env
     }
@@ -89,6 +92,50 @@ async fn read_proxy_config(cluster: &Cluster, suite: &Suite) -> Result<ProxyConf
         .and_then(|d| d.get(&c.key))
         .ok_or_else(|| format!("configmap {ns}/{} has no key {}", c.configmap, c.key))?;
     ProxyConfig::parse(text).map_err(|e| format!("configmap {ns}/{} {}: {e}", c.configmap, c.key))
+}
+
+/// The names the report itself prints (namespaces, object names, selectors, aliases): a
+/// Secret value found only inside one of them is not scrubbed there, so a database user named
+/// like the namespace does not blank `kubernetes::pods::litellm` (a value equal to such a name
+/// is printed as that name anyway). Key names are left out on purpose: a password `password`
+/// is still scrubbed.
+fn public_names(suite: &Suite) -> Vec<String> {
+    let l = &suite.litellm;
+    let mut names = suite_namespaces(suite);
+    let mut selector = |s: &str| {
+        names.push(s.to_string());
+        names.extend(s.split([',', '=']).map(|p| p.trim().to_string()));
+    };
+    selector(&l.pods.selector);
+    if let Some(db) = &suite.database {
+        selector(&db.pods.selector);
+    }
+    for s in suite.secrets() {
+        names.push(s.name);
+    }
+    names.extend([l.service.name.clone(), l.config.configmap.clone()]);
+    names.extend(l.migration_job.clone());
+    names.extend(l.aliases.iter().flatten().cloned());
+    if let Some(g) = &l.guardrail {
+        names.extend([g.name.clone(), g.configmap.clone()]);
+    }
+    if let Some(db) = &suite.database {
+        names.extend([db.cluster.clone(), db.service.name.clone(), db.name.clone()]);
+    }
+    for v in &suite.vllm {
+        names.push(v.service.name.clone());
+    }
+    let p = &suite.platform;
+    for w in [&p.cnpg_operator, &p.sealed_secrets_controller]
+        .into_iter()
+        .flatten()
+    {
+        names.extend([w.namespace.clone(), w.deployment.clone()]);
+    }
+    if let Some(a) = &p.argocd {
+        names.extend([a.namespace.clone(), a.application.clone()]);
+    }
+    names
 }
 
 /// Every namespace the suite reads from, suite namespace first.

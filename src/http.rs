@@ -304,7 +304,7 @@ pub fn transport(e: reqwest::Error) -> Transport {
 /// A server's answer for a report: redacted first (so a key cut in half is still caught),
 /// then cut to a few lines.
 pub fn excerpt(redactor: &Redactor, text: &str) -> String {
-    let out = clip(redactor, text, EXCERPT_CHARS);
+    let out = redactor.cut(text.trim(), EXCERPT_CHARS);
     if out.is_empty() {
         "(empty body)".to_string()
     } else {
@@ -323,22 +323,12 @@ pub fn listed<S: AsRef<str>>(redactor: &Redactor, names: &[S]) -> String {
     let mut out: Vec<String> = names
         .iter()
         .take(LISTED)
-        .map(|n| clip(redactor, n.as_ref(), NAME_CHARS))
+        .map(|n| redactor.cut(n.as_ref().trim(), NAME_CHARS))
         .collect();
     if names.len() > LISTED {
         out.push(format!("and {} more", names.len() - LISTED));
     }
     out.join(", ")
-}
-
-/// Server text (a name, a message) cut to `max` characters, redacted first.
-pub fn clip(redactor: &Redactor, text: &str, max: usize) -> String {
-    let clean = redactor.redact(text.trim());
-    let mut out: String = clean.chars().take(max).collect();
-    if clean.chars().nth(max).is_some() {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

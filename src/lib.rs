@@ -92,7 +92,7 @@ fn print_stderr(text: &str) {
 /// Prints an error and its sources on one line.
 fn print_error(err: &dyn std::error::Error) {
     let message = secret::Redactor::default().redact(&cluster::error_chain(err));
-    print_stderr(&format!("error: {message}\n"));
+    print_stderr(&format!("error: {}\n", report::visible(&message)));
 }
 
 /// A command line clap refused (or `--help`/`--version`, exit 0). A hook configured through

@@ -1,6 +1,7 @@
 //! Runs checks: libtest-mimic trials on one tokio runtime. "Eventually" lives here, not in the
 //! checks: the per-check timeout, the run's deadline, `--wait` retries with backoff, and the
-//! last observed state when time runs out. Every result is redacted before anyone sees it.
+//! last observed state when time runs out. Every result is redacted before anyone sees it, and
+//! once more at the end with everything the run learnt (a Secret read by a later check).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -115,6 +116,9 @@ pub fn run(
 ) -> Vec<CheckResult> {
     progress.started(checks.len());
     let order: Vec<(String, Layer)> = checks.iter().map(|c| (c.name.clone(), c.layer)).collect();
+    // A check's name is the report's own text, never a secret's.
+    env.redactor
+        .protect(order.iter().map(|(name, _)| name.clone()));
     // One --wait window for the whole run, every phase included.
     let wait_until = options.wait.map(|w| Instant::now() + w);
     let phases = phases(checks);
@@ -150,7 +154,7 @@ pub fn run(
         recorded.extend(done);
     }
 
-    order
+    let results: Vec<CheckResult> = order
         .into_iter()
         .map(|(name, layer)| match recorded.remove(&name) {
             Some((result, _)) => result,
@@ -172,7 +176,10 @@ pub fn run(
                 r
             }
         })
-        .collect()
+        .collect();
+    // A value registered after a result was recorded (its Secret's first read failed, a later
+    // one succeeded) is scrubbed from the reports too; the terminal line is already out.
+    results.into_iter().map(|r| redact(&env, r)).collect()
 }
 
 /// The results of checks the run was stopped before it could start (a deadline or a signal

@@ -1,6 +1,6 @@
 //! The keys the LiteLLM, vLLM and end-to-end checks send, read from their Secrets through the
-//! Kubernetes API (never from flags or files), registered with the redactor as soon as they are
-//! read, and only ever exposed to build an `Authorization` header.
+//! Kubernetes API (never from flags or files; reading registers them with the redactor), and
+//! only ever exposed to build an `Authorization` header.
 
 use k8s_openapi::api::core::v1::Secret;
 
@@ -89,16 +89,13 @@ pub async fn load(env: &Env, which: Key) -> Result<Loaded, Failure> {
             format!("cannot use the {label}: it is empty"),
         )
         .hint(format!("see {see}"))),
-        Some(v) => {
-            env.redactor.register(&v);
-            Ok(Loaded {
-                value: v,
-                label,
-                source,
-                secret: secret.to_string(),
-                key: key.clone(),
-            })
-        }
+        Some(v) => Ok(Loaded {
+            value: v,
+            label,
+            source,
+            secret: secret.to_string(),
+            key: key.clone(),
+        }),
     }
 }
 

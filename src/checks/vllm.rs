@@ -10,7 +10,7 @@ use crate::check::{Cause, Check, Family, Layer, Metrics, Outcome, Passed, Prereq
 use crate::checks::keys::{self, Key, Loaded};
 use crate::connect::VllmTarget;
 use crate::env::Env;
-use crate::http::{Answer, HttpError, TooLarge, clip, excerpt, listed};
+use crate::http::{Answer, HttpError, TooLarge, excerpt, listed};
 use crate::proxy_config::Alias;
 use crate::suite::Suite;
 
@@ -287,7 +287,7 @@ pub(crate) async fn served_models(
             continue;
         };
         let max_model_len = context_window(m).map_err(|why| {
-            ModelsError::BadWindow(format!("model {}: {why}", clip(&env.redactor, id, 100)))
+            ModelsError::BadWindow(format!("model {}: {why}", env.redactor.cut(id.trim(), 100)))
         })?;
         served.push(Served {
             id: id.to_string(),

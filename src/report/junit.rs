@@ -2,12 +2,16 @@
 //! one testsuite per layer, one testcase per check; a failure carries the summary as its
 //! message, the cause code as its type, and details plus hint as its text; metrics are
 //! testcase properties; a check that passed after retries is flaky with its failed runs.
+//!
+//! Server text goes through [`visible`] first: quick-junit silently drops ANSI sequences and
+//! most C0 controls but keeps others XML 1.0 forbids (U+FFFF), and CI pages show bidi
+//! overrides as they act. Visible, the report stays valid XML and says what the server sent.
 
 use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
-use super::{CheckResult, RunReport, Status};
+use super::{CheckResult, RunReport, Status, visible};
 
 pub fn render(report: &RunReport) -> String {
     let mut out = Report::new("smokecheck");
@@ -36,7 +40,7 @@ fn case(check: &CheckResult) -> TestCase {
             let mut s = TestCaseStatus::success();
             for earlier in &check.failed_attempts {
                 let mut rerun = TestRerun::new(NonSuccessKind::Failure);
-                rerun.set_message(earlier.as_str());
+                rerun.set_message(visible(earlier));
                 s.add_rerun(rerun);
             }
             s
@@ -48,7 +52,7 @@ fn case(check: &CheckResult) -> TestCase {
                 NonSuccessKind::Failure
             };
             let mut s = TestCaseStatus::non_success(kind);
-            s.set_message(check.summary.as_str());
+            s.set_message(visible(&check.summary));
             if let Some(cause) = check.cause {
                 s.set_type(cause.code());
             }
@@ -61,19 +65,19 @@ fn case(check: &CheckResult) -> TestCase {
                 text.push_str(hint);
             }
             if !text.is_empty() {
-                s.set_description(text);
+                s.set_description(visible(&text));
             }
             s
         }
         Status::Skipped => {
             let mut s = TestCaseStatus::skipped();
             if let Some(reason) = &check.skip_reason {
-                s.set_message(reason.as_str());
+                s.set_message(visible(reason));
             }
             s
         }
     };
-    let mut case = TestCase::new(check.name.as_str(), status);
+    let mut case = TestCase::new(visible(&check.name), status);
     case.set_classname(format!("smokecheck.{}", check.layer.as_str()));
     case.set_time(check.duration);
     if check.attempts > 1 {
@@ -83,7 +87,7 @@ fn case(check: &CheckResult) -> TestCase {
         case.add_property(Property::new(name, value.to_string()));
     }
     if check.status == Status::Passed && !check.summary.is_empty() {
-        case.set_system_out(check.summary.as_str());
+        case.set_system_out(visible(&check.summary));
     }
     case
 }

@@ -1,6 +1,11 @@
 //! What people read: a line per check as it finishes, details indented under failures, and a
 //! one-line summary. `pretty` adds colour (owo-colors) and a live progress bar (indicatif) on a
 //! terminal; `plain` is the same text without either, for logs (the Argo CD hook).
+//!
+//! Everything but our own styles goes through [`visible`] before it is printed (check names
+//! come from the proxy config's aliases, summaries and details quote logs and servers), and
+//! every line of a multi-line text is indented: a server cannot clear the screen, write the
+//! clipboard, overwrite a line or print a `PASS` line of its own.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -8,7 +13,7 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use owo_colors::{OwoColorize, Style};
 
-use super::{CheckResult, Progress, RunReport, Status, human_duration};
+use super::{CheckResult, Progress, RunReport, Status, human_duration, visible};
 
 /// All colours in one place; plain unless switched on once.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,7 +41,8 @@ impl Styles {
 
 /// The header line of a run.
 pub fn render_header(context: Option<&str>, namespace: &str, checks: usize, s: &Styles) -> String {
-    let context = context.unwrap_or("-");
+    let context = one_line(context.unwrap_or("-"));
+    let namespace = one_line(namespace);
     format!(
         "{} {} · context {context} · namespace {namespace} · {checks} checks\n",
         "smokecheck".style(s.name),
@@ -48,7 +54,7 @@ pub fn render_header(context: Option<&str>, namespace: &str, checks: usize, s: &
 pub fn render_notes(lines: &[String], s: &Styles) -> String {
     lines
         .iter()
-        .map(|l| format!("{} {l}\n", "·".style(s.dim)))
+        .map(|l| format!("{} {}\n", "·".style(s.dim), one_line(l)))
         .collect()
 }
 
@@ -60,7 +66,8 @@ pub fn render_result(r: &CheckResult, s: &Styles) -> String {
         Status::Failed => ("FAIL ", s.fail),
         Status::Skipped => ("SKIP ", s.skip),
     };
-    let mut out = format!("{} {}", label.style(style), r.name.style(s.name));
+    let name = one_line(&r.name);
+    let mut out = format!("{} {}", label.style(style), name.style(s.name));
     match r.status {
         Status::Passed => {
             let attempts = if r.attempts > 1 {
@@ -73,7 +80,7 @@ pub fn render_result(r: &CheckResult, s: &Styles) -> String {
                 format!("({}{attempts})", human_duration(r.duration)).style(s.dim)
             ));
             if !r.summary.is_empty() {
-                out.push_str(&format!(" {}", r.summary));
+                out.push_str(&format!(" {}", continued(&r.summary)));
             }
             out.push('\n');
             if let Some(d) = &r.details {
@@ -83,7 +90,7 @@ pub fn render_result(r: &CheckResult, s: &Styles) -> String {
         Status::Skipped => {
             out.push_str(&format!(
                 " {}\n",
-                r.skip_reason.as_deref().unwrap_or("").style(s.dim)
+                continued(r.skip_reason.as_deref().unwrap_or("")).style(s.dim)
             ));
         }
         Status::Failed => {
@@ -97,12 +104,16 @@ pub fn render_result(r: &CheckResult, s: &Styles) -> String {
                 " {}\n",
                 format!("({}{attempts}){cause}", human_duration(r.duration)).style(s.dim)
             ));
-            out.push_str(&format!("      {}\n", r.summary));
+            out.push_str(&format!("      {}\n", continued(&r.summary)));
             if let Some(d) = &r.details {
                 out.push_str(&indent(d, "      │ ", s.dim));
             }
             if let Some(h) = &r.hint {
-                out.push_str(&format!("      {} {}\n", "hint:".style(s.hint), h));
+                out.push_str(&format!(
+                    "      {} {}\n",
+                    "hint:".style(s.hint),
+                    continued(h)
+                ));
             }
         }
     }
@@ -111,14 +122,25 @@ pub fn render_result(r: &CheckResult, s: &Styles) -> String {
 
 fn indent(text: &str, prefix: &str, style: Style) -> String {
     text.lines()
-        .map(|l| format!("{}{}\n", prefix.style(style), l))
+        .map(|l| format!("{}{}\n", prefix.style(style), visible(l)))
         .collect()
+}
+
+/// A name (a check's, a context's, a pod's), made visible, on one line whatever it holds.
+fn one_line(text: &str) -> String {
+    visible(text).replace('\n', "\u{2424}")
+}
+
+/// A text meant for one line, made visible, its further lines (if a server put some in)
+/// indented under it so none can pass for a line of ours.
+fn continued(text: &str) -> String {
+    visible(text).lines().collect::<Vec<_>>().join("\n      ")
 }
 
 /// The closing line.
 pub fn render_summary(report: &RunReport, s: &Styles) -> String {
     if let Some(error) = &report.error {
-        return format!("{} {error}\n", "error:".style(s.fail));
+        return format!("{} {}\n", "error:".style(s.fail), continued(error));
     }
     let c = report.counts();
     let flaky = report.checks.iter().filter(|r| r.is_flaky()).count();
@@ -206,7 +228,32 @@ impl Progress for Terminal {
         self.print(&render_result(result, &self.styles));
         if let Some(bar) = self.bar.get() {
             bar.inc(1);
-            bar.set_message(result.name.clone());
+            bar.set_message(one_line(&result.name));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{Cause, Layer};
+
+    #[test]
+    fn a_server_cannot_print_a_line_of_its_own() {
+        let mut r = CheckResult::skipped("e2e::chat::a\nPASS  e2e::chat::b", Layer::E2e, "".into());
+        r.status = Status::Failed;
+        r.cause = Some(Cause::HttpStatus);
+        r.summary = "the proxy answered 500: boom\nPASS  litellm::auth (1ms)".into();
+        r.details = Some("line one\r\nPASS  forged\u{1b}[2K".into());
+        r.hint = Some("fix it\nPASS  forged".into());
+        let out = render_result(&r, &Styles::default());
+        for line in out.lines().skip(1) {
+            assert!(line.starts_with("      "), "{line:?} in\n{out}");
+        }
+        assert!(
+            out.starts_with("FAIL  e2e::chat::a␤PASS  e2e::chat::b "),
+            "{out}"
+        );
+        assert!(out.contains("│ PASS  forged␛[2K"), "{out}");
     }
 }

@@ -371,15 +371,15 @@ pub struct VllmSecret {
     pub api_key: String,
 }
 
-/// A Secret the suite reads: the keys the deployment needs in it, the keys whose values must
-/// never be shown, and whether it gets a `kubernetes::secrets::*` check of its own. The one
-/// list the secrets checks, the redactor and `smokecheck rbac` all follow.
+/// A Secret the suite reads: the keys the deployment needs in it, and whether it gets a
+/// `kubernetes::secrets::*` check of its own. The one list the secrets checks, the redactor
+/// (which scrubs every value of every Secret read, not only these keys) and `smokecheck rbac`
+/// all follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretUse {
     pub namespace: String,
     pub name: String,
     pub required: Vec<String>,
-    pub sensitive: Vec<String>,
     /// Checked on its own (and its SealedSecret's `Synced` reported); otherwise only read.
     pub checked: bool,
 }
@@ -393,7 +393,6 @@ impl Suite {
             namespace: ns.clone(),
             name: l.secret.name.clone(),
             required: vec![l.secret.master_key.clone(), l.secret.vllm_api_key.clone()],
-            sensitive: vec![l.secret.master_key.clone(), l.secret.vllm_api_key.clone()],
             checked: true,
         }];
         if let Some(k) = &l.chat_key {
@@ -401,7 +400,6 @@ impl Suite {
                 namespace: ns.clone(),
                 name: k.secret.clone(),
                 required: vec![k.key.clone()],
-                sensitive: vec![k.key.clone()],
                 checked: false,
             });
         }
@@ -410,14 +408,6 @@ impl Suite {
                 namespace: ns.clone(),
                 name: db.secret.name.clone(),
                 required: vec![db.secret.username.clone(), db.secret.password.clone()],
-                // A username is not secret: scrubbing "litellm" would blank half the report.
-                // CNPG also writes the password into these keys.
-                sensitive: vec![
-                    db.secret.password.clone(),
-                    "uri".into(),
-                    "jdbc-uri".into(),
-                    "pgpass".into(),
-                ],
                 checked: true,
             });
             if db.sslmode.verifies() {
@@ -425,7 +415,6 @@ impl Suite {
                     namespace: ns.clone(),
                     name: db.ca_secret_name(),
                     required: vec![db.ca_secret.key.clone()],
-                    sensitive: Vec::new(),
                     checked: false,
                 });
             }
@@ -436,7 +425,6 @@ impl Suite {
                     namespace: v.namespace.clone(),
                     name: sec.name.clone(),
                     required: vec![sec.api_key.clone()],
-                    sensitive: vec![sec.api_key.clone()],
                     checked: true,
                 });
             }

@@ -7,7 +7,7 @@ use std::process::Command;
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 
-use crate::support::fake_kube::{FakeKube, load_scenario};
+use crate::support::fake_kube::{FakeKube, Scenario, load_scenario};
 
 pub struct Run {
     pub code: i32,
@@ -18,6 +18,9 @@ pub struct Run {
     pub peak_rss_kib: u64,
     /// From spawn to exit.
     pub elapsed: std::time::Duration,
+    /// The termination message, when the run was given `--termination-log` (see
+    /// [`verify_reporting`]).
+    pub termination: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,13 +62,15 @@ impl Run {
             .collect()
     }
 
-    /// Everything the run wrote, for leak checks.
+    /// Everything the run wrote, for leak checks: stdout, stderr, the JUnit file and the
+    /// termination message.
     pub fn all_output(&self) -> String {
         format!(
-            "{}\n{}\n{}",
+            "{}\n{}\n{}\n{}",
             self.stdout,
             self.stderr,
-            self.junit.clone().unwrap_or_default()
+            self.junit.clone().unwrap_or_default(),
+            self.termination.clone().unwrap_or_default()
         )
     }
 }
@@ -144,6 +149,23 @@ pub fn verify_json(fake: &FakeKube, args: &[&str]) -> Run {
     run_in(dir, &kubeconfig, &["--format", "json"], args)
 }
 
+/// `smokecheck verify --kubeconfig <fake> --junit <tmp> --termination-log <tmp> FORMAT ARGS`:
+/// every report a run writes.
+pub fn verify_reporting(fake: &FakeKube, format: &[&str], args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let termination = dir.path().join(TERMINATION_LOG);
+    let mut all = vec![
+        "--termination-log",
+        termination.to_str().expect("utf-8 path"),
+    ];
+    all.extend(args);
+    run_in(dir, &kubeconfig, format, &all)
+}
+
+/// Where [`verify_reporting`] has the termination message written, in the run's directory.
+const TERMINATION_LOG: &str = "termination-log";
+
 pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: &[&str]) -> Run {
     run_with(dir, kubeconfig, format, args, command())
 }
@@ -174,6 +196,7 @@ fn run_with(
         junit: std::fs::read_to_string(&junit).ok(),
         peak_rss_kib: out.peak_rss_kib,
         elapsed: out.elapsed,
+        termination: std::fs::read_to_string(dir.path().join(TERMINATION_LOG)).ok(),
         _dir: dir,
     }
 }
@@ -240,36 +263,293 @@ pub fn measured(cmd: Command) -> Measured {
 /// GNU time (the `time` package), which reports a command's own peak memory.
 const GNU_TIME: &str = "/usr/bin/time";
 
-/// Secret values of a scenario that must never appear in any output.
+/// The redactor's floor: shorter values cannot be scrubbed (README, "Security and guarantees").
+const MIN_SECRET_LEN: usize = 6;
+/// The leak sweep's window: no 12 characters of a secret form longer than 16 may appear.
+const WINDOW: usize = 12;
+const WINDOWED_OVER: usize = 16;
+
+/// The secret values a run of the default suite reads in a scenario (see
+/// [`suite_secret_values`]): none may appear in any output.
 pub fn secret_values(scenario: &str) -> Vec<String> {
-    let sensitive = [
-        "PROXY_MASTER_KEY",
-        "CA_VLLM_LOCAL_API_KEY",
-        "VLLM_API_KEY",
-        "password",
-        "uri",
-        "jdbc-uri",
-        "pgpass",
-    ];
-    load_scenario(scenario)
+    suite_secret_values(&load_scenario(scenario), smokecheck::cli::BUILTIN_SUITE)
+}
+
+/// The secret values of a scenario: every value of every Secret, decoded, except those shorter
+/// than 6 bytes and those that are names the report itself prints (a namespace or an object
+/// name: CNPG's `username` and `dbname` `litellm`, its `host`), which the redactor leaves
+/// visible where they stand as names.
+pub fn secret_values_of(scenario: &Scenario) -> Vec<String> {
+    values_of_secrets(scenario, |_, _| true)
+}
+
+/// [`secret_values_of`] the Secrets `suite` (a suite file's text) reads and the scenario's RBAC
+/// lets it read: what a run of it can scrub, and so what a sweep plants. (The default suite
+/// does not read CNPG's CA Secret, which also holds the CA's key: a value never read cannot be
+/// scrubbed, README "Security and guarantees".)
+pub fn suite_secret_values(scenario: &Scenario, suite: &str) -> Vec<String> {
+    let suite = smokecheck::suite::parse(suite, "suite").expect("a valid suite");
+    let read: Vec<(String, String)> = suite
+        .secrets()
+        .into_iter()
+        .map(|s| (s.namespace, s.name))
+        .collect();
+    values_of_secrets(scenario, |ns, name| {
+        read.iter().any(|(n, m)| n == ns && m == name) && readable(scenario, ns)
+    })
+}
+
+/// Whether the scenario's API server lets its user get Secrets in `namespace`.
+fn readable(scenario: &Scenario, namespace: &str) -> bool {
+    !scenario.forbid.iter().any(|f| {
+        f.verb == "get"
+            && f.resource == "secrets"
+            && f.namespace.as_deref().is_none_or(|n| n == namespace)
+    })
+}
+
+/// [`secret_values_of`] the Secrets a run read from `fake`, not refused by its RBAC (a value
+/// never read cannot be scrubbed: README, "Security and guarantees"; the default suite never reads CNPG's CA
+/// Secret, which also holds the CA's key).
+pub fn secret_values_read(scenario: &Scenario, fake: &FakeKube) -> Vec<String> {
+    let read: Vec<(String, String)> = fake
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+            match parts.as_slice() {
+                ["api", "v1", "namespaces", ns, "secrets", name] => {
+                    Some((ns.to_string(), name.to_string()))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    values_of_secrets(scenario, |ns, name| {
+        read.iter().any(|(n, m)| n == ns && m == name) && readable(scenario, ns)
+    })
+}
+
+fn values_of_secrets(scenario: &Scenario, include: impl Fn(&str, &str) -> bool) -> Vec<String> {
+    let names: Vec<&str> = scenario
+        .objects
+        .iter()
+        .flat_map(|o| {
+            [
+                o["metadata"]["name"].as_str(),
+                o["metadata"]["namespace"].as_str(),
+            ]
+        })
+        .flatten()
+        .collect();
+    let mut values: Vec<String> = scenario
         .objects
         .iter()
         .filter(|o| o["kind"] == "Secret")
+        .filter(|o| {
+            include(
+                o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default(),
+            )
+        })
         .filter_map(|o| serde_json::from_value::<Secret>(o.clone()).ok())
         .flat_map(|s| s.data.unwrap_or_default())
-        .filter(|(k, _)| sensitive.contains(&k.as_str()))
-        .map(|(_, v)| String::from_utf8_lossy(&v.0).trim().to_string())
-        .filter(|v| v.len() >= 6)
-        .collect()
+        .map(|(_, v)| String::from_utf8_lossy(&v.0).into_owned())
+        .filter(|v| v.trim().len() >= MIN_SECRET_LEN)
+        .filter(|v| !names.iter().any(|n| n.contains(v.trim())))
+        .collect();
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// RFC 3986's unreserved characters stay, the rest is `%XX` (`encodeURIComponent`).
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A value's four forms: raw, base64, URL-encoded, JSON-escaped.
+pub fn leak_forms(value: &str) -> [String; 4] {
+    use base64::Engine as _;
+    let json = serde_json::to_string(value).unwrap_or_default();
+    [
+        value.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(value),
+        percent_encoding::utf8_percent_encode(value, URL_COMPONENT).to_string(),
+        json[1..json.len() - 1].to_string(),
+    ]
+}
+
+/// What must never appear in any output: each value (and, where it differs, the value without
+/// its trailing newline) in its four forms, and every 12-character window of a form longer than
+/// 16 characters. A value that embeds another secret value (CNPG's `uri`, `jdbc-uri` and
+/// `pgpass` embed the password) is secret where it embeds it: its windows count where they
+/// hold at least 6 characters of the embedded value (the redactor's floor: fewer are ordinary
+/// text, as `:litellm:smo` of `pgpass` is of the service account `...:litellm:smokecheck`);
+/// the rest is host, port and database name, which the report prints. The embedded value's own
+/// windows are all checked, as its own.
+pub fn forbidden(values: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = values.iter().map(|v| v.trim().to_string()).collect();
+    all.extend(values.iter().cloned());
+    all.sort();
+    all.dedup();
+    let atomic: Vec<&String> = all
+        .iter()
+        .filter(|v| {
+            !all.iter()
+                .any(|o| o != *v && o.trim() != v.trim() && v.contains(o.trim()))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for value in &all {
+        let mut cores: Vec<&str> = atomic
+            .iter()
+            .map(|a| a.trim())
+            .filter(|a| *a != value.trim() && value.contains(a))
+            .collect();
+        if cores.is_empty() {
+            cores.push(value.as_str());
+        }
+        let forms = leak_forms(value);
+        for (i, form) in forms.iter().enumerate() {
+            out.push(form.clone());
+            if form.chars().count() <= WINDOWED_OVER {
+                continue;
+            }
+            let chars: Vec<(usize, char)> = form.char_indices().collect();
+            // Where in this form the secret cores are (base64 mixes neighbouring bytes: all
+            // of it counts). Overlaps are measured in bytes: the forms are ASCII but for raw and
+            // JSON text, where a multi-byte character only makes the overlap look longer.
+            let spans: Vec<(usize, usize)> = if i == 1 {
+                vec![(0, form.len())]
+            } else {
+                cores
+                    .iter()
+                    .flat_map(|c| {
+                        let fc = leak_forms(c)[i].clone();
+                        form.match_indices(fc.as_str())
+                            .map(move |(at, m)| (at, at + m.len()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            for w in 0..=chars.len() - WINDOW {
+                let start = chars[w].0;
+                let end = chars.get(w + WINDOW).map_or(form.len(), |c| c.0);
+                if spans
+                    .iter()
+                    .any(|(s, e)| end.min(*e).saturating_sub(start.max(*s)) >= MIN_SECRET_LEN)
+                {
+                    out.push(form[start..end].to_string());
+                }
+            }
+        }
+    }
+    out.retain(|f| !f.trim().is_empty());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Asserts that none of [`forbidden`]`(values)` appears in anything the run wrote.
+#[track_caller]
+pub fn assert_no_leaks(what: &str, values: &[String], run: &Run) {
+    let forbidden = forbidden(values);
+    let output = run.all_output();
+    let matcher = aho_corasick::AhoCorasick::new(&forbidden).expect("matcher");
+    let found: Vec<&str> = matcher
+        .find_iter(&output)
+        .map(|m| forbidden[m.pattern().as_usize()].as_str())
+        .collect();
+    assert!(
+        found.is_empty(),
+        "{what}: secret fragments leaked: {found:?}\n{output}"
+    );
 }
 
 pub fn assert_no_secret_leaks(scenario: &str, run: &Run) {
-    let output = run.all_output();
-    for value in secret_values(scenario) {
-        assert!(
-            !output.contains(&value),
-            "scenario {scenario}: a secret value leaked into the output:\n{output}"
-        );
+    assert_no_leaks(scenario, &secret_values(scenario), run);
+}
+
+/// What a hostile log line or server message sends to a terminal: an OSC 52 clipboard write,
+/// clear-screen, a carriage return and backspaces that overwrite what came before, a C1 CSI,
+/// a bidi override that reverses what follows, and characters XML 1.0 forbids.
+pub const TERMINAL_ATTACK: &str = "attack:\u{1b}]52;c;cm0gLXJmIH4=\u{7}\u{1b}[2J\rPASS\u{8}\u{8}\u{9b}31m\u{202e}evil\u{202c}\u{0}\u{ffff}:end";
+
+/// [`TERMINAL_ATTACK`] as the renderers show it.
+pub const TERMINAL_ATTACK_SHOWN: &str =
+    "attack:␛]52;c;cm0gLXJmIH4=␇␛[2J␍PASS␈␈\\u{9b}31m\\u{202e}evil\\u{202c}␀\\u{ffff}:end";
+
+/// Every raw control character in `text`, except `\n` and the SGR colour sequences
+/// (`ESC [ digits ; m`) our own styles write.
+pub fn raw_controls(text: &str) -> Vec<String> {
+    let sgr = regex::Regex::new(r"\x1b\[[0-9;]*m").expect("pattern");
+    sgr.replace_all(text, "")
+        .chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{ffff}')
+        })
+        .map(|c| c.escape_unicode().to_string())
+        .collect()
+}
+
+/// Text a server might echo: `marker`, then every value in its four forms (one line per
+/// value), then [`TERMINAL_ATTACK`] and `marker` again (a log tail or a cut may keep either end).
+pub fn planted_text(marker: &str, values: &[String]) -> String {
+    let mut out = format!("{marker}\n");
+    for v in values {
+        out.push_str(&leak_forms(v).join(" "));
+        out.push('\n');
+    }
+    out.push_str(TERMINAL_ATTACK);
+    out.push(' ');
+    out.push_str(marker);
+    out
+}
+
+/// Plants server-echoed text in a scenario: `log` at the end of every container log (current
+/// and previous), `message` in every message under an object's `status` (container waiting and
+/// terminated states, pod, Job, Namespace, SealedSecret and Deployment conditions, the CNPG
+/// Cluster's conditions and phase reason, the Argo CD Application's health and operation),
+/// added where such an entry has none.
+pub fn plant(scenario: &mut Scenario, log: &str, message: &str) {
+    for text in scenario.logs.values_mut() {
+        if !text.ends_with('\n') && !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(log);
+        text.push('\n');
+    }
+    fn walk(v: &mut Value, message: &str) {
+        match v {
+            Value::Object(map) => {
+                let entry = ["reason", "message", "phase", "status"]
+                    .iter()
+                    .any(|k| map.get(*k).is_some_and(Value::is_string));
+                for key in ["message", "phaseReason"] {
+                    if let Some(Value::String(existing)) = map.get_mut(key) {
+                        existing.push(' ');
+                        existing.push_str(message);
+                    }
+                }
+                if entry && !map.contains_key("message") {
+                    map.insert("message".into(), Value::from(message));
+                }
+                for child in map.values_mut() {
+                    walk(child, message);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| walk(i, message)),
+            _ => {}
+        }
+    }
+    for object in scenario.objects.iter_mut() {
+        if let Some(status) = object.get_mut("status") {
+            walk(status, message);
+        }
     }
 }
 

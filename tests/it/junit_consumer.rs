@@ -39,6 +39,25 @@ for suite in xml:
 print(json.dumps(out))
 "#;
 
+/// What junitparser reads from `junit` (READER's JSON); panics when it cannot parse it.
+pub fn parse(junit: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("junit.xml");
+    std::fs::write(&path, junit).expect("write");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(READER)
+        .arg(&path)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "junitparser failed: {}\n{junit}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json from python")
+}
+
 #[test]
 fn junitparser_reads_counts_failures_properties_and_flaky_reruns() {
     // missing-key: one failure, one skip (the key coupling); a pods listing that times out once
@@ -65,22 +84,7 @@ fn junitparser_reads_counts_failures_properties_and_flaky_reruns() {
             "services",
         ],
     );
-    let junit = run.junit.clone().expect("junit written");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("junit.xml");
-    std::fs::write(&path, &junit).expect("write");
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(READER)
-        .arg(&path)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "junitparser failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json from python");
+    let parsed = parse(&run.junit.clone().expect("junit written"));
     let doc = run.json();
     assert_eq!(
         parsed["tests"],

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{Run, run_in};
+use crate::harness::{Run, assert_no_leaks, run_in, secret_values_read};
 use crate::support::litellm::{MASTER_KEY, VLLM_KEY};
 use crate::support::stack::{self, Stack};
 
@@ -22,6 +22,8 @@ fn verify(stack: &Stack, format: &str) -> Run {
     for secret in [MASTER_KEY, VLLM_KEY, stack.db.password.as_str()] {
         assert!(!output.contains(secret), "a secret leaked:\n{output}");
     }
+    let read = secret_values_read(stack.fake.scenario(), &stack.fake);
+    assert_no_leaks(stack.fault.name, &read, &run);
     run
 }
 

@@ -14,6 +14,7 @@ mod junit_consumer;
 mod kube_credentials;
 mod kube_fake;
 mod laptop;
+mod leaks;
 mod llm_bed;
 mod postgres_bed;
 mod snapshots;

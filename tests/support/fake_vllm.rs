@@ -76,6 +76,9 @@ struct Knobs {
     api_key: String,
     delay: Duration,
     status: Option<u16>,
+    /// Appended to the message of every status-override error body: a server that echoes
+    /// what it should not (its key, the proxy's salt), for the leak sweep.
+    echo: Option<String>,
 }
 
 struct Shared {
@@ -122,6 +125,7 @@ impl FakeVllm {
                 api_key: api_key.to_string(),
                 delay: Duration::ZERO,
                 status: None,
+                echo: None,
             }),
             seen: Mutex::new(VecDeque::new()),
             counter: Mutex::new(0),
@@ -176,6 +180,12 @@ impl FakeVllm {
             );
         }
         lock(&self.shared.knobs).status = status;
+    }
+
+    /// Text every status-override error body carries in its message from now on (`None`: the
+    /// plain message again). LiteLLM relays the message in its own error.
+    pub fn set_error_echo(&self, echo: Option<&str>) {
+        lock(&self.shared.knobs).echo = echo.map(str::to_string);
     }
 
     /// The key `/v1/*` requires from now on (a different key than the proxy's: the coupling fault).
@@ -322,7 +332,7 @@ fn unauthorized() -> Response {
         .into_response()
 }
 
-fn override_response(status: u16) -> Response {
+fn override_response(status: u16, echo: Option<&str>) -> Response {
     let kind = match status {
         400 => "BadRequestError",
         404 => "NotFoundError",
@@ -331,7 +341,12 @@ fn override_response(status: u16) -> Response {
         s if s >= 500 => "InternalServerError",
         _ => "Error",
     };
-    vllm_error(status, kind, &format!("fake vLLM fault: status {status}"))
+    let mut message = format!("fake vLLM fault: status {status}");
+    if let Some(echo) = echo {
+        message.push_str(": ");
+        message.push_str(echo);
+    }
+    vllm_error(status, kind, &message)
 }
 
 impl Shared {
@@ -434,7 +449,7 @@ async fn models(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let fault = s.faults().await;
     let authorized = s.authorized(&headers);
     let response = if let Some(status) = fault {
-        override_response(status)
+        override_response(status, lock(&s.knobs).echo.as_deref())
     } else if !authorized {
         unauthorized()
     } else {
@@ -531,7 +546,7 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
     let fault = s.faults().await;
     let authorized = s.authorized(&headers);
     let response = if let Some(status) = fault {
-        override_response(status)
+        override_response(status, lock(&s.knobs).echo.as_deref())
     } else if !authorized {
         unauthorized()
     } else if let (Some(model), Some(prompt)) = (&model, prompt_tokens) {

@@ -63,7 +63,10 @@ pub mod alias {
     /// The stack's (laptop tests, sandbox) own faults, as `KEY_MISMATCH` and `DOWN`.
     pub const STACK_KEY_MISMATCH: &str = "stack-key-mismatch";
     pub const STACK_DOWN: &str = "stack-down";
-    pub const ALL: [&str; 11] = [
+    /// The leak sweep's (tests/it/leaks.rs): its fake answers 503 with an error message that
+    /// echoes secret values, which the proxy relays.
+    pub const STACK_LEAK: &str = "stack-leak";
+    pub const ALL: [&str; 12] = [
         HEALTHY,
         TRIM_OFF,
         KEY_MISMATCH,
@@ -75,6 +78,7 @@ pub mod alias {
         VERIFY_DOWN,
         STACK_KEY_MISMATCH,
         STACK_DOWN,
+        STACK_LEAK,
     ];
 }
 

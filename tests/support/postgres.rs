@@ -937,7 +937,7 @@ fn prisma_failure_logs(migration: &str) -> String {
     )
 }
 
-fn sql_literal(text: &str) -> String {
+pub fn sql_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 

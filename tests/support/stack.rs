@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::fake_kube::{FakeKube, load_scenario};
+use super::fake_kube::{FakeKube, Scenario, load_scenario};
 use super::litellm::{MASTER_KEY, SERVED_MODEL, VLLM_KEY, alias, litellm_proxy};
 use super::postgres::{Database, Scenario as DbScenario, postgres};
 
@@ -107,6 +107,14 @@ impl Stack {
     }
 }
 
+/// The stack's suite: the built-in one, but for what the bed cannot be: the proxy runs without
+/// a database (Prisma cannot fetch its engine here), and the database is the scenario's.
+pub fn suite_text(database: &str) -> String {
+    format!(
+        "version: 1\nlitellm:\n  expect_db: false\ndatabase:\n  name: {database}\n  sslmode: verify-full\n"
+    )
+}
+
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
@@ -122,6 +130,12 @@ fn config_yaml(alias: &str) -> String {
 /// Starts the stack for `fault`: the bed's servers (once per process), a fake cluster, and the
 /// kubeconfig and suite to run `smokecheck verify` with.
 pub fn start(fault: Fault) -> Stack {
+    start_with(fault, |_| {})
+}
+
+/// As [`start`], with `edit` applied to the fake cluster's scenario once it holds the bed's
+/// secrets, proxy config and CA (the leak sweep plants text in its logs and messages).
+pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
     let proxy = litellm_proxy();
     let bed = postgres();
     let db = bed.scenario(fault.database);
@@ -152,6 +166,7 @@ pub fn start(fault: Fault) -> Stack {
             db.user.clone(),
         ),
     ];
+    let fixture_password = value("litellm", "cloudnative-pg-cluster-litellm", "password");
     let mut scenario = load_scenario(fault.scenario);
     for o in scenario.objects.iter_mut() {
         let kind = o["kind"].as_str().unwrap_or_default().to_string();
@@ -173,6 +188,10 @@ pub fn start(fault: Fault) -> Stack {
                             .unwrap_or_default();
                         if let Some((_, to)) = mapping.iter().find(|(from, _)| *from == decoded) {
                             *v = Value::from(b64(to));
+                        } else if decoded.contains(&fixture_password) {
+                            // CNPG's uri, jdbc-uri and pgpass hold the password too.
+                            *v =
+                                Value::from(b64(&decoded.replace(&fixture_password, &db.password)));
                         }
                     }
                 }
@@ -183,6 +202,8 @@ pub fn start(fault: Fault) -> Stack {
             _ => {}
         }
     }
+
+    edit(&mut scenario);
 
     // Port-forwards to the pods reach the bed's servers.
     let pods: Vec<(String, String, String)> = scenario
@@ -235,13 +256,7 @@ pub fn start(fault: Fault) -> Stack {
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = fake.write_kubeconfig(dir.path());
     let suite = dir.path().join("suite.yaml");
-    // The built-in suite, but for what the bed cannot be: the proxy runs without a database
-    // (Prisma cannot fetch its engine here), and the database is the scenario's.
-    let text = format!(
-        "version: 1\nlitellm:\n  expect_db: false\ndatabase:\n  name: {}\n  sslmode: verify-full\n",
-        db.name
-    );
-    std::fs::write(&suite, text).expect("writing the suite");
+    std::fs::write(&suite, suite_text(&db.name)).expect("writing the suite");
     Stack {
         fake,
         db,

@@ -112,7 +112,7 @@ async fn prepare(env: &Env, ctx: &Ctx) -> Result<(Loaded, String), Outcome> {
 
 /// An error answer of the proxy for `alias`, attributed.
 pub(crate) fn proxy_failure(env: &Env, alias: &str, key: &Loaded, a: &Answer) -> Failure {
-    let e = ProxyError::parse(a.status, &a.text);
+    let e = ProxyError::parse(a.status, &a.text, &env.redactor);
     let guardrail = any_guardrail(env, alias);
     let coupling = crate::checks::keys::coupling_hint(&env.suite);
     let logs = crate::checks::keys::proxy_logs(&env.suite);
@@ -217,7 +217,7 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         .millis("latency_ms", a.elapsed)
         .count("prompt_tokens", u64::from(prompt))
         .count("completion_tokens", u64::from(completion));
-    let said: String = env.redactor.redact(&content).chars().take(60).collect();
+    let said = env.redactor.cut(&content, 60);
     let mut p = Passed {
         summary: format!(
             "alias {alias} answered in {} ms: {said:?} ({prompt}+{completion} tokens)",
@@ -442,12 +442,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     {
         metrics.count("completion_tokens", n);
     }
-    let said: String = env
-        .redactor
-        .redact(content.trim())
-        .chars()
-        .take(60)
-        .collect();
+    let said = env.redactor.cut(content.trim(), 60);
     let mut p = Passed {
         summary: format!(
             "alias {alias} streamed {deltas} content deltas, first token after {} ms, [DONE] after {} ms: {said:?}",

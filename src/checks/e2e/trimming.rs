@@ -338,7 +338,7 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             })
             .unwrap_or_else(|| a.text.clone());
         let first = message.split(". ").next().unwrap_or_default();
-        let first = crate::http::clip(&env.redactor, first, 300);
+        let first = env.redactor.cut(first.trim(), 300);
         return Passed {
             summary: format!("vLLM refuses the {words}-word prompt on its own: {first}"),
             metrics,

@@ -102,7 +102,7 @@ async fn last_pod_log(env: &crate::env::Env, ns: &str, job: &str) -> String {
     match env.cluster.log_tail(ns, &name, &container, false, 20).await {
         Ok(text) => format!(
             "last 20 log lines of {name} ({container}):\n{}",
-            excerpt(&text, 20)
+            excerpt(&env.redactor, &text, 20)
         ),
         Err(f) => format!("log of {name} unavailable: {}", f.summary),
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::check::{Check, Prerequisite};
 use crate::checks::qualified;
+use crate::secret::Redactor;
 use crate::suite::Suite;
 
 pub fn checks(suite: &Suite) -> Vec<Check> {
@@ -70,21 +71,9 @@ fn in_namespace(check: Check, namespace: &str) -> Check {
     check.requires(Prerequisite::Namespace(namespace.to_string()))
 }
 
-/// At most `max` lines of text, each cut to a readable width, for details.
-pub(crate) fn excerpt(text: &str, max_lines: usize) -> String {
+/// The last `max_lines` lines of a log, each cut to a readable width, for details: redacted
+/// first, so a secret straddling a cut is scrubbed whole.
+pub(crate) fn excerpt(redactor: &Redactor, text: &str, max_lines: usize) -> String {
     const WIDTH: usize = 300;
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(max_lines);
-    lines[start..]
-        .iter()
-        .map(|l| {
-            if l.chars().count() > WIDTH {
-                let cut: String = l.chars().take(WIDTH).collect();
-                format!("{cut}…")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    redactor.tail(text, max_lines, WIDTH)
 }

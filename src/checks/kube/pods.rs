@@ -41,7 +41,7 @@ pub fn check(label: &str, namespace: &str, pods: &Pods) -> Check {
                         }
                         Ok(text) => format!(
                             "last {LOG_LINES} log lines of {pod} ({which}container {container}):\n{}",
-                            excerpt(&text, LOG_LINES as usize)
+                            excerpt(&env.redactor, &text, LOG_LINES as usize)
                         ),
                         Err(e) => format!("log of {pod} unavailable: {}", e.summary),
                     };

@@ -24,14 +24,7 @@ pub fn checks(suite: &Arc<Suite>) -> Vec<Check> {
         .secrets()
         .into_iter()
         .filter(|s| s.checked)
-        .map(|s| {
-            let keys = s
-                .required
-                .iter()
-                .map(|k| (k.clone(), s.sensitive.contains(k)))
-                .collect();
-            secret_check(suite, &s.namespace, &s.name, keys)
-        })
+        .map(|s| secret_check(suite, &s.namespace, &s.name, s.required))
         .collect();
     let many = suite.vllm.iter().filter(|v| v.secret.is_some()).count() > 1;
     for (i, v) in suite.vllm.iter().enumerate() {
@@ -59,8 +52,9 @@ pub fn checks(suite: &Arc<Suite>) -> Vec<Check> {
     out
 }
 
-/// `keys`: each required key, and whether its value is secret (and so scrubbed from output).
-fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<(String, bool)>) -> Check {
+/// `keys`: the keys the Secret must hold, non-empty. Reading it registers all its values with
+/// the redactor (`Cluster::get`).
+fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>) -> Check {
     let check_name = name(suite, "secrets", namespace, secret);
     let (ns, secret) = (namespace.to_string(), secret.to_string());
     in_namespace(
@@ -88,17 +82,11 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<(String,
                 };
                 let mut missing = Vec::new();
                 let mut empty = Vec::new();
-                for (key, sensitive) in &keys {
+                for key in &keys {
                     match secret_value(&found, key) {
                         None => missing.push(key.as_str()),
-                        Some(v) => {
-                            if *sensitive {
-                                env.redactor.register(&v);
-                            }
-                            if v.is_empty() {
-                                empty.push(key.as_str());
-                            }
-                        }
+                        Some(v) if v.is_empty() => empty.push(key.as_str()),
+                        Some(_) => {}
                     }
                 }
                 let reseal = format!(
@@ -138,13 +126,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<(String,
                     }
                     None => {
                         let mut p = Passed {
-                            summary: format!(
-                                "has {}",
-                                keys.iter()
-                                    .map(|(k, _)| k.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
+                            summary: format!("has {}", keys.join(", ")),
                             ..Passed::default()
                         };
                         if let Some(s) = sealed {
@@ -199,10 +181,7 @@ async fn read_key(
     );
     match env.cluster.get::<Secret>(ns, secret).await {
         Ok(Some(s)) => match secret_value(&s, key) {
-            Some(v) if !v.is_empty() => {
-                env.redactor.register(&v);
-                Ok(v)
-            }
+            Some(v) if !v.is_empty() => Ok(v),
             _ => Err(format!(
                 "{ns}/{secret} has no usable key {key} (see {which})"
             )),

@@ -7,8 +7,14 @@
 use serde_json::Value;
 
 use crate::check::{Cause, Failure, Outcome};
+use crate::secret::Redactor;
 
-/// An error answer of the proxy, parsed as far as it is JSON.
+/// How much of the message a summary quotes.
+const HEADLINE_CHARS: usize = 160;
+
+/// An error answer of the proxy, parsed as far as it is JSON. Its text is redacted when it is
+/// parsed, before anything reads or cuts it: the proxy relays vLLM's error bodies, and a key
+/// cut in half at the headline's end would no longer be recognised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyError {
     pub status: u16,
@@ -16,10 +22,12 @@ pub struct ProxyError {
     pub message: String,
     /// `error.type`.
     pub kind: String,
+    /// The first line of the message, short enough for a summary.
+    pub headline: String,
 }
 
 impl ProxyError {
-    pub fn parse(status: u16, body: &str) -> ProxyError {
+    pub fn parse(status: u16, body: &str, redactor: &Redactor) -> ProxyError {
         let json: Option<Value> = serde_json::from_str(body).ok();
         let err = json.as_ref().map(|j| j.get("error").unwrap_or(j));
         let text = |v: Option<&Value>| match v {
@@ -37,8 +45,9 @@ impl ProxyError {
         let kind = text(err.and_then(|e| e.get("type"))).unwrap_or_default();
         ProxyError {
             status,
-            message,
-            kind,
+            headline: redactor.first_line(&message, HEADLINE_CHARS),
+            message: redactor.redact(&message),
+            kind: redactor.redact(&kind),
         }
     }
 
@@ -50,16 +59,6 @@ impl ProxyError {
     /// opposed to the proxy's own code, hooks and guardrails.
     fn raised_by_provider_layer(&self) -> bool {
         self.message.trim_start().starts_with("litellm.")
-    }
-
-    /// The first line of the message, short enough for a summary.
-    pub fn headline(&self) -> String {
-        let line = self.message.lines().next().unwrap_or_default().trim();
-        let mut out: String = line.chars().take(160).collect();
-        if line.chars().count() > 160 {
-            out.push('…');
-        }
-        out
     }
 }
 
@@ -82,7 +81,7 @@ pub struct Request<'a> {
 pub fn classify(e: &ProxyError, r: &Request) -> Failure {
     let alias = r.alias;
     let status = e.status;
-    let said = e.headline();
+    let said = &e.headline;
     let lower = e.message.to_lowercase();
     let coupling = r.coupling.to_string();
     match status {
@@ -192,8 +191,12 @@ mod tests {
         }
     }
 
+    fn parse(status: u16, body: &str) -> ProxyError {
+        ProxyError::parse(status, body, &Redactor::default())
+    }
+
     fn cause(status: u16, body: &str, guardrail: Option<&'static str>) -> Cause {
-        classify(&ProxyError::parse(status, body), &req(guardrail)).cause
+        classify(&parse(status, body), &req(guardrail)).cause
     }
 
     // Bodies as the pinned proxy (1.106.12) sends them, copied from the bed (llm_bed.rs).
@@ -215,7 +218,7 @@ mod tests {
 
     #[test]
     fn vllm_rejecting_litellms_key_is_the_coupling_not_ours() {
-        let f = classify(&ProxyError::parse(401, UPSTREAM_401), &req(None));
+        let f = classify(&parse(401, UPSTREAM_401), &req(None));
         assert_eq!(f.cause, Cause::UpstreamAuth);
         assert!(f.hint.unwrap_or_default().contains("CA_VLLM_LOCAL_API_KEY"));
     }
@@ -258,7 +261,7 @@ mod tests {
 
     #[test]
     fn plain_text_bodies_still_classify() {
-        let e = ProxyError::parse(500, "Internal Server Error");
+        let e = parse(500, "Internal Server Error");
         assert_eq!(e.message, "Internal Server Error");
         assert_eq!(classify(&e, &req(None)).cause, Cause::HttpStatus);
     }
@@ -269,5 +272,22 @@ mod tests {
             cause(503, VLLM_503, Some("message_trimming")),
             Cause::UpstreamError
         );
+    }
+
+    #[test]
+    fn a_key_straddling_the_headline_cut_is_scrubbed_before_the_cut() {
+        // vLLM echoed the key it got; the proxy relays it. Cut at 160 characters first, the
+        // key's first characters would have reached the summary unrecognised.
+        let key = "vllm-key-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+        let redactor = Redactor::default();
+        redactor.register(&crate::secret::SecretValue::new(key.as_bytes().to_vec()));
+        let message = format!("litellm.APIError: {} rejected {key}", "x".repeat(130));
+        let body = serde_json::json!({"error": {"message": message, "type": "api_error"}});
+        let e = ProxyError::parse(500, &body.to_string(), &redactor);
+        let f = classify(&e, &req(None));
+        for text in [&e.headline, &e.message, &f.summary] {
+            assert!(!text.contains("vllm-key"), "{text}");
+        }
+        assert!(e.headline.ends_with("rejected …"), "{}", e.headline);
     }
 }

@@ -162,8 +162,8 @@ fn bogus_key() -> crate::secret::SecretValue {
     crate::secret::SecretValue::new(format!("sk-smokecheck-bogus-{nanos:x}").into_bytes())
 }
 
-fn said(a: &Answer) -> String {
-    let e = classify::ProxyError::parse(a.status, &a.text);
+fn said(env: &Env, a: &Answer) -> String {
+    let e = classify::ProxyError::parse(a.status, &a.text, &env.redactor);
     if e.kind.is_empty() || e.kind == "None" {
         format!("{}", a.status)
     } else {
@@ -225,8 +225,8 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
     }
     Passed::new(format!(
         "refuses a request without a key ({}) and with a bogus key ({})",
-        said(&none),
-        said(&bogus)
+        said(env, &none),
+        said(env, &bogus)
     ))
     .into()
 }

@@ -43,6 +43,9 @@ pub struct Shared {
     /// API server, for timeout, deadline and signal tests).
     /// (path part, pause, how many more requests to delay; None: all).
     pub delay: Mutex<Option<(String, std::time::Duration, Option<u32>)>>,
+    /// Requests whose path contains the first part are answered with the status (a `Status`
+    /// body), as many more times as the count says: an API server that fails, then recovers.
+    pub fail: Mutex<Option<(String, StatusCode, u32)>>,
     /// When set, every resource request must be allowed by these RBAC objects.
     pub rbac: Mutex<Option<super::rbac::Rbac>>,
     /// Where a port-forward to (namespace, pod, port) really goes.
@@ -132,6 +135,23 @@ pub async fn handle(
     };
     if let Some(pause) = pause {
         tokio::time::sleep(pause).await;
+    }
+    let failure = {
+        let mut fail = shared
+            .fail
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match fail.as_mut() {
+            Some((part, code, left)) if *left > 0 && uri.path().contains(part.as_str()) => {
+                *left -= 1;
+                Some(*code)
+            }
+            _ => None,
+        }
+    };
+    if let Some(code) = failure {
+        let reason = code.canonical_reason().unwrap_or("Error");
+        return status(code, reason, "injected failure (fake API server)", None);
     }
     let expected = format!("Bearer {}", shared.token);
     let authorized = headers

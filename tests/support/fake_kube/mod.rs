@@ -72,6 +72,7 @@ impl FakeKube {
             token: token.clone(),
             requests: Default::default(),
             delay: Default::default(),
+            fail: Default::default(),
             rbac: Default::default(),
             forwards: Default::default(),
             misbehave: Default::default(),
@@ -226,6 +227,18 @@ impl FakeKube {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push((path.to_string(), behaviour));
+    }
+
+    /// Answers the next `times` requests whose path contains `path_part` with `code`, then
+    /// serves them again (a read that fails early and succeeds later).
+    pub fn fail_next_requests(&self, path_part: &str, code: u16, times: u32) {
+        let code = axum::http::StatusCode::from_u16(code).expect("an HTTP status");
+        *self
+            .shared
+            .fail
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some((path_part.to_string(), code, times));
     }
 
     /// Every request seen so far, in arrival order.

@@ -317,6 +317,25 @@ impl Scenario {
             .map(str::to_string)
     }
 
+    /// Sets one key of a Secret (base64-encoded into `data`); panics when the Secret is absent.
+    pub fn set_secret_value(&mut self, namespace: &str, name: &str, key: &str, value: &str) {
+        let scenario = self.name.clone();
+        let secret = self
+            .objects
+            .iter_mut()
+            .find(|o| {
+                str_at(o, "/kind") == Some("Secret")
+                    && str_at(o, "/metadata/namespace") == Some(namespace)
+                    && str_at(o, "/metadata/name") == Some(name)
+            })
+            .unwrap_or_else(|| panic!("scenario {scenario}: no Secret {namespace}/{name}"));
+        if !secret["data"].is_object() {
+            secret["data"] = Value::Object(Default::default());
+        }
+        secret["data"][key] =
+            Value::from(base64::engine::general_purpose::STANDARD.encode(value.as_bytes()));
+    }
+
     /// Every non-empty decoded sensitive Secret value of the scenario (not the CNPG keys that
     /// only name things, see [`NOT_SENSITIVE`]): none may appear in any output.
     pub fn secret_values(&self) -> Vec<String> {
