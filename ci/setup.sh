@@ -101,6 +101,8 @@ ensure_test_bed() {
   ensure_kubectl
   kubectl version --client >/dev/null
   command -v jq >/dev/null 2>&1 || apt_install jq
+  # GNU time measures a child's own peak memory for the trust-envelope tests.
+  [ -x /usr/bin/time ] || apt_install time
   ensure_tools_venv
   ensure_litellm_venv
   ensure_postgres

@@ -14,7 +14,7 @@ pub struct Run {
     pub stdout: String,
     pub stderr: String,
     pub junit: Option<String>,
-    /// The child's peak resident memory (`ru_maxrss` from `wait4`), in KiB.
+    /// The child's own peak resident memory (GNU time's `%M`), in KiB.
     pub peak_rss_kib: u64,
     /// From spawn to exit.
     pub elapsed: std::time::Duration,
@@ -167,8 +167,8 @@ pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: 
     }
 }
 
-/// What a finished child left: its exit code (-1 when a signal ended it), output, peak memory
-/// and wall time.
+/// What a finished child left: its exit code (128 + the signal when a signal ended it, as a
+/// shell reports it), output, peak memory and wall time.
 pub struct Measured {
     pub code: i32,
     pub stdout: String,
@@ -177,21 +177,40 @@ pub struct Measured {
     pub elapsed: std::time::Duration,
 }
 
-/// Runs `cmd` to its end, collecting its output, and reaps it with `wait4`, whose `rusage` is
-/// this one child's own (`RUSAGE_CHILDREN` would mix in every child the test binary ever
-/// reaped, LiteLLM's 300 MB included).
-// The child is reaped by `wait4` below, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-pub fn measured(mut cmd: Command) -> Measured {
+/// GNU time, which reports the peak memory of the command it runs.
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// Runs `cmd` to its end, collecting its output and its own peak memory. The peak comes from
+/// GNU time (`%M`, its child's `ru_maxrss`), not from `wait4` on our own child: Linux starts a
+/// child's high-water mark at its parent's size at fork and keeps it across exec, so a child
+/// of this test binary (hundreds of MiB with the bed's servers) would report the test binary.
+/// GNU time is a small process, so the mark it passes on is a MiB or two.
+pub fn measured(cmd: Command) -> Measured {
     use std::io::Read;
     use std::process::Stdio;
+    let report = tempfile::NamedTempFile::new().expect("a file for GNU time's report");
+    let mut timed = Command::new(GNU_TIME);
+    timed
+        .args(["-q", "-f", "%M", "-o"])
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => timed.env(key, v),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
     let started = std::time::Instant::now();
-    let mut child = cmd
+    let mut child = timed
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("running smokecheck");
+        .unwrap_or_else(|e| panic!("running {GNU_TIME} (ci/setup.sh installs it): {e}"));
     let pipe = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -201,31 +220,19 @@ pub fn measured(mut cmd: Command) -> Measured {
     };
     let stdout = pipe(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = pipe(Box::new(child.stderr.take().expect("piped stderr")));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our own unreaped child; `status` and `usage` are valid for writes. The
-    // `Child` is never waited on afterwards, so the pid is reaped exactly once.
-    let reaped = loop {
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        break r;
-    };
-    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let status = child.wait().expect("waiting for the measured command");
     let elapsed = started.elapsed();
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
+    let report = std::fs::read_to_string(report.path()).unwrap_or_default();
+    let peak_rss_kib = report
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("GNU time reported no peak memory: {report:?}"));
     Measured {
-        code,
+        code: status.code().unwrap_or(-1),
         stdout: stdout.join().unwrap_or_default(),
         stderr: stderr.join().unwrap_or_default(),
-        peak_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        peak_rss_kib,
         elapsed,
     }
 }
