@@ -115,7 +115,9 @@ impl Drop for Hostile {
     }
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b: Behaviour) {
+/// Misbehaves on an accepted stream (for servers that first speak a protocol properly, then
+/// turn hostile).
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S, b: Behaviour) {
     let (mut read, mut write) = tokio::io::split(stream);
     // Whatever the peer sends is read and dropped, so it never blocks on a full socket buffer.
     let drain = tokio::spawn(async move {
