@@ -144,13 +144,30 @@ pub struct Catalog {
 }
 
 /// Handed to a probe: lets it leave a trace of what it last saw, which the runner reports if
-/// the probe runs out of time ("waiting for logs of pod x"), instead of a bare "timed out".
+/// the probe runs out of time ("waiting for logs of pod x"), instead of a bare "timed out",
+/// and tells it when the runner will give up on it, so limits it sets on servers (a
+/// database session's statement timeout) end before it does.
 #[derive(Clone, Default)]
 pub struct Ctx {
     observed: Arc<Mutex<Option<String>>>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Ctx {
+    /// The context of an attempt the runner cuts at `deadline`.
+    pub fn until(deadline: tokio::time::Instant) -> Ctx {
+        Ctx {
+            deadline: Some(deadline),
+            ..Ctx::default()
+        }
+    }
+
+    /// Time left before the runner gives up on this attempt; `None` outside a run.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
     pub fn observe(&self, state: impl Into<String>) {
         if let Ok(mut slot) = self.observed.lock() {
             *slot = Some(state.into());
