@@ -371,6 +371,12 @@ pub enum Cause {
     MigrationUnfinished,
     MigrationFailed,
     SchemaTableMissing,
+    /// The server asked for the password in cleartext or as an MD5 hash, or did not bind the
+    /// login to the TLS session where that is required: refused, nothing sent.
+    InsecureAuth,
+    /// What answers at the database port breaks PostgreSQL's protocol (HTTP, garbage) or its
+    /// caps (a message over 1 MiB, a session over 8 MiB).
+    DbProtocol,
     // LiteLLM, vLLM, end to end.
     /// No HTTP answer at all (connection refused, DNS, TLS).
     Unreachable,
@@ -471,6 +477,8 @@ impl Cause {
             Cause::MigrationUnfinished => "migration_unfinished",
             Cause::MigrationFailed => "migration_failed",
             Cause::SchemaTableMissing => "schema_table_missing",
+            Cause::InsecureAuth => "insecure_auth",
+            Cause::DbProtocol => "db_protocol",
             Cause::Unreachable => "unreachable",
             Cause::HttpStatus => "http_status",
             Cause::ProxyAuth => "proxy_auth",
