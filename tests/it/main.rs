@@ -6,6 +6,7 @@ mod support;
 mod deploy;
 mod harness;
 mod hostile_bed;
+mod hostile_database;
 mod junit_consumer;
 mod kube_fake;
 mod laptop;
