@@ -9,8 +9,7 @@ use std::time::Duration;
 use crate::harness::Run;
 use crate::support::hostile::{Behaviour, Hostile, garbage, http_response};
 use crate::support::impostor::{AfterLogin, Ask, Impostor, Script, message};
-use crate::support::postgres::{Scenario, postgres};
-use crate::verify_database::Setup;
+use crate::verify_database::{Setup, credentials_only};
 
 /// The per-check timeout of these runs.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,7 +22,7 @@ const PEAK_RSS_KIB: u64 = 64 * 1024;
 
 /// Runs `database::connect` against `port` with `sslmode` (the default when `None`).
 fn against(port: u16, sslmode: Option<&str>) -> Run {
-    let db = postgres().scenario(Scenario::Migrated);
+    let db = credentials_only();
     Setup {
         sslmode,
         port: Some(port),

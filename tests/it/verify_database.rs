@@ -730,6 +730,18 @@ fn silent_server_times_out_naming_the_step_it_waited_for() {
     );
 }
 
+/// Credentials for a run whose database port is not the bed's (an impostor, a hostile peer):
+/// the Secret needs some, and no server holds them, so no scenario database is made.
+pub(crate) fn credentials_only() -> Database {
+    Database {
+        host: "127.0.0.1".into(),
+        port: 0,
+        name: "litellm".into(),
+        user: "app_impostor".into(),
+        password: "impostor-never-gets-this-4242".into(),
+    }
+}
+
 /// The impostor's answers seen once the run is over and every connection closed.
 fn after(impostor: &Impostor) -> crate::support::impostor::Seen {
     impostor.seen_when_closed(Duration::from_secs(30))
@@ -737,7 +749,7 @@ fn after(impostor: &Impostor) -> crate::support::impostor::Seen {
 
 #[test]
 fn an_impostor_asking_for_a_cleartext_password_over_tls_never_gets_it() {
-    let db = postgres().scenario(Scenario::Migrated);
+    let db = credentials_only();
     let impostor = Impostor::start(Script::asking(Ask::Cleartext, true));
     let run = Setup {
         sslmode: Some("require"),
@@ -766,7 +778,7 @@ fn an_impostor_asking_for_a_cleartext_password_over_tls_never_gets_it() {
 fn an_impostor_asking_for_a_cleartext_password_in_plain_text_never_gets_it() {
     // Neither `prefer` (the server declines TLS) nor `disable` has channel binding to refuse
     // with: the check of the server's request itself must hold.
-    let db = postgres().scenario(Scenario::Migrated);
+    let db = credentials_only();
     for mode in ["prefer", "disable"] {
         let impostor = Impostor::start(Script::asking(Ask::Cleartext, false));
         let run = Setup {
@@ -793,7 +805,7 @@ fn an_impostor_asking_for_a_cleartext_password_in_plain_text_never_gets_it() {
 
 #[test]
 fn an_impostor_asking_for_an_md5_hash_never_gets_it() {
-    let db = postgres().scenario(Scenario::Migrated);
+    let db = credentials_only();
     let impostor = Impostor::start(Script::asking(Ask::Md5, false));
     let run = Setup {
         sslmode: Some("prefer"),
@@ -815,7 +827,7 @@ fn an_impostor_asking_for_an_md5_hash_never_gets_it() {
 
 #[test]
 fn an_impostor_offering_scram_without_channel_binding_over_tls_gets_no_login_attempt() {
-    let db = postgres().scenario(Scenario::Migrated);
+    let db = credentials_only();
     let impostor = Impostor::start(Script::asking(Ask::ScramWithoutBinding, true));
     let run = Setup {
         sslmode: Some("require"),
@@ -841,7 +853,7 @@ fn an_impostor_offering_scram_without_channel_binding_over_tls_gets_no_login_att
 
 #[test]
 fn an_impostor_letting_anyone_in_over_tls_is_refused() {
-    let db = postgres().scenario(Scenario::Migrated);
+    let db = credentials_only();
     let impostor = Impostor::start(Script::asking(Ask::Trust, true));
     let run = Setup {
         sslmode: Some("require"),
@@ -865,7 +877,7 @@ fn an_impostor_letting_anyone_in_over_tls_is_refused() {
 
 #[test]
 fn an_impostor_declining_tls_under_require_gets_not_even_the_user_name() {
-    let db = postgres().scenario(Scenario::Migrated);
+    let db = credentials_only();
     let impostor = Impostor::start(Script::asking(Ask::Cleartext, false));
     let run = Setup {
         sslmode: None,
@@ -885,7 +897,7 @@ fn an_impostor_declining_tls_under_require_gets_not_even_the_user_name() {
 
 #[test]
 fn a_real_server_asking_for_an_md5_hash_is_refused_as_insecure_auth() {
-    let db = postgres().scenario_login(Scenario::Migrated, Login::Md5);
+    let db = postgres().scenario_login(Scenario::Empty, Login::Md5);
     let run = Setup {
         sslmode: None,
         ..Setup::new(&db)
@@ -1001,7 +1013,7 @@ fn a_session_that_timed_out_is_closed_before_the_next_attempt() {
     // The impostor lets the login in, then never answers a query: each attempt times out
     // with a query in flight. Its connection must close with the attempt, not linger until
     // the process exits.
-    let db = postgres().scenario(Scenario::Migrated);
+    let db = credentials_only();
     let impostor = Impostor::start(Script::asking(Ask::Trust, false));
     let run = Setup {
         sslmode: Some("disable"),
@@ -1082,7 +1094,7 @@ fn an_ipv6_endpoint_is_reached_with_its_brackets() {
         bed.ipv6(),
         "this machine has IPv6 loopback but the bed does not listen on ::1"
     );
-    let db = bed.scenario(Scenario::Migrated);
+    let db = bed.scenario(Scenario::Empty);
     let run = Setup {
         host: "[::1]",
         filter: "database::connect",
