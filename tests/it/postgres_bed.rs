@@ -468,9 +468,11 @@ async fn scenario_databases_are_cloned_in_well_under_a_second() {
         "postgres bed: template build {:.1?}, slowest scenario {slowest:.1?}",
         bed.template_build_time()
     );
-    // Generous for a loaded 2-core CI machine; a per-test replay would take ~30 s.
+    // A per-test replay takes ~30 s; a clone a fraction of a second on an idle machine, and
+    // over 3 s on this shared 2-core one while other tests' clones and another worktree's
+    // teardown contend for the disk. The bound tells the two apart with that margin.
     assert!(
-        slowest < Duration::from_secs(3),
+        slowest < Duration::from_secs(10),
         "slowest scenario took {slowest:?}"
     );
 }
