@@ -144,13 +144,30 @@ pub struct Catalog {
 }
 
 /// Handed to a probe: lets it leave a trace of what it last saw, which the runner reports if
-/// the probe runs out of time ("waiting for logs of pod x"), instead of a bare "timed out".
+/// the probe runs out of time ("waiting for logs of pod x"), instead of a bare "timed out",
+/// and tells it when the runner will give up on it, so limits it sets on servers (a
+/// database session's statement timeout) end before it does.
 #[derive(Clone, Default)]
 pub struct Ctx {
     observed: Arc<Mutex<Option<String>>>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Ctx {
+    /// The context of an attempt the runner cuts at `deadline`.
+    pub fn until(deadline: tokio::time::Instant) -> Ctx {
+        Ctx {
+            deadline: Some(deadline),
+            ..Ctx::default()
+        }
+    }
+
+    /// Time left before the runner gives up on this attempt; `None` outside a run.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
     pub fn observe(&self, state: impl Into<String>) {
         if let Ok(mut slot) = self.observed.lock() {
             *slot = Some(state.into());
@@ -354,6 +371,12 @@ pub enum Cause {
     MigrationUnfinished,
     MigrationFailed,
     SchemaTableMissing,
+    /// The server asked for the password in cleartext or as an MD5 hash, or did not bind the
+    /// login to the TLS session where that is required: refused, nothing sent.
+    InsecureAuth,
+    /// What answers at the database port breaks PostgreSQL's protocol (HTTP, garbage) or its
+    /// caps (a message over 1 MiB, a session over 8 MiB).
+    DbProtocol,
     // LiteLLM, vLLM, end to end.
     /// No HTTP answer at all (connection refused, DNS, TLS).
     Unreachable,
@@ -457,6 +480,8 @@ impl Cause {
             Cause::MigrationUnfinished => "migration_unfinished",
             Cause::MigrationFailed => "migration_failed",
             Cause::SchemaTableMissing => "schema_table_missing",
+            Cause::InsecureAuth => "insecure_auth",
+            Cause::DbProtocol => "db_protocol",
             Cause::Unreachable => "unreachable",
             Cause::HttpStatus => "http_status",
             Cause::ProxyAuth => "proxy_auth",

@@ -12,7 +12,7 @@ use k8s_openapi::api::rbac::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::suite::Suite;
+use crate::suite::{CaSource, Suite};
 
 /// The name of the ServiceAccount, Roles and bindings.
 pub const NAME: &str = "smokecheck";
@@ -84,6 +84,13 @@ fn rules(suite: &Suite) -> (BTreeMap<String, Rules>, Vec<String>) {
         if let Some(db) = &suite.database {
             r.allow("", "services", "get", &[&db.service.name]);
             r.allow("postgresql.cnpg.io", "clusters", "get", &[&db.cluster]);
+            // The CA from a ConfigMap: that one, and not CloudNativePG's CA Secret (which
+            // also holds the CA's private key; granted with the other Secrets below).
+            if db.sslmode.verifies()
+                && let CaSource::ConfigMap { name, .. } = db.ca_source()
+            {
+                r.allow("", "configmaps", "get", &[&name]);
+            }
         }
     }
     // Secrets by name, and the SealedSecrets of those checked on their own.

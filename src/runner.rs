@@ -328,7 +328,7 @@ async fn execute(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let ctx = Ctx::default();
+        let ctx = Ctx::until(Instant::now() + options.timeout);
         let outcome = if let Some(stop) = stopper.reason() {
             stopped(stop, &ctx, false)
         } else {
@@ -523,6 +523,15 @@ mod tests {
         let f = pick(&mut fs);
         assert_eq!(f.cause, Cause::CrashLoop);
         assert!(f.details.unwrap_or_default().contains("last attempt: slow"));
+    }
+
+    #[test]
+    fn an_attempt_knows_its_time_left() {
+        let ctx = Ctx::until(Instant::now() + Duration::from_secs(5));
+        let left = ctx.remaining().expect("a deadline");
+        assert!(left <= Duration::from_secs(5) && left > Duration::from_secs(4));
+        assert_eq!(Ctx::until(Instant::now()).remaining(), Some(Duration::ZERO));
+        assert_eq!(Ctx::default().remaining(), None);
     }
 
     #[test]

@@ -227,10 +227,14 @@ pub struct Database {
     pub secret: DatabaseSecret,
     /// The database LiteLLM uses.
     pub name: String,
-    /// TLS to the database, with libpq's meanings.
+    /// TLS to the database, with libpq's meanings; with TLS required, the login must also be
+    /// bound to the TLS session (SCRAM channel binding).
     pub sslmode: SslMode,
     /// The CA that signed the server certificate, for `verify-ca` and `verify-full`.
     pub ca_secret: CaSecret,
+    /// The CA certificate from a ConfigMap instead of `ca_secret`: CloudNativePG's CA Secret
+    /// also holds the CA's private key, which a least-privilege hook should not read.
+    pub ca_configmap: Option<CaConfigMap>,
     /// LiteLLM's core tables, which must exist.
     pub tables: Vec<String>,
 }
@@ -243,22 +247,77 @@ impl Database {
             .clone()
             .unwrap_or_else(|| format!("{}-ca", self.cluster))
     }
+
+    /// Where `verify-ca`/`verify-full` read the CA: `ca_configmap` when set, else the Secret.
+    pub fn ca_source(&self) -> CaSource {
+        match &self.ca_configmap {
+            Some(c) => CaSource::ConfigMap {
+                name: c.name.clone(),
+                key: c.key.clone(),
+            },
+            None => CaSource::Secret {
+                name: self.ca_secret_name(),
+                key: self.ca_secret.key.clone(),
+            },
+        }
+    }
 }
 
-/// libpq's `sslmode` values the checks honour, with libpq's meanings.
+/// Where the CA certificate is read, resolved from the suite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    Secret { name: String, key: String },
+    ConfigMap { name: String, key: String },
+}
+
+impl CaSource {
+    /// `secret` or `configmap`, as the output names objects.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CaSource::Secret { .. } => "secret",
+            CaSource::ConfigMap { .. } => "configmap",
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            CaSource::Secret { name, .. } | CaSource::ConfigMap { name, .. } => name,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            CaSource::Secret { key, .. } | CaSource::ConfigMap { key, .. } => key,
+        }
+    }
+
+    /// The suite field that sets it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            CaSource::Secret { .. } => "database.ca_secret",
+            CaSource::ConfigMap { .. } => "database.ca_configmap",
+        }
+    }
+}
+
+/// libpq's `sslmode` values the checks honour, with libpq's meanings. In every mode a server
+/// asking for the password in cleartext or as an MD5 hash is refused before it gets anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Plain TCP.
     Disable,
     /// TLS when the server offers it, without verifying the certificate; plain otherwise.
-    #[default]
+    /// Channel binding when the server offers it.
     Prefer,
-    /// TLS or no session, without verifying the certificate ("encrypted, not verified").
+    /// TLS or no session, without verifying the certificate ("encrypted, not verified"), and
+    /// a SCRAM login bound to the TLS session (channel binding) or none.
+    #[default]
     Require,
-    /// TLS, the certificate chaining to the CA in `ca_secret` (any name).
+    /// As `require`, and the certificate chains to the CA (`ca_secret` or `ca_configmap`),
+    /// any name.
     VerifyCa,
-    /// TLS, the certificate chaining to the CA and naming the read-write Service.
+    /// As `verify-ca`, and the certificate names the read-write Service.
     VerifyFull,
 }
 
@@ -285,6 +344,17 @@ pub struct CaSecret {
     /// `null`: `<cluster>-ca`, the CA Secret CloudNativePG generates.
     pub name: Option<String>,
     /// Its key holding the CA certificate (PEM).
+    pub key: String,
+}
+
+/// A ConfigMap holding the CA certificate (PEM): the public half only, as trust-manager or
+/// GitOps would publish it.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfigMap {
+    pub name: String,
+    /// Its key holding the CA certificate (PEM).
+    #[serde(default = "defaults::ca_key")]
     pub key: String,
 }
 
@@ -322,6 +392,7 @@ impl Default for Database {
             name: "litellm".into(),
             sslmode: SslMode::default(),
             ca_secret: CaSecret::default(),
+            ca_configmap: None,
             tables: CORE_TABLES.map(String::from).to_vec(),
         }
     }
@@ -410,11 +481,14 @@ impl Suite {
                 required: vec![db.secret.username.clone(), db.secret.password.clone()],
                 checked: true,
             });
-            if db.sslmode.verifies() {
+            // Read only where it verifies; a ConfigMap replaces it entirely.
+            if db.sslmode.verifies()
+                && let CaSource::Secret { name, key } = db.ca_source()
+            {
                 out.push(SecretUse {
                     namespace: ns.clone(),
-                    name: db.ca_secret_name(),
-                    required: vec![db.ca_secret.key.clone()],
+                    name,
+                    required: vec![key],
                     checked: false,
                 });
             }
@@ -506,6 +580,16 @@ impl Suite {
                 check_name("database.ca_secret.name", name)?;
             }
             check_key("database.ca_secret.key", &db.ca_secret.key)?;
+            if let Some(c) = &db.ca_configmap {
+                check_name("database.ca_configmap.name", &c.name)?;
+                check_key("database.ca_configmap.key", &c.key)?;
+                if db.ca_secret.name.is_some() {
+                    return Err((
+                        "database.ca_configmap".into(),
+                        "the CA is read from one place: set database.ca_configmap or database.ca_secret.name, not both".into(),
+                    ));
+                }
+            }
             if db.tables.is_empty() {
                 return Err((
                     "database.tables".into(),
@@ -630,6 +714,9 @@ fn check_selector(field: &str, value: &str) -> Result<(), (String, String)> {
 mod defaults {
     pub fn namespace() -> String {
         "litellm".into()
+    }
+    pub fn ca_key() -> String {
+        "ca.crt".into()
     }
     pub fn one() -> u32 {
         1

@@ -97,14 +97,21 @@ fn yaml_syntax_error_is_located() {
 }
 
 #[test]
-fn database_tls_defaults_to_prefer_with_cnpgs_ca_and_the_core_tables() {
+fn database_tls_defaults_to_require_with_cnpgs_ca_and_the_core_tables() {
     let db = parse("version: 1\n", "m.yaml")
         .expect("parses")
         .database
         .expect("database");
-    assert_eq!(db.sslmode, SslMode::Prefer);
+    assert_eq!(db.sslmode, SslMode::Require);
     assert_eq!(db.ca_secret_name(), "cloudnative-pg-cluster-ca");
     assert_eq!(db.ca_secret.key, "ca.crt");
+    assert_eq!(
+        db.ca_source(),
+        CaSource::Secret {
+            name: "cloudnative-pg-cluster-ca".into(),
+            key: "ca.crt".into()
+        }
+    );
     assert_eq!(db.tables, CORE_TABLES);
     let renamed = parse("version: 1\ndatabase:\n  cluster: pg-main\n", "m.yaml")
         .expect("parses")
@@ -115,6 +122,54 @@ fn database_tls_defaults_to_prefer_with_cnpgs_ca_and_the_core_tables() {
         "pg-main-ca",
         "follows the cluster"
     );
+}
+
+#[test]
+fn a_ca_configmap_replaces_the_ca_secret_everywhere() {
+    let suite = parse(
+        "version: 1\ndatabase:\n  sslmode: verify-full\n  ca_configmap:\n    name: pg-ca\n",
+        "m.yaml",
+    )
+    .expect("parses");
+    let db = suite.database.as_ref().expect("database");
+    assert_eq!(
+        db.ca_source(),
+        CaSource::ConfigMap {
+            name: "pg-ca".into(),
+            key: "ca.crt".into()
+        }
+    );
+    let secrets: Vec<String> = suite.secrets().into_iter().map(|s| s.name).collect();
+    assert!(
+        !secrets.contains(&"cloudnative-pg-cluster-ca".to_string()),
+        "{secrets:?}"
+    );
+    let verifying = parse("version: 1\ndatabase:\n  sslmode: verify-ca\n", "m.yaml")
+        .expect("parses")
+        .secrets()
+        .into_iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>();
+    assert!(verifying.contains(&"cloudnative-pg-cluster-ca".to_string()));
+}
+
+#[test]
+fn a_ca_from_two_places_is_refused_naming_the_field() {
+    let err = parse(
+        "version: 1\ndatabase:\n  ca_secret:\n    name: mine\n  ca_configmap:\n    name: pg-ca\n",
+        "m.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("database.ca_configmap"), "{err}");
+    assert!(err.contains("not both"), "{err}");
+    let err = parse(
+        "version: 1\ndatabase:\n  ca_configmap:\n    key: ca.crt\n",
+        "m.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("database.ca_configmap"), "{err}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ mod harness;
 mod hostile;
 mod hostile_apiserver;
 mod hostile_bed;
+mod hostile_database;
 mod junit_consumer;
 mod kube_credentials;
 mod kube_fake;

@@ -4,8 +4,10 @@
 //! loopback port, scram-sha-256, TLS with a CA generated here), LiteLLM's real schema replayed
 //! once from `litellm-proxy-extras`' migration SQL into a template database with Prisma's
 //! `"_prisma_migrations"` ledger, one fresh database and login role per scenario (cloned from a
-//! template in a fraction of a second), and a hot standby standing in for "the rw Service
-//! points at a replica".
+//! template in a fraction of a second), a hot standby standing in for "the rw Service
+//! points at a replica", login roles that pg_hba.conf asks for an MD5 hash or a cleartext
+//! password (the downgrades an impostor would attempt), and a session that holds a table lock.
+//! It listens on `::1` too where the machine has IPv6 loopback.
 //!
 //! The server refuses to run as root (sessions and CI are root), so when root it runs as the
 //! `postgres` OS user. Nothing here skips: a missing `postgresql-15` or migration SQL panics with
@@ -42,6 +44,9 @@ pub const SERVER_DNS_NAMES: [&str; 4] = [
 /// Owns LiteLLM's tables in every template; each scenario's login role is a member of it, as
 /// the application user that ran the migrations would own them in a real cluster.
 const OWNER_ROLE: &str = "litellm_owner";
+/// Members of these groups are asked for an MD5 hash or a cleartext password by pg_hba.conf.
+const MD5_GROUP: &str = "login_md5";
+const CLEARTEXT_GROUP: &str = "login_cleartext";
 const SERVER_START: Duration = Duration::from_secs(60);
 const REPLAY: Duration = Duration::from_secs(300);
 const STATEMENT: Duration = Duration::from_secs(30);
@@ -88,6 +93,17 @@ impl Scenario {
             other => format!("tpl_{}", other.label()),
         }
     }
+}
+
+/// How pg_hba.conf asks a scenario's role for its password.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// SCRAM-SHA-256 (with channel binding over TLS), as CloudNativePG does.
+    Scram,
+    /// `md5`, the role's password stored as an MD5 hash (so the server does ask for MD5).
+    Md5,
+    /// `password`: the server asks for the password in cleartext.
+    Cleartext,
 }
 
 /// A scenario's database and the login role that owns it.
@@ -145,6 +161,35 @@ pub struct Postgres {
     migrations: Vec<String>,
     template_build: Duration,
     next: AtomicU32,
+    ipv6: bool,
+}
+
+/// A transaction of another session holding a table lock; rolled back when dropped.
+pub struct TableLock {
+    child: Option<std::process::Child>,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Drop for TableLock {
+    fn drop(&mut self) {
+        use std::io::Write;
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"ROLLBACK;\n");
+        }
+        // psql exits at the end of its input (stdin closed above); bounded in case it does not.
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        if rx.recv_timeout(STATEMENT).is_err() {
+            // SAFETY: plain syscall on our own child.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
 }
 
 static BED: OnceLock<Result<Postgres, String>> = OnceLock::new();
@@ -227,6 +272,22 @@ impl Postgres {
         self.primary.log_tail()
     }
 
+    /// Waits until the primary's log has a line containing `needle` (an event the server
+    /// logged, such as a refused login), up to `patience`; returns whether it came.
+    pub fn wait_for_log(&self, needle: &str, patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        loop {
+            let log = std::fs::read_to_string(&self.primary.log).unwrap_or_default();
+            if log.lines().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Caps `db`'s role at `limit` concurrent sessions (`0`: every login gets SQLSTATE 53300,
     /// "too many connections").
     pub fn limit_connections(&self, db: &Database, limit: i32) {
@@ -249,17 +310,40 @@ impl Postgres {
     /// A fresh database for one scenario, cloned from its template (`CREATE DATABASE ..
     /// TEMPLATE`), owned by a fresh login role with a scram-sha-256 password.
     pub fn scenario(&self, scenario: Scenario) -> Database {
+        self.scenario_login(scenario, Login::Scram)
+    }
+
+    /// Like [`Postgres::scenario`], with a role that pg_hba.conf asks for its password `login`'s
+    /// way.
+    pub fn scenario_login(&self, scenario: Scenario, login: Login) -> Database {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let name = format!("litellm_{}_{n}", scenario.label());
         let user = format!("app_{}_{n}", scenario.label());
         let password = random_hex(16);
-        // Members of the owner role get its privileges on LiteLLM's tables (INHERIT).
-        let membership = match scenario {
-            Scenario::Empty => String::new(),
-            _ => format!(" IN ROLE {OWNER_ROLE}"),
+        // Members of the owner role get its privileges on LiteLLM's tables (INHERIT); the login
+        // groups only select a pg_hba.conf line.
+        let mut groups = Vec::new();
+        if scenario != Scenario::Empty {
+            groups.push(OWNER_ROLE);
+        }
+        match login {
+            Login::Scram => {}
+            Login::Md5 => groups.push(MD5_GROUP),
+            Login::Cleartext => groups.push(CLEARTEXT_GROUP),
+        }
+        let membership = if groups.is_empty() {
+            String::new()
+        } else {
+            format!(" IN ROLE {}", groups.join(", "))
+        };
+        // `md5` in pg_hba.conf falls back to SCRAM for a SCRAM-stored password: store MD5.
+        let encryption = match login {
+            Login::Md5 => "md5",
+            Login::Scram | Login::Cleartext => "scram-sha-256",
         };
         let mut sql = format!(
-            "CREATE ROLE {user} LOGIN PASSWORD '{password}'{membership};\n\
+            "SET password_encryption = '{encryption}';\n\
+             CREATE ROLE {user} LOGIN PASSWORD '{password}'{membership};\n\
              CREATE DATABASE {name} OWNER {user} TEMPLATE {};\n",
             scenario.template()
         );
@@ -316,6 +400,68 @@ impl Postgres {
         db
     }
 
+    /// Whether the server also listens on `::1` (the machine has IPv6 loopback).
+    pub fn ipv6(&self) -> bool {
+        self.ipv6
+    }
+
+    /// How many server processes serve `db`'s role right now (`pg_stat_activity`).
+    pub fn backends(&self, db: &Database) -> u32 {
+        let out = self.superuser_sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = {};",
+                sql_literal(&db.user)
+            ),
+        );
+        out.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("counting backends ({out:?}): {e}"))
+    }
+
+    /// Holds `ACCESS EXCLUSIVE` on `table` of `db` in an open transaction of another session
+    /// (a migration in progress, a stuck transaction) until the returned guard is dropped.
+    /// Returns once the lock is held.
+    pub fn lock_table(&self, db: &Database, table: &str) -> TableLock {
+        use std::io::{BufRead, Write};
+        let mut cmd = self.psql_command(&self.primary, &db.name);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawning psql to hold a lock");
+        let mut stdin = child.stdin.take().expect("psql stdin");
+        let stdout = child.stdout.take().expect("psql stdout");
+        writeln!(
+            stdin,
+            "BEGIN;\nLOCK TABLE \"{}\" IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';",
+            table.replace('"', "\"\"")
+        )
+        .expect("asking psql for the lock");
+        stdin.flush().expect("flushing psql's stdin");
+        // psql prints `locked` once the lock is granted: that line is the signal.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let granted = lines.any(|l| l.is_ok_and(|l| l.trim() == "locked"));
+            let _ = tx.send(granted);
+        });
+        match rx.recv_timeout(STATEMENT) {
+            Ok(true) => TableLock {
+                child: Some(child),
+                stdin: Some(stdin),
+            },
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "psql did not lock {table} in {} ({other:?})\n--- server log ---\n{}",
+                    db.name,
+                    self.log_tail()
+                );
+            }
+        }
+    }
+
     /// The port of the hot standby (started on first use), streaming from the primary.
     pub fn replica_port(&self) -> u16 {
         self.replica().port
@@ -360,7 +506,8 @@ impl Postgres {
         let (ca_pem, wrong_ca_pem) = write_tls_files(&root, uid);
         init_cluster(&root, uid);
 
-        let primary = start_server(&root, "primary", &socket_dir, uid);
+        let ipv6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+        let primary = start_server(&root, "primary", &socket_dir, uid, ipv6);
         let mut bed = Postgres {
             dir: Mutex::new(Some(dir)),
             root,
@@ -373,6 +520,7 @@ impl Postgres {
             migrations,
             template_build: Duration::ZERO,
             next: AtomicU32::new(1),
+            ipv6,
         };
         let build = Instant::now();
         bed.build_templates(&migrations_dir);
@@ -397,6 +545,8 @@ impl Postgres {
             "postgres",
             &format!(
                 "CREATE ROLE {OWNER_ROLE} NOLOGIN;\n\
+                 CREATE ROLE {MD5_GROUP} NOLOGIN;\n\
+                 CREATE ROLE {CLEARTEXT_GROUP} NOLOGIN;\n\
                  CREATE DATABASE {migrated} OWNER {OWNER_ROLE} TEMPLATE template0;\n"
             ),
             STATEMENT,
@@ -515,7 +665,7 @@ impl Postgres {
             "pg_basebackup for the hot standby",
         )
         .unwrap_or_else(|e| panic!("{e}\n--- primary log ---\n{}", self.log_tail()));
-        let replica = start_server(&self.root, "replica", &self.socket_dir, self.uid);
+        let replica = start_server(&self.root, "replica", &self.socket_dir, self.uid, false);
         let in_recovery = self.psql(
             &replica,
             "postgres",
@@ -755,21 +905,36 @@ fn init_cluster(root: &Path, uid: Option<(u32, u32)>) {
         .args(["--auth-local=trust", "--auth-host=scram-sha-256"]);
     as_server_user(&mut initdb, uid, root);
     run(initdb, None, SERVER_START, "initdb").unwrap_or_else(|e| panic!("{e}"));
-    // scram-sha-256 for every TCP login (TLS or not); trust only for the superuser on the
-    // socket, which is how the bed administers the server and how the standby streams.
-    let hba = "\
-        local   all          postgres                 trust\n\
-        local   replication  postgres                 trust\n\
-        local   all          all                      scram-sha-256\n\
-        hostssl all          all          127.0.0.1/32 scram-sha-256\n\
-        host    all          all          127.0.0.1/32 scram-sha-256\n";
+    // scram-sha-256 for every TCP login (TLS or not), but md5 and cleartext `password` for the
+    // members of the login groups; trust only for the superuser on the socket, which is how
+    // the bed administers the server and how the standby streams.
+    let mut hba = String::from(
+        "local   all          postgres                 trust\n\
+         local   replication  postgres                 trust\n\
+         local   all          all                      scram-sha-256\n",
+    );
+    for net in ["127.0.0.1/32", "::1/128"] {
+        for kind in ["hostssl", "host"] {
+            hba.push_str(&format!(
+                "{kind} all +{MD5_GROUP} {net} md5\n\
+                 {kind} all +{CLEARTEXT_GROUP} {net} password\n\
+                 {kind} all all {net} scram-sha-256\n"
+            ));
+        }
+    }
     let path = data.join("pg_hba.conf");
     std::fs::write(&path, hba).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// Starts the server whose data dir is `root/name` on a free port and waits until it accepts
 /// connections. Retries on a fresh port if the first one was taken in the meantime.
-fn start_server(root: &Path, name: &str, socket_dir: &Path, uid: Option<(u32, u32)>) -> Server {
+fn start_server(
+    root: &Path,
+    name: &str,
+    socket_dir: &Path,
+    uid: Option<(u32, u32)>,
+    ipv6: bool,
+) -> Server {
     let data = root.join(name);
     let log = root.join(format!("{name}.log"));
     let mut last_error = String::new();
@@ -782,8 +947,9 @@ fn start_server(root: &Path, name: &str, socket_dir: &Path, uid: Option<(u32, u3
             .arg(port.to_string())
             .arg("-k")
             .arg(socket_dir);
+        let listen = if ipv6 { "127.0.0.1,::1" } else { "127.0.0.1" };
         for setting in [
-            "listen_addresses=127.0.0.1".to_string(),
+            format!("listen_addresses={listen}"),
             "password_encryption=scram-sha-256".to_string(),
             "ssl=on".to_string(),
             format!("ssl_cert_file={}", root.join("server.crt").display()),

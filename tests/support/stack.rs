@@ -28,6 +28,9 @@ pub struct Fault {
 }
 
 /// Every fault the sandbox can show, `healthy` first.
+/// The ConfigMap the stack publishes the database's CA certificate in.
+pub const CA_CONFIGMAP: &str = "cloudnative-pg-cluster-ca-cert";
+
 pub const FAULTS: &[Fault] = &[
     Fault {
         name: "healthy",
@@ -109,9 +112,12 @@ impl Stack {
 
 /// The stack's suite: the built-in one, but for what the bed cannot be: the proxy runs without
 /// a database (Prisma cannot fetch its engine here), and the database is the scenario's.
+/// The built-in suite, but for what the bed cannot be: the proxy runs without a database
+/// (Prisma cannot fetch its engine here), and the database is the scenario's; verified with the
+/// CA from a ConfigMap, the least-privilege setup suites/README.md recommends.
 pub fn suite_text(database: &str) -> String {
     format!(
-        "version: 1\nlitellm:\n  expect_db: false\ndatabase:\n  name: {database}\n  sslmode: verify-full\n"
+        "version: 1\nlitellm:\n  expect_db: false\ndatabase:\n  name: {database}\n  sslmode: verify-full\n  ca_configmap:\n    name: {CA_CONFIGMAP}\n"
     )
 }
 
@@ -202,6 +208,15 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
             _ => {}
         }
     }
+
+    // The CA certificate also in a ConfigMap, as trust-manager or GitOps would publish it: the
+    // suite verifies the server with it and never reads the CA Secret (which holds the key).
+    scenario.objects.push(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": CA_CONFIGMAP, "namespace": "litellm"},
+        "data": {"ca.crt": bed.ca_pem()},
+    }));
 
     edit(&mut scenario);
 

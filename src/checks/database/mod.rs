@@ -6,11 +6,12 @@
 //! skips them with its cause when it did not pass, so a connection failure is reported once.
 //! When `database::connect` is filtered out of the run, they connect on their own and fail
 //! with the same classified cause, so a filtered run cannot pass on an unreachable database.
+//! A session is closed when its check ends, and aborted when the check is cut short.
 
 mod session;
 mod tls;
+mod wire;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
@@ -18,7 +19,7 @@ use crate::connect::Via;
 use crate::env::Env;
 use crate::suite::{Database, Suite};
 
-use session::{Session, Target, query_failure};
+use session::{Session, Target};
 
 /// The check the others run after.
 const CONNECT: &str = "database::connect";
@@ -27,13 +28,37 @@ const CONNECT: &str = "database::connect";
 const LEDGER: &str = "_prisma_migrations";
 /// Lines of a failed migration's `logs` shown in the details.
 const LOG_LINES: usize = 12;
+/// Characters of those logs read from the server: far more than the lines shown.
+const LOG_BYTES: usize = 16 * 1024;
+/// Unfinished migrations read: the first is reported, the others named.
+const PENDING_ROWS: usize = 100;
+
+/// What a database check proves, once its session is open.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    Connect,
+    Primary,
+    Migrations,
+    Schema,
+}
+
+impl Probe {
+    async fn run(self, env: &Env, s: &Session, t: &Target, db: &Database) -> Outcome {
+        match self {
+            Probe::Connect => connect(env, s, t).await,
+            Probe::Primary => primary(s, t),
+            Probe::Migrations => migrations(env, s, t).await.unwrap_or_else(Outcome::from),
+            Probe::Schema => schema(env, s, t, db).await,
+        }
+    }
+}
 
 pub fn checks(suite: &Suite) -> Vec<Check> {
     let Some(db) = &suite.database else {
         return Vec::new();
     };
     let ns = suite.namespace.clone();
-    let build = |name: &str, probe: fn(Arc<Env>, Session, Target, Database) -> Probe| {
+    let build = |name: &str, probe: Probe| {
         let db = db.clone();
         let check = Check::new(name, Layer::Database, move |env, ctx| {
             let db = db.clone();
@@ -46,7 +71,9 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
                     Err(f) => return f.into(),
                 };
                 ctx.observe(format!("querying {}", target.reached()));
-                probe(env, session, target, db).await
+                let outcome = probe.run(&env, &session, &target, &db).await;
+                session.close(&ctx).await;
+                outcome
             }
         })
         .requires(Prerequisite::Namespace(ns.clone()));
@@ -57,22 +84,12 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
         }
     };
     vec![
-        build(CONNECT, |env, s, t, _| {
-            Box::pin(async move { connect(&env, s, &t).await })
-        }),
-        build("database::primary", |_, s, t, _| {
-            Box::pin(async move { primary(&s, &t) })
-        }),
-        build("database::migrations", |env, s, t, _| {
-            Box::pin(async move { migrations(&env, &s, &t).await })
-        }),
-        build("database::schema", |env, s, t, db| {
-            Box::pin(async move { schema(&env, &s, &t, &db).await })
-        }),
+        build(CONNECT, Probe::Connect),
+        build("database::primary", Probe::Primary),
+        build("database::migrations", Probe::Migrations),
+        build("database::schema", Probe::Schema),
     ]
 }
-
-type Probe = futures::future::BoxFuture<'static, Outcome>;
 
 fn base_metrics(s: &Session) -> Metrics {
     let mut m = Metrics::default();
@@ -81,36 +98,36 @@ fn base_metrics(s: &Session) -> Metrics {
 }
 
 /// TCP, TLS and login worked; a `SELECT 1` measures the round trip.
-async fn connect(env: &Env, s: Session, t: &Target) -> Outcome {
+async fn connect(env: &Env, s: &Session, t: &Target) -> Outcome {
     let started = Instant::now();
     if let Err(e) = s.client.simple_query("SELECT 1").await {
-        return query_failure(env, t, "SELECT 1", &e).into();
+        return s.failure(env, t, "SELECT 1", &e).into();
     }
     let round_trip = started.elapsed();
     let f = &s.facts;
-    let mut metrics = base_metrics(&s);
+    let mut metrics = base_metrics(s);
     metrics
         .millis("connect_ms", f.connect_time)
         .millis("select1_ms", round_trip)
         .count("server_version_num", f.server_version_num);
     let mut passed = Passed {
         summary: format!(
-            "logged in to {} as {} at {}: PostgreSQL {}, {}",
+            "logged in to {} as {} at {}: PostgreSQL {}, {}, {}",
             t.database,
             f.user,
             t.reached(),
             f.server_version,
-            f.tls(t)
+            f.tls(t),
+            f.login()
         ),
         metrics,
         ..Passed::default()
     };
     if !f.protection.verified() {
         passed = passed.note(format!(
-            "the server's identity was not verified (sslmode {}): set database.sslmode: verify-full to check its certificate against secret {}/{}",
+            "the server's identity was not verified (sslmode {}): set database.sslmode: verify-full to check its certificate against the CA in {} (or in a ConfigMap: database.ca_configmap)",
             t.sslmode.as_str(),
-            t.namespace,
-            t.ca_secret
+            t.ca_origin()
         ));
     }
     passed.into()
@@ -186,28 +203,30 @@ fn source_words(source: &str) -> String {
     }
 }
 
-/// Prisma's ledger: present, not empty, nothing unfinished or failed.
-async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
+/// Prisma's ledger: present, not empty, nothing unfinished or failed. Every value is read
+/// with its column checked: a NULL or another type in a hand-edited ledger is a failure that
+/// names the column, never a panic.
+async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failure> {
     let c = &s.client;
     let mut metrics = base_metrics(s);
-    let fail = |e: &tokio_postgres::Error, what: &str| -> Outcome {
-        query_failure(env, t, what, e).into()
-    };
+    let fail = |e: &tokio_postgres::Error, what: &str| -> Failure { s.failure(env, t, what, e) };
+    let ledger = format!("\"{LEDGER}\"");
     let row = match c
         .query_one(
-            "SELECT to_regclass(quote_ident($1)) IS NOT NULL, \
+            "SELECT to_regclass(quote_ident($1)) IS NOT NULL AS has_ledger, \
                     (SELECT count(*) FROM pg_catalog.pg_tables \
                       WHERE tablename LIKE 'LiteLLM\\_%' \
-                        AND schemaname NOT IN ('pg_catalog', 'information_schema'))",
+                        AND schemaname NOT IN ('pg_catalog', 'information_schema')) AS litellm_tables",
             &[&LEDGER],
         )
         .await
     {
         Ok(r) => r,
-        Err(e) => return fail(&e, "looking for the migration ledger"),
+        Err(e) => return Err(fail(&e, "looking for the migration ledger")),
     };
-    let has_ledger: bool = row.get(0);
-    let litellm_tables: i64 = row.get(1);
+    let what = "looking for the migration ledger";
+    let has_ledger: bool = s.column(t, what, &row, 0, ("the catalog", "boolean"))?;
+    let litellm_tables: i64 = s.column(t, what, &row, 1, ("the catalog", "bigint"))?;
     metrics.count("litellm_tables", litellm_tables.max(0) as u64);
     if !has_ledger {
         let (summary, hint) = if litellm_tables == 0 {
@@ -230,29 +249,31 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
                 "a schema made by `prisma db push` (or restored without the ledger) has no migration history: LiteLLM's next migration will fail; baseline it with `prisma migrate resolve --applied` per migration, or restore the ledger".to_string(),
             )
         };
-        return Failure {
+        return Ok(Failure {
             metrics,
             ..Outcome::fail(Cause::MigrationsMissing, summary).hint(hint)
         }
-        .into();
+        .into());
     }
 
     let q = format!(
-        "SELECT count(*) FILTER (WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL), \
-                count(*) FILTER (WHERE rolled_back_at IS NOT NULL), \
-                count(*) \
-         FROM \"{LEDGER}\""
+        "SELECT count(*) FILTER (WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL) AS applied, \
+                count(*) FILTER (WHERE rolled_back_at IS NOT NULL) AS rolled_back, \
+                count(*) AS total \
+         FROM {ledger}"
     );
+    let what = "counting migrations";
     let row = match c.query_one(q.as_str(), &[]).await {
         Ok(r) => r,
-        Err(e) => return fail(&e, "counting migrations"),
+        Err(e) => return Err(fail(&e, what)),
     };
-    let (applied, rolled_back, total): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    let count = |i| s.column::<i64>(t, what, &row, i, (&ledger, "bigint"));
+    let (applied, rolled_back, total) = (count(0)?, count(1)?, count(2)?);
     metrics
         .count("migrations_applied", applied.max(0) as u64)
         .count("migrations_rolled_back", rolled_back.max(0) as u64);
     if total == 0 {
-        return Failure {
+        return Ok(Failure {
             metrics,
             ..Outcome::fail(
                 Cause::MigrationsMissing,
@@ -267,31 +288,30 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
                 env.suite.litellm.migration_job.as_deref().unwrap_or("litellm-migrations")
             ))
         }
-        .into();
+        .into());
     }
 
+    // Logs are cut on the server: only their first lines are shown, and a session reads at
+    // most a MiB per message.
     let q = format!(
         "SELECT migration_name, \
-                to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                coalesce(logs, '') \
-         FROM \"{LEDGER}\" \
+                coalesce(to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '') AS started, \
+                coalesce(left(logs, {LOG_BYTES}), '') AS logs \
+         FROM {ledger} \
          WHERE finished_at IS NULL AND rolled_back_at IS NULL \
-         ORDER BY started_at, migration_name"
+         ORDER BY started_at, migration_name \
+         LIMIT {PENDING_ROWS}"
     );
+    let what = "reading unfinished migrations";
     let pending = match c.query(q.as_str(), &[]).await {
         Ok(rows) => rows,
-        Err(e) => return fail(&e, "reading unfinished migrations"),
+        Err(e) => return Err(fail(&e, what)),
     };
-    let unfinished: Vec<(String, String, String)> = pending
-        .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                r.get::<_, Option<String>>(1).unwrap_or_default(),
-                r.get(2),
-            )
-        })
-        .collect();
+    let mut unfinished: Vec<(String, String, String)> = Vec::new();
+    for r in &pending {
+        let text = |i| s.column::<String>(t, what, r, i, (&ledger, "text"));
+        unfinished.push((text(0)?, text(1)?, text(2)?));
+    }
     metrics.count("migrations_unfinished", unfinished.len() as u64);
     if let Some((name, started, logs)) = unfinished.iter().find(|(_, _, l)| !l.trim().is_empty()) {
         let mut details = format!("migration {name} (started {started}) failed; its logs:\n");
@@ -302,7 +322,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
                 unfinished.len()
             ));
         }
-        return Failure {
+        return Ok(Failure {
             metrics,
             ..Outcome::fail(
                 Cause::MigrationFailed,
@@ -313,7 +333,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
                 "Prisma refuses every later migration until this one is resolved: fix the cause shown in its logs, then `prisma migrate resolve --rolled-back {name}` (or --applied if it was completed by hand) and sync again so the migration Job reruns"
             ))
         }
-        .into();
+        .into());
     }
     if let Some((name, started, _)) = unfinished.first() {
         let others = unfinished
@@ -334,26 +354,25 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
         if !others.is_empty() {
             f = f.details(format!("also unfinished: {}", others.join(", ")));
         }
-        return Failure { metrics, ..f }.into();
+        return Ok(Failure { metrics, ..f }.into());
     }
 
     let q = format!(
         "SELECT migration_name, \
-                to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
-         FROM \"{LEDGER}\" \
+                coalesce(to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '') AS finished \
+         FROM {ledger} \
          WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL \
          ORDER BY finished_at DESC, migration_name DESC LIMIT 1"
     );
-    let latest = match c.query_opt(q.as_str(), &[]).await {
-        Ok(r) => r.map(|r| {
-            (
-                r.get::<_, String>(0),
-                r.get::<_, Option<String>>(1).unwrap_or_default(),
-            )
-        }),
-        Err(e) => return fail(&e, "reading the latest migration"),
+    let what = "reading the latest migration";
+    let (latest, finished) = match c.query_opt(q.as_str(), &[]).await {
+        Ok(Some(r)) => {
+            let text = |i| s.column::<String>(t, what, &r, i, (&ledger, "text"));
+            (text(0)?, text(1)?)
+        }
+        Ok(None) => Default::default(),
+        Err(e) => return Err(fail(&e, what)),
     };
-    let (latest, finished) = latest.unwrap_or_default();
     let mut passed = Passed {
         summary: format!(
             "{applied} migrations applied, none unfinished; latest {latest} (finished {finished})"
@@ -366,7 +385,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Outcome {
             "{rolled_back} migration(s) marked rolled back (resolved by hand; harmless once reapplied)"
         ));
     }
-    passed.into()
+    Ok(passed.into())
 }
 
 /// The first `max` lines of a text, each cut to a readable width.
@@ -403,10 +422,22 @@ async fn schema(env: &Env, s: &Session, t: &Target, db: &Database) -> Outcome {
         .await
     {
         Ok(rows) => rows,
-        Err(e) => return query_failure(env, t, "looking up LiteLLM's tables", &e).into(),
+        Err(e) => return s.failure(env, t, "looking up LiteLLM's tables", &e).into(),
     };
-    let missing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    let present = db.tables.len() - missing.len();
+    let mut missing: Vec<String> = Vec::new();
+    for r in &rows {
+        match s.column(
+            t,
+            "looking up LiteLLM's tables",
+            r,
+            0,
+            ("the catalog", "text"),
+        ) {
+            Ok(name) => missing.push(name),
+            Err(f) => return f.into(),
+        }
+    }
+    let present = db.tables.len().saturating_sub(missing.len());
     metrics
         .count("tables_required", db.tables.len() as u64)
         .count("tables_present", present as u64);

@@ -7,32 +7,47 @@
 //! "no answer", a TLS verification failure and each SQLSTATE of a refused login get their own
 //! cause and runbook hint. The session reads the server's own `default_transaction_read_only`
 //! first, then makes itself read-only: the harness never writes.
+//!
+//! The password goes only to a server that proves itself: with TLS required (the default,
+//! `require`, and `verify-ca`/`verify-full`) the login must be SCRAM-SHA-256-PLUS, bound to the
+//! TLS session (channel binding), and in every mode a request for the password in cleartext
+//! or as an MD5 hash is refused before it is answered ([`super::wire`]). A session lives no
+//! longer than its check: the server cancels its statements and lock waits before the check's
+//! timeout, and the connection closes with the check, also when the check is cut short.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use tokio::net::TcpStream;
-use tokio_postgres::Client;
-use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::config::{ChannelBinding, SslMode as PgSslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::check::{Cause, Ctx, Failure, Metrics, Outcome};
 use crate::cluster::error_chain;
 use crate::connect::Via;
 use crate::env::{Env, secret_value};
 use crate::secret::SecretValue;
-use crate::suite::{Database, SslMode};
+use crate::suite::{CaSource, Database, SslMode};
 
-use super::tls::{self, Protection, Recording, TlsProblem};
+use super::tls::{self, Protection, TlsProblem};
+use super::wire::{AuthRequest, MAX_MESSAGE, MAX_SESSION, Size, Violation, Watch};
 
 /// How long TCP connect, TLS and login may take together. The runner's per-check timeout still
 /// bounds the whole probe; this one names the step that hung when it is the shorter.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a finished session may take to say goodbye (a Terminate message, TLS
+/// close_notify): a write each, so only a dead peer makes it wait.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most characters of a server-reported setting shown in a summary.
+const SERVER_TEXT: usize = 100;
+/// The check's time left when the runner gives none (outside a run): the default `--timeout`.
+const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
 
 /// Where and as whom a session goes, for the session itself and for every message about it.
 #[derive(Debug, Clone)]
@@ -41,8 +56,8 @@ pub struct Target {
     pub cluster: String,
     pub service: String,
     pub secret: String,
-    pub ca_secret: String,
-    pub ca_key: String,
+    /// Where `verify-ca`/`verify-full` read the CA.
+    pub ca: CaSource,
     pub database: String,
     pub sslmode: SslMode,
     pub host: String,
@@ -60,11 +75,10 @@ impl Target {
             cluster: db.cluster.clone(),
             service: db.service.name.clone(),
             secret: db.secret.name.clone(),
-            ca_secret: db.ca_secret_name(),
-            ca_key: db.ca_secret.key.clone(),
+            ca: db.ca_source(),
             database: db.name.clone(),
             sslmode: db.sslmode,
-            host: ep.host.clone(),
+            host: bare_host(&ep.host).to_string(),
             port: ep.port,
             tls_name: ep.tls_name.clone(),
             via: ep.via,
@@ -83,6 +97,16 @@ impl Target {
         format!("{} ({})", self.address(), self.via)
     }
 
+    /// "secret litellm/cloudnative-pg-cluster-ca": where the CA comes from.
+    pub fn ca_origin(&self) -> String {
+        format!("{} {}/{}", self.ca.kind(), self.namespace, self.ca.name())
+    }
+
+    /// Whether the login must be SCRAM bound to the TLS session: whenever TLS is required.
+    pub fn binding_required(&self) -> bool {
+        !matches!(self.sslmode, SslMode::Disable | SslMode::Prefer)
+    }
+
     fn port_forward(&self) -> String {
         format!(
             "kubectl port-forward -n {} svc/{} 5432:5432",
@@ -91,11 +115,22 @@ impl Target {
     }
 }
 
+/// A host as a URL writes it, without the brackets of an IPv6 literal (`[::1]` is `::1`).
+fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
 /// What a session learnt while opening, before it made itself read-only.
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub user: String,
     pub protection: Protection,
+    /// What the server asked for to authenticate the login.
+    pub auth: Option<AuthRequest>,
+    /// The login was bound to the TLS session (SCRAM-SHA-256-PLUS).
+    pub channel_binding: bool,
     pub server_version: String,
     pub server_version_num: u64,
     pub in_recovery: bool,
@@ -117,26 +152,100 @@ impl Facts {
             Protection::Plain => format!("not encrypted (sslmode {mode})"),
             Protection::Encrypted => format!("TLS encrypted, not verified (sslmode {mode})"),
             Protection::VerifiedChain => format!(
-                "TLS encrypted, certificate chain verified against secret {}/{} (sslmode {mode}: name not checked)",
-                t.namespace, t.ca_secret
+                "TLS encrypted, certificate chain verified against {} (sslmode {mode}: name not checked)",
+                t.ca_origin()
             ),
             Protection::VerifiedName => format!(
-                "TLS encrypted and verified (sslmode {mode}: certificate names {}, CA from secret {}/{})",
-                t.tls_name, t.namespace, t.ca_secret
+                "TLS encrypted and verified (sslmode {mode}: certificate names {}, CA from {})",
+                t.tls_name,
+                t.ca_origin()
             ),
         }
     }
 
-    /// `encrypted` and `verified` (0 or 1), on every database check's result.
+    /// "SCRAM-SHA-256 with channel binding", worded for summaries.
+    pub fn login(&self) -> String {
+        match self.auth {
+            Some(AuthRequest::Sasl { .. }) if self.channel_binding => {
+                "SCRAM-SHA-256 with channel binding".into()
+            }
+            Some(AuthRequest::Sasl { .. }) => "SCRAM-SHA-256 without channel binding".into(),
+            Some(AuthRequest::Trust) => "no password asked (trust)".into(),
+            Some(other) => format!("password asked {}", other.words()),
+            None => "authentication not seen".into(),
+        }
+    }
+
+    /// `encrypted`, `verified` and `channel_binding` (0 or 1), on every database check's
+    /// result.
     pub fn protection_metrics(&self, m: &mut Metrics) {
         m.count("encrypted", self.protection.encrypted().into())
-            .count("verified", self.protection.verified().into());
+            .count("verified", self.protection.verified().into())
+            .count("channel_binding", self.channel_binding.into());
     }
 }
 
+/// What a session knows about its server, for every failure it reports.
+#[derive(Debug, Clone)]
+struct Peer {
+    watch: Watch,
+    user: String,
+    /// The server-side limits set on the session (below the check's time left).
+    statement_timeout: Duration,
+    lock_timeout: Duration,
+}
+
+/// An open session. Dropping it (a check cut short by its timeout) aborts the task that drives
+/// the connection, which closes the socket: tokio-postgres would keep it open for as long as
+/// a query is in flight.
 pub struct Session {
     pub client: Client,
     pub facts: Facts,
+    peer: Peer,
+    driver: AbortOnDropHandle<()>,
+}
+
+impl Session {
+    /// A query that failed on this session, classified.
+    pub fn failure(&self, env: &Env, t: &Target, what: &str, e: &tokio_postgres::Error) -> Failure {
+        query_failure(env, t, &self.peer, what, e)
+    }
+
+    /// Column `i` of `row`, or the failure naming the column and what it held instead.
+    pub fn column<'a, T: FromSql<'a>>(
+        &self,
+        t: &Target,
+        what: &str,
+        row: &'a Row,
+        i: usize,
+        (of, expected): (&str, &str),
+    ) -> Result<T, Failure> {
+        column(t, what, row, i, of, expected)
+    }
+
+    /// Ends the session the polite way (Terminate, TLS close_notify), so the server logs no
+    /// broken connection; bounded, and the drop aborts whatever is left.
+    pub async fn close(self, ctx: &Ctx) {
+        let Session { client, driver, .. } = self;
+        drop(client);
+        let bound = ctx
+            .remaining()
+            .map_or(CLOSE_TIMEOUT, |left| left.min(CLOSE_TIMEOUT));
+        let _ = tokio::time::timeout(bound, driver).await;
+    }
+}
+
+/// The server's limits for a session with `left` until the check gives up: statements end at
+/// three quarters of it and lock waits at half, so the server stops before the check does
+/// (and a lock wait reports as one, not as a statement timeout). Never 0, which would mean
+/// "no limit".
+pub fn server_timeouts(left: Duration) -> (Duration, Duration) {
+    let at_least = Duration::from_millis(1);
+    ((left * 3 / 4).max(at_least), (left / 2).max(at_least))
+}
+
+fn millis(d: Duration) -> u128 {
+    d.as_millis().max(1)
 }
 
 /// Opens a read-only session to the suite's database, or the classified reason it cannot.
@@ -151,8 +260,9 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         Outcome::fail(
             Cause::DbCaInvalid,
             format!(
-                "the CA in secret {}/{} key {} cannot verify anything: {why}",
-                t.namespace, t.ca_secret, t.ca_key
+                "the CA in {} key {} cannot verify anything: {why}",
+                t.ca_origin(),
+                t.ca.key()
             ),
         )
     })?;
@@ -176,16 +286,22 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
+        })
+        // tokio-postgres refuses, before answering the server's authentication request, a
+        // login that would not be SCRAM-SHA-256-PLUS bound to this TLS session's certificate:
+        // cleartext, MD5, trust, or SCRAM without the binding (an impostor relaying it).
+        .channel_binding(if t.binding_required() {
+            ChannelBinding::Require
+        } else if t.sslmode == SslMode::Disable {
+            ChannelBinding::Disable
+        } else {
+            ChannelBinding::Prefer
         });
     let mut make = MakeRustlsConnect::new(tls_config);
     let connector =
         <MakeRustlsConnect as MakeTlsConnect<TcpStream>>::make_tls_connect(&mut make, &t.tls_name)
             .map_err(|e| Outcome::fail(Cause::DbTls, format!("TLS setup: {e}")))?;
-    let used = Arc::new(AtomicBool::new(false));
-    let tls = Recording {
-        inner: connector,
-        used: Arc::clone(&used),
-    };
+    let watch = Watch::new(t.sslmode != SslMode::Disable);
 
     let login = async {
         ctx.observe(format!("connecting to {} (TCP)", t.reached()));
@@ -198,9 +314,9 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             t.reached()
         ));
         config
-            .connect_raw(stream, tls)
+            .connect_raw(watch.wire(stream), watch.tls(connector))
             .await
-            .map_err(|e| Problem::from_postgres(&e))
+            .map_err(|e| Problem::from_postgres(&e, &watch))
     };
     let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, login).await {
         Ok(Ok(pair)) => pair,
@@ -217,12 +333,53 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             return Err(Problem::Timeout(step).failure(t, &user));
         }
     };
-    // The connection drives the socket; it ends when the client is dropped.
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
+    // The connection drives the socket. Held by the session, it is aborted (the socket
+    // closed) whenever the session is dropped, also with a query in flight. A protocol error
+    // ends it and leaves the queries with "connection closed": the watch keeps the reason.
+    let ended = watch.clone();
+    let driver = AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut connection = connection;
+        // Polled by hand, not awaited: the reason is recorded while the connection, and with
+        // it every pending query's channel, still exists, so no query sees "closed" first.
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let Err(e) = message {
+                if let Some(v) = malformed(&e) {
+                    ended.cut(v);
+                }
+                break;
+            }
+        }
+    }));
     let connect_time = started.elapsed();
-    let protection = Protection::of(t.sslmode, used.load(Ordering::SeqCst));
+    let tls_used = watch.tls_used();
+    let protection = Protection::of(t.sslmode, tls_used);
+    let auth = watch.auth();
+    // Required: the login only completed bound. Preferred: tokio-postgres binds whenever the
+    // server offers it over TLS.
+    let channel_binding =
+        tls_used && (t.binding_required() || auth == Some(AuthRequest::Sasl { plus: true }));
+
+    let (statement_timeout, lock_timeout) =
+        server_timeouts(ctx.remaining().unwrap_or(DEFAULT_BUDGET));
+    let peer = Peer {
+        watch,
+        user,
+        statement_timeout,
+        lock_timeout,
+    };
+    // First, so that no statement of this session outlives the check on the server.
+    ctx.observe(format!(
+        "setting the session's time limits at {}",
+        t.reached()
+    ));
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}",
+            millis(statement_timeout),
+            millis(lock_timeout)
+        ))
+        .await
+        .map_err(|e| query_failure(env, t, &peer, "setting the session's time limits", &e))?;
 
     ctx.observe(format!("reading server settings at {}", t.reached()));
     let row = client
@@ -234,23 +391,40 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             &[],
         )
         .await
-        .map_err(|e| query_failure(env, t, "reading the server's settings", &e))?;
+        .map_err(|e| query_failure(env, t, &peer, "reading the server's settings", &e))?;
     let facts = Facts {
-        user,
+        user: peer.user.clone(),
         protection,
-        server_version: row.try_get(0).unwrap_or_default(),
+        auth,
+        channel_binding,
+        server_version: row
+            .try_get::<_, String>(0)
+            .unwrap_or_default()
+            .chars()
+            .take(SERVER_TEXT)
+            .collect(),
         server_version_num: row.try_get::<_, i64>(1).unwrap_or_default().max(0) as u64,
         in_recovery: row.try_get(2).unwrap_or_default(),
         read_only_default: row.try_get::<_, String>(3).is_ok_and(|v| v == "on"),
-        read_only_source: row.try_get(4).unwrap_or_default(),
+        read_only_source: row
+            .try_get::<_, String>(4)
+            .unwrap_or_default()
+            .chars()
+            .take(SERVER_TEXT)
+            .collect(),
         connect_time,
     };
     // From here on the session cannot write, whatever a later query says.
     client
         .batch_execute("SET default_transaction_read_only = on")
         .await
-        .map_err(|e| query_failure(env, t, "making the session read-only", &e))?;
-    Ok(Session { client, facts })
+        .map_err(|e| query_failure(env, t, &peer, "making the session read-only", &e))?;
+    Ok(Session {
+        client,
+        facts,
+        peer,
+        driver,
+    })
 }
 
 /// The user name and password from the suite's Secret; the password is registered with the
@@ -316,50 +490,68 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
     Ok((user, password))
 }
 
-/// The CA certificates for `verify-ca`/`verify-full`, from CloudNativePG's CA Secret.
+/// The CA certificates for `verify-ca`/`verify-full`: from CloudNativePG's CA Secret, or from
+/// a ConfigMap holding only the certificate (so the hook need not read the CA's private key,
+/// which that Secret holds too).
 async fn read_ca(
     env: &Env,
     t: &Target,
     ctx: &Ctx,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Failure> {
-    ctx.observe(format!("getting CA secret {}/{}", t.namespace, t.ca_secret));
+    let origin = t.ca_origin();
+    let key = t.ca.key();
+    ctx.observe(format!("getting CA {origin}"));
     let mode = t.sslmode.as_str();
-    let secret = env
-        .cluster
-        .get::<Secret>(&t.namespace, &t.ca_secret)
-        .await?
-        .ok_or_else(|| {
-            Outcome::fail(
-                Cause::NotFound,
-                format!(
-                    "CA secret {}/{} not found (sslmode {mode} verifies the server with it)",
-                    t.namespace, t.ca_secret
-                ),
-            )
-            .hint(format!(
-                "CloudNativePG keeps its CA in <cluster>-ca ({}-ca); with a CA of your own set database.ca_secret, or use sslmode: require to encrypt without verifying",
+    let not_found = || {
+        let f = Outcome::fail(
+            Cause::NotFound,
+            format!("CA {origin} not found (sslmode {mode} verifies the server with it)"),
+        );
+        match &t.ca {
+            CaSource::Secret { .. } => f.hint(format!(
+                "CloudNativePG keeps its CA in <cluster>-ca ({}-ca); with a CA of your own set database.ca_secret, publish the certificate in a ConfigMap (database.ca_configmap), or use sslmode: require to encrypt without verifying",
                 t.cluster
-            ))
-        })?;
-    let pem = secret_value(&secret, &t.ca_key).ok_or_else(|| {
-        Outcome::fail(
-            Cause::MissingKey,
-            format!(
-                "CA secret {}/{} has no key {}",
-                t.namespace, t.ca_secret, t.ca_key
-            ),
-        )
-        .hint("set database.ca_secret.key to the key holding the CA certificate (PEM)")
+            )),
+            CaSource::ConfigMap { .. } => f.hint(format!(
+                "database.ca_configmap names it: publish CloudNativePG's CA certificate there (key {key}, the ca.crt of secret {}-ca, e.g. with trust-manager or in GitOps), or remove database.ca_configmap to read the Secret",
+                t.cluster
+            )),
+        }
+    };
+    let pem: Option<String> = match &t.ca {
+        CaSource::Secret { name, .. } => env
+            .cluster
+            .get::<Secret>(&t.namespace, name)
+            .await?
+            .ok_or_else(not_found)
+            .map(|secret| {
+                secret_value(&secret, key).map(|v| v.expose().unwrap_or_default().to_string())
+            })?,
+        CaSource::ConfigMap { name, .. } => {
+            let map = env
+                .cluster
+                .get::<ConfigMap>(&t.namespace, name)
+                .await?
+                .ok_or_else(not_found)?;
+            map.data
+                .as_ref()
+                .and_then(|d| d.get(key).cloned())
+                .or_else(|| {
+                    map.binary_data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                })
+        }
+    };
+    let pem = pem.ok_or_else(|| {
+        Outcome::fail(Cause::MissingKey, format!("CA {origin} has no key {key}")).hint(format!(
+            "set {}.key to the key holding the CA certificate (PEM)",
+            t.ca.field()
+        ))
     })?;
-    tls::parse_ca(pem.expose().unwrap_or_default().as_bytes()).map_err(|why| {
-        Outcome::fail(
-            Cause::DbCaInvalid,
-            format!(
-                "CA secret {}/{} key {} {why}",
-                t.namespace, t.ca_secret, t.ca_key
-            ),
-        )
-    })
+    tls::parse_ca(pem.as_bytes())
+        .map_err(|why| Outcome::fail(Cause::DbCaInvalid, format!("CA {origin} key {key} {why}")))
 }
 
 async fn resolve(t: &Target, ctx: &Ctx) -> Result<SocketAddr, Problem> {
@@ -375,20 +567,99 @@ async fn resolve(t: &Target, ctx: &Ctx) -> Result<SocketAddr, Problem> {
         .ok_or_else(|| Problem::Dns("no address".into()))
 }
 
-/// A query that failed on an open session.
-pub fn query_failure(env: &Env, t: &Target, what: &str, e: &tokio_postgres::Error) -> Failure {
-    let detail = match e.as_db_error() {
-        Some(db) => format!("SQLSTATE {}: {}", db.code().code(), db.message()),
-        None => error_chain(e),
+/// A query that failed on an open session: the stream cut by the watch, a lock wait or a
+/// statement the server ended at the session's limits, or the server's error as it is.
+fn query_failure(
+    env: &Env,
+    t: &Target,
+    peer: &Peer,
+    what: &str,
+    e: &tokio_postgres::Error,
+) -> Failure {
+    if let Some(v) = peer.watch.violation() {
+        return Problem::from(v).failure(t, &peer.user);
+    }
+    let at = t.reached();
+    let Some(db) = e.as_db_error() else {
+        return Outcome::fail(
+            Cause::DbError,
+            format!(
+                "{what} failed at {at}: {}",
+                env.redactor.redact(&error_chain(e))
+            ),
+        );
     };
-    Outcome::fail(
+    let message = env.redactor.redact(db.message());
+    let limit = |d: Duration| humantime::format_duration(Duration::from_millis(millis(d) as u64));
+    match db.code() {
+        c if *c == SqlState::LOCK_NOT_AVAILABLE => Outcome::fail(
+            Cause::DbError,
+            format!(
+                "{what} failed at {at}: waited for a lock held by another session (SQLSTATE 55P03), until the session's lock_timeout of {}",
+                limit(peer.lock_timeout)
+            ),
+        )
+        .details(message)
+        .hint(format!(
+            "another session holds a conflicting lock: a migration Job still running (see kubernetes::jobs; rerun with --wait), or a transaction left open. Find it with SELECT pid, usename, application_name, state, xact_start, query FROM pg_stat_activity WHERE datname = '{}' AND state <> 'idle' ORDER BY xact_start",
+            t.database
+        )),
+        c if *c == SqlState::QUERY_CANCELED => Outcome::fail(
+            Cause::DbError,
+            format!(
+                "{what} failed at {at}: the server cancelled it at the session's statement_timeout of {} (SQLSTATE 57014)",
+                limit(peer.statement_timeout)
+            ),
+        )
+        .details(message)
+        .hint("the server is overloaded, or the query waits on something: raise --timeout (the session's limits are set below it)"),
+        c => Outcome::fail(
+            Cause::DbError,
+            format!("{what} failed at {at}: SQLSTATE {}: {message}", c.code()),
+        ),
+    }
+}
+
+/// A server that broke the protocol in a way tokio-postgres itself noticed (a message it cannot
+/// parse, or one it did not expect), in tokio-postgres' own words.
+fn malformed(e: &tokio_postgres::Error) -> Option<Violation> {
+    let text = e.to_string();
+    (text.starts_with("error parsing response from server")
+        || text.starts_with("unexpected message from server"))
+    .then(|| Violation::Malformed {
+        why: error_chain(e),
+    })
+}
+
+/// Column `i` of `row` as `T`, or a failure naming the column, the table `of`, and what it
+/// held instead of `expected` (a NULL, another type): server data never panics a check.
+fn column<'a, T: FromSql<'a>>(
+    t: &Target,
+    what: &str,
+    row: &'a Row,
+    i: usize,
+    of: &str,
+    expected: &str,
+) -> Result<T, Failure> {
+    let held = match row.try_get::<_, Option<T>>(i) {
+        Ok(Some(value)) => return Ok(value),
+        Ok(None) => "NULL".to_string(),
+        Err(_) => {
+            let ty = row.columns().get(i).map_or("missing", |c| c.type_().name());
+            format!("{ty}, not {expected}")
+        }
+    };
+    let name = row.columns().get(i).map_or("?", |c| c.name());
+    Err(Outcome::fail(
         Cause::DbError,
         format!(
-            "{what} failed at {}: {}",
-            t.reached(),
-            env.redactor.redact(&detail)
+            "{what} at {}: column {name} of {of} is {held}",
+            t.reached()
         ),
     )
+    .hint(format!(
+        "smokecheck reads {of} as Prisma writes it; a column changed by hand (or a table of another tool under that name) cannot be judged"
+    )))
 }
 
 /// Why a session could not be opened.
@@ -413,7 +684,21 @@ pub enum Problem {
     StartingUp(String),
     /// Any other SQLSTATE: (code, message).
     Server(String, String),
+    /// The server asked for the password in cleartext or as an MD5 hash, or did not complete
+    /// the login bound to the TLS session where that is required; what it asked, if seen.
+    InsecureAuth(Option<AuthRequest>),
+    /// The server broke PostgreSQL's protocol or a cap ([`Violation`]).
+    Protocol(Violation),
     Other(String),
+}
+
+impl From<Violation> for Problem {
+    fn from(v: Violation) -> Problem {
+        match v {
+            Violation::InsecureAuth(request) => Problem::InsecureAuth(Some(request)),
+            other => Problem::Protocol(other),
+        }
+    }
 }
 
 impl Problem {
@@ -426,9 +711,12 @@ impl Problem {
         }
     }
 
-    /// From a refused login: the SQLSTATE when the server sent one, else a TLS problem in the
-    /// error's sources, else its text.
-    fn from_postgres(e: &tokio_postgres::Error) -> Problem {
+    /// From a refused login: what the watch cut, the SQLSTATE when the server sent one, else a
+    /// TLS problem in the error's sources, else its text.
+    fn from_postgres(e: &tokio_postgres::Error, watch: &Watch) -> Problem {
+        if let Some(v) = watch.violation().or_else(|| malformed(e)) {
+            return Problem::from(v);
+        }
         if let Some(db) = e.as_db_error() {
             return Problem::from_sqlstate(db.code(), db.message());
         }
@@ -438,6 +726,10 @@ impl Problem {
         let text = error_chain(e);
         if text.contains("server does not support TLS") {
             return Problem::ServerRefusedTls;
+        }
+        // tokio-postgres' words for a login that could not be bound to the TLS session.
+        if text.contains("did not use channel binding") {
+            return Problem::InsecureAuth(watch.auth());
         }
         Problem::Other(text)
     }
@@ -518,16 +810,18 @@ impl Problem {
             Problem::Tls(TlsProblem::UntrustedChain(why)) => Outcome::fail(
                 Cause::DbTlsVerify,
                 format!(
-                    "TLS verification failed (sslmode {mode}): the certificate at {at} does not chain to the CA in secret {ns}/{}",
-                    t.ca_secret
+                    "TLS verification failed (sslmode {mode}): the certificate at {at} does not chain to the CA in {}",
+                    t.ca_origin()
                 ),
             )
             .details(why.clone())
             .hint(format!(
-                "expected a certificate for {} signed by the CA in {ns}/{} key {}: that CA did not sign it. Is the secret another cluster's CA, or stale after a CA rotation (database.ca_secret)? Is {} really the rw Service? sslmode: require encrypts without verifying",
+                "expected a certificate for {} signed by the CA in {} key {}: that CA did not sign it. Is the {} another cluster's CA, or stale after a CA rotation ({})? Is {} really the rw Service? sslmode: require encrypts without verifying",
                 t.tls_name,
-                t.ca_secret,
-                t.ca_key,
+                t.ca_origin(),
+                t.ca.key(),
+                t.ca.kind(),
+                t.ca.field(),
                 t.address()
             )),
             Problem::Tls(TlsProblem::WrongName(why)) => Outcome::fail(
@@ -562,12 +856,14 @@ impl Problem {
             )),
             Problem::ServerRefusedTls => Outcome::fail(
                 Cause::DbTls,
-                format!("the server at {at} does not accept TLS (sslmode {mode} requires it)"),
+                format!("the server at {at} does not accept TLS (sslmode {mode} requires it): nothing was sent, not even the user name"),
             )
             .hint(format!(
-                "CloudNativePG always enables TLS, so {} is probably not its rw Service (a port-forward to something else?); sslmode: prefer also accepts a plain session",
+                "CloudNativePG always enables TLS, so {} is probably not its rw Service (a port-forward to something else, or an impostor on the path?); sslmode: prefer would accept a plain session, where nothing proves who answers",
                 t.address()
             )),
+            Problem::InsecureAuth(request) => insecure_auth(t, user, *request),
+            Problem::Protocol(v) => protocol(t, v),
             Problem::Auth(message) => Outcome::fail(
                 Cause::DbAuth,
                 format!("password authentication failed for user {user} at {at} (28P01)"),
@@ -626,6 +922,135 @@ impl Problem {
     }
 }
 
+/// The failure for a login refused because the server would not prove itself.
+fn insecure_auth(t: &Target, user: &str, request: Option<AuthRequest>) -> Failure {
+    let at = t.reached();
+    let mode = t.sslmode.as_str();
+    let ns = &t.namespace;
+    let pg_hba = format!(
+        "spec.postgresql.pg_hba of {ns}/{}, or the role's password stored as MD5: reset it with password_encryption = scram-sha-256",
+        t.cluster
+    );
+    let (summary, hint) = match request {
+        Some(AuthRequest::Cleartext) => (
+            format!(
+                "the server at {at} asked for {user}'s password in cleartext: refused, the password was not sent"
+            ),
+            format!(
+                "CloudNativePG authenticates application users with SCRAM-SHA-256 and never asks for the password itself: something else answers at {} (an impostor, a proxy, the wrong --endpoint), or pg_hba.conf says `password` for this login ({pg_hba})",
+                t.address()
+            ),
+        ),
+        Some(AuthRequest::Md5) => (
+            format!(
+                "the server at {at} asked for {user}'s password as an MD5 hash: refused, nothing was sent"
+            ),
+            format!(
+                "CloudNativePG authenticates application users with SCRAM-SHA-256; an MD5 hash of the password can be replayed and cracked, so it is never sent. Something else answers at {} (an impostor, a proxy), or pg_hba.conf says `md5` for this login ({pg_hba})",
+                t.address()
+            ),
+        ),
+        Some(AuthRequest::Sasl { plus: false }) => (
+            format!(
+                "the server at {at} offered SCRAM-SHA-256 without channel binding over TLS (sslmode {mode} requires it): refused, nothing was sent"
+            ),
+            format!(
+                "PostgreSQL 11 and later offer SCRAM-SHA-256-PLUS on every TLS session, so something else ended the TLS session: a proxy or connection pooler (PgBouncer) in between, or an impostor relaying the login. Point the suite (or --endpoint) at the rw Service {ns}/{}; sslmode: prefer accepts a login without channel binding, at the cost of that proof",
+                t.service
+            ),
+        ),
+        Some(AuthRequest::Sasl { plus: true }) => (
+            format!(
+                "the server at {at} offered channel binding, but its certificate gives none to bind to (sslmode {mode} requires it): refused, nothing was sent"
+            ),
+            "tls-server-end-point binds the login to a hash of the server certificate chosen by its signature algorithm; Ed25519 and Ed448 certificates have none. Use an RSA or ECDSA server certificate (CloudNativePG's are ECDSA), or sslmode: prefer".to_string(),
+        ),
+        Some(AuthRequest::Trust) => (
+            format!(
+                "the server at {at} let the login in without a password (trust): it proved nothing, so smokecheck refused the session (sslmode {mode})"
+            ),
+            format!(
+                "CloudNativePG never trusts application logins over TCP: an impostor answers at {}, or pg_hba.conf trusts this login (remove that rule from spec.postgresql.pg_hba of {ns}/{})",
+                t.address(),
+                t.cluster
+            ),
+        ),
+        Some(AuthRequest::Other(code)) => (
+            format!(
+                "the server at {at} asked for authentication method {code}, not SCRAM with channel binding (sslmode {mode} requires it): refused"
+            ),
+            format!(
+                "CloudNativePG authenticates application users with SCRAM-SHA-256: check pg_hba.conf ({pg_hba})"
+            ),
+        ),
+        None => (
+            format!(
+                "the server at {at} did not complete a login bound to the TLS session (sslmode {mode} requires channel binding): refused"
+            ),
+            format!(
+                "is {} CloudNativePG's rw Service? sslmode: prefer accepts a login without channel binding",
+                t.address()
+            ),
+        ),
+    };
+    Outcome::fail(Cause::InsecureAuth, summary).hint(hint)
+}
+
+/// The failure for a server that broke PostgreSQL's protocol or a cap.
+fn protocol(t: &Target, v: &Violation) -> Failure {
+    let at = t.reached();
+    let addr = t.address();
+    match v {
+        Violation::NotPostgres { answered, when } => {
+            let f = Outcome::fail(
+                Cause::DbProtocol,
+                format!(
+                    "the server at {at} does not speak PostgreSQL: it answered \"{answered}\" to {when}"
+                ),
+            );
+            if answered.starts_with('H') {
+                f.hint(format!(
+                    "an HTTP server answers at {addr} (its answers start with HTTP/): does --endpoint database=... or the port-forward point at LiteLLM (4000) or another HTTP Service instead of PostgreSQL's port 5432 of {}?",
+                    t.service
+                ))
+            } else {
+                f.hint(format!(
+                    "is {addr} PostgreSQL? A port-forward or --endpoint to the wrong pod or port, or a proxy in between that does not pass PostgreSQL's protocol through"
+                ))
+            }
+        }
+        Violation::MessageTooLarge { tag, len } => Outcome::fail(
+            Cause::DbProtocol,
+            format!(
+                "the server at {at} announced a {} message (type {tag}): smokecheck reads at most {} per message and stopped",
+                Size(u64::from(*len)),
+                Size(u64::from(MAX_MESSAGE))
+            ),
+        )
+        .hint(format!(
+            "no answer of PostgreSQL to these checks comes near that size: {addr} is not PostgreSQL, or something in between corrupts the stream"
+        )),
+        Violation::Malformed { why } => Outcome::fail(
+            Cause::DbProtocol,
+            format!("the server at {at} broke PostgreSQL's protocol ({why})"),
+        )
+        .hint(format!(
+            "is {addr} PostgreSQL? A port-forward or --endpoint to the wrong pod or port, or a proxy in between that does not pass PostgreSQL's protocol through"
+        )),
+        Violation::SessionTooLarge => Outcome::fail(
+            Cause::DbProtocol,
+            format!(
+                "the server at {at} sent over {} in one session: smokecheck stopped reading",
+                Size(MAX_SESSION)
+            ),
+        )
+        .hint(format!(
+            "these checks' sessions read a few KiB: {addr} sends without end, so it is not PostgreSQL answering them, or it is broken"
+        )),
+        Violation::InsecureAuth(request) => insecure_auth(t, "the user", Some(*request)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,8 +1061,10 @@ mod tests {
             cluster: "cloudnative-pg-cluster".into(),
             service: "cloudnative-pg-cluster-rw".into(),
             secret: "cloudnative-pg-cluster-litellm".into(),
-            ca_secret: "cloudnative-pg-cluster-ca".into(),
-            ca_key: "ca.crt".into(),
+            ca: CaSource::Secret {
+                name: "cloudnative-pg-cluster-ca".into(),
+                key: "ca.crt".into(),
+            },
             database: "litellm".into(),
             sslmode: SslMode::VerifyFull,
             host: match via {
@@ -747,5 +1174,105 @@ mod tests {
         let mut t = target(Via::Flag);
         t.host = "::1".into();
         assert_eq!(t.address(), "[::1]:5432");
+    }
+
+    #[test]
+    fn an_ipv6_endpoint_host_loses_its_url_brackets() {
+        // `--endpoint database=postgresql://[::1]:5432`: http::Uri keeps the brackets, which
+        // neither parse as an address nor resolve.
+        assert_eq!(bare_host("[::1]"), "::1");
+        assert_eq!(bare_host("[fd00::5]"), "fd00::5");
+        assert_eq!(bare_host("127.0.0.1"), "127.0.0.1");
+        assert_eq!(bare_host("db.litellm.svc"), "db.litellm.svc");
+        let mut t = target(Via::Flag);
+        t.host = bare_host("[::1]").into();
+        assert!(t.host.parse::<IpAddr>().is_ok());
+        assert_eq!(t.reached(), "[::1]:5432 (--endpoint)");
+    }
+
+    #[test]
+    fn the_server_gives_up_before_the_check_does() {
+        let (statement, lock) = server_timeouts(Duration::from_secs(30));
+        assert_eq!(statement, Duration::from_millis(22_500));
+        assert_eq!(lock, Duration::from_secs(15));
+        let (statement, lock) = server_timeouts(Duration::from_secs(2));
+        assert!(lock < statement && statement < Duration::from_secs(2));
+        // 0 would switch the limits off: a check with no time left still sets some.
+        assert_eq!(
+            server_timeouts(Duration::ZERO),
+            (Duration::from_millis(1), Duration::from_millis(1))
+        );
+    }
+
+    #[test]
+    fn insecure_logins_are_refused_naming_what_the_server_asked() {
+        let t = Target {
+            sslmode: SslMode::Require,
+            ..target(Via::Flag)
+        };
+        let cases = [
+            (
+                Some(AuthRequest::Cleartext),
+                "password in cleartext: refused, the password was not sent",
+            ),
+            (
+                Some(AuthRequest::Md5),
+                "password as an MD5 hash: refused, nothing was sent",
+            ),
+            (
+                Some(AuthRequest::Sasl { plus: false }),
+                "offered SCRAM-SHA-256 without channel binding over TLS (sslmode require requires it)",
+            ),
+            (
+                Some(AuthRequest::Sasl { plus: true }),
+                "its certificate gives none to bind to",
+            ),
+            (Some(AuthRequest::Trust), "without a password (trust)"),
+            (Some(AuthRequest::Other(7)), "authentication method 7"),
+            (None, "did not complete a login bound to the TLS session"),
+        ];
+        for (request, words) in cases {
+            let f = Problem::InsecureAuth(request).failure(&t, "app");
+            assert_eq!(f.cause, Cause::InsecureAuth, "{request:?}");
+            assert!(f.summary.contains(words), "{request:?}: {}", f.summary);
+            assert!(f.hint.is_some(), "{request:?}");
+        }
+        assert_eq!(
+            Problem::from(Violation::InsecureAuth(AuthRequest::Md5)),
+            Problem::InsecureAuth(Some(AuthRequest::Md5))
+        );
+    }
+
+    #[test]
+    fn protocol_violations_are_db_protocol_with_a_hint_for_http() {
+        let t = target(Via::Flag);
+        let http = Problem::from(Violation::NotPostgres {
+            answered: "H".into(),
+            when: "the TLS request",
+        })
+        .failure(&t, "app");
+        assert_eq!(http.cause, Cause::DbProtocol);
+        assert_eq!(
+            http.summary,
+            "the server at 127.0.0.1:5432 (--endpoint) does not speak PostgreSQL: it answered \"H\" to the TLS request"
+        );
+        assert!(
+            http.hint
+                .unwrap_or_default()
+                .starts_with("an HTTP server answers")
+        );
+        let big = Problem::from(Violation::MessageTooLarge {
+            tag: "E".into(),
+            len: 1 << 30,
+        })
+        .failure(&t, "app");
+        assert!(
+            big.summary
+                .contains("announced a 1 GiB message (type E): smokecheck reads at most 1 MiB"),
+            "{}",
+            big.summary
+        );
+        let endless = Problem::from(Violation::SessionTooLarge).failure(&t, "app");
+        assert!(endless.summary.contains("sent over 8 MiB in one session"));
     }
 }

@@ -10,7 +10,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -20,7 +19,6 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio_postgres::tls::TlsConnect;
 
 use crate::suite::SslMode;
 
@@ -185,25 +183,6 @@ fn names_match(cert: &CertificateDer<'_>, name: &str) -> bool {
         return false;
     };
     rustls::client::verify_server_name(&parsed, &server_name).is_ok()
-}
-
-/// A [`TlsConnect`] that records whether the server accepted TLS (tokio-postgres only calls
-/// `connect` after the server answered `S` to the SSLRequest), so `prefer` can report whether
-/// the session ended up encrypted.
-pub struct Recording<T> {
-    pub inner: T,
-    pub used: Arc<AtomicBool>,
-}
-
-impl<S, T: TlsConnect<S>> TlsConnect<S> for Recording<T> {
-    type Stream = T::Stream;
-    type Error = T::Error;
-    type Future = T::Future;
-
-    fn connect(self, stream: S) -> T::Future {
-        self.used.store(true, Ordering::SeqCst);
-        self.inner.connect(stream)
-    }
 }
 
 /// What a session's TLS amounted to, for every summary and metric.
