@@ -3,7 +3,8 @@
 //! resource and the Role rule that is missing.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -72,14 +73,18 @@ pub async fn config(sel: &KubeSelection) -> Result<(Config, String), ClusterErro
     };
     let kubeconfig = match &sel.kubeconfig {
         Some(path) => {
-            Some(
-                Kubeconfig::read_from(path).map_err(|source| ClusterError::ReadKubeconfig {
-                    path: path.clone(),
-                    source,
-                })?,
-            )
+            let read = refuse_odd_utf16(path).and_then(|()| Kubeconfig::read_from(path));
+            Some(read.map_err(|source| ClusterError::ReadKubeconfig {
+                path: path.clone(),
+                source,
+            })?)
         }
-        None if kubeconfig_available() => Some(Kubeconfig::read().map_err(ClusterError::Config)?),
+        None if kubeconfig_available() => {
+            for path in default_kubeconfigs() {
+                refuse_odd_utf16(&path).map_err(ClusterError::Config)?;
+            }
+            Some(Kubeconfig::read().map_err(ClusterError::Config)?)
+        }
         None => None,
     };
     match kubeconfig {
@@ -100,6 +105,52 @@ pub async fn config(sel: &KubeSelection) -> Result<(Config, String), ClusterErro
         }
         None => Err(ClusterError::NoConfig),
     }
+}
+
+/// The files `Kubeconfig::read` reads: those `KUBECONFIG` lists, else `~/.kube/config`.
+fn default_kubeconfigs() -> Vec<PathBuf> {
+    let listed: Vec<PathBuf> = std::env::var_os("KUBECONFIG")
+        .map(|v| {
+            std::env::split_paths(&v)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if listed.is_empty() {
+        std::env::home_dir()
+            .map(|h| h.join(".kube").join("config"))
+            .into_iter()
+            .collect()
+    } else {
+        listed
+    }
+}
+
+/// kube 5 decodes a kubeconfig that starts with a UTF-16 byte-order mark two bytes at a time
+/// and panics on an odd count (a UTF-16 file, as PowerShell's `>` writes one, cut short). Such
+/// a file is refused before kube reads it, as kube refuses other invalid UTF-16. Only regular
+/// files are looked at: reading from a pipe (`--kubeconfig <(...)`) would consume it.
+fn refuse_odd_utf16(path: &Path) -> Result<(), kube::config::KubeconfigError> {
+    let odd = || -> std::io::Result<bool> {
+        let mut file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        let mut bom = [0u8; 2];
+        Ok(meta.is_file()
+            && meta.len() % 2 == 1
+            && file.read_exact(&mut bom).is_ok()
+            && matches!(bom, [0xFF, 0xFE] | [0xFE, 0xFF]))
+    };
+    // A file that cannot be opened or read is kube's to report.
+    if odd().unwrap_or(false) {
+        return Err(kube::config::KubeconfigError::ReadConfig(
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid UTF-16: an odd number of bytes after the byte-order mark",
+            ),
+            path.to_path_buf(),
+        ));
+    }
+    Ok(())
 }
 
 fn kubeconfig_available() -> bool {
@@ -376,5 +427,36 @@ impl Cluster {
             }
             .failure(e)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_utf16_kubeconfig_with_an_odd_byte_count_is_an_error_not_a_panic() {
+        // Found by fuzzing (fuzz/corpus/kubeconfig/utf16-odd-byte-count): kube reads the bytes
+        // after a UTF-16 byte-order mark in pairs and indexes past the last one.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kubeconfig");
+        for bom in [[0xFF, 0xFE], [0xFE, 0xFF]] {
+            let mut bytes = bom.to_vec();
+            bytes.extend(b"apiVersion: v1\n");
+            std::fs::write(&path, &bytes).expect("writing the kubeconfig");
+            let selection = KubeSelection {
+                kubeconfig: Some(path.clone()),
+                context: None,
+            };
+            let Err(err) = config(&selection).await else {
+                panic!("a kubeconfig cut inside a UTF-16 character loaded");
+            };
+            let message = error_chain(&err);
+            assert!(
+                matches!(err, ClusterError::ReadKubeconfig { .. }),
+                "{message}"
+            );
+            assert!(message.contains("invalid UTF-16"), "{message}");
+        }
     }
 }
