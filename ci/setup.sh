@@ -108,3 +108,13 @@ ensure_test_bed() {
   ensure_postgres
   ensure_litellm_schema
 }
+
+# cargo fuzz (libFuzzer) for ci/fuzz and the short fuzz run of ci/test. Pinned, and used on
+# stable with `--sanitizer none` only (the sanitizers need nightly, which CI does not have).
+cargo_fuzz_version=0.13.2
+ensure_cargo_fuzz() {
+  if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]; then
+    echo "ci: installing cargo-fuzz $cargo_fuzz_version" >&2
+    cargo install --quiet --locked cargo-fuzz --version "$cargo_fuzz_version"
+  fi
+}

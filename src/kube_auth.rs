@@ -49,13 +49,43 @@ pub enum KubeconfigFileError {
 
 /// Reads one kubeconfig file.
 pub fn read(path: &Path) -> Result<Kubeconfig, KubeconfigFileError> {
-    Kubeconfig::read_from(path).map_err(|source| match source {
-        KubeconfigError::Parse(e) => syntax(path, &e),
-        source => KubeconfigFileError::Read {
-            path: path.to_path_buf(),
-            source,
-        },
-    })
+    refuse_odd_utf16(path)
+        .and_then(|()| Kubeconfig::read_from(path))
+        .map_err(|source| match source {
+            KubeconfigError::Parse(e) => syntax(path, &e),
+            source => KubeconfigFileError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        })
+}
+
+/// kube 5 decodes a kubeconfig that starts with a UTF-16 byte-order mark two bytes at a time
+/// and panics on an odd count (a UTF-16 file, as PowerShell's `>` writes one, cut short). Such
+/// a file is refused before kube reads it, as kube refuses other invalid UTF-16. Only regular
+/// files are looked at: reading from a pipe (`--kubeconfig <(...)`) would consume it.
+fn refuse_odd_utf16(path: &Path) -> Result<(), KubeconfigError> {
+    let odd = || -> std::io::Result<bool> {
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        let mut bom = [0u8; 2];
+        Ok(meta.is_file()
+            && meta.len() % 2 == 1
+            && file.read_exact(&mut bom).is_ok()
+            && matches!(bom, [0xFF, 0xFE] | [0xFE, 0xFF]))
+    };
+    // A file that cannot be opened or read is kube's to report.
+    if odd().unwrap_or(false) {
+        return Err(KubeconfigError::ReadConfig(
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "invalid UTF-16: an odd number of bytes after the byte-order mark",
+            ),
+            path.to_path_buf(),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the kubeconfig as kubectl finds it: the files `KUBECONFIG` lists, merged, else
@@ -421,6 +451,23 @@ fn first_line(stderr: &[u8], env: &[(String, String)]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_utf16_kubeconfig_with_an_odd_byte_count_is_an_error_not_a_panic() {
+        // Found by fuzzing (fuzz/corpus/kubeconfig/utf16-odd-byte-count): kube reads the bytes
+        // after a UTF-16 byte-order mark in pairs and indexes past the last one.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("kubeconfig");
+        for bom in [[0xFF, 0xFE], [0xFE, 0xFF]] {
+            let mut bytes = bom.to_vec();
+            bytes.extend(b"apiVersion: v1\n");
+            std::fs::write(&path, &bytes).expect("writing the kubeconfig");
+            let err = read(&path).expect_err("a kubeconfig cut inside a UTF-16 character loaded");
+            let message = crate::cluster::error_chain(&err);
+            assert!(matches!(err, KubeconfigFileError::Read { .. }), "{message}");
+            assert!(message.contains("invalid UTF-16"), "{message}");
+        }
+    }
 
     #[test]
     fn a_stderr_line_loses_env_values_and_control_characters() {

@@ -57,7 +57,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
     let mut field = String::new();
     let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize::<_, Suite>(de).map_err(|err| {
-            field = err.path().to_string();
+            field = escape_controls(&err.path().to_string());
             err.into_inner()
         })
     });
@@ -85,6 +85,20 @@ pub fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
         }
     })?;
     Ok(suite)
+}
+
+/// A field path on one line: a quoted YAML key can hold line breaks and terminal escapes, shown
+/// escaped as serde shows the key in its message (`a\nb\u{1b}[2J`).
+fn escape_controls(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// serde-saphyr renders a source snippet and the location into its message; our error carries

@@ -53,6 +53,21 @@ fn unknown_field_names_file_line_and_field() {
 }
 
 #[test]
+fn an_unknown_key_with_a_line_break_is_still_a_one_line_error() {
+    // Found by fuzzing (fuzz/corpus/suite/unknown-key-with-a-line-break): the field path holds
+    // the key as written, and a quoted YAML key can hold any character, escapes included.
+    let err = parse("version: 1\nlitellm:\n  \"a\\nb\\e[2J\": 1\n", "my.yaml")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains('\u{1b}'), "{err}");
+    assert!(
+        err.starts_with(r"my.yaml:3:3: litellm.a\nb\u{1b}[2J: unknown field"),
+        "{err}"
+    );
+}
+
+#[test]
 fn wrong_type_names_file_line_and_field() {
     let err = parse(
         "version: 1\nlitellm:\n  pods:\n    selector: a=b\n    min_ready: many\n",

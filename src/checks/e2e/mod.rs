@@ -6,7 +6,7 @@
 //!
 //! Errors are attributed by [`crate::checks::litellm::classify`]: same status, different cause.
 
-mod sse;
+pub mod sse;
 mod trimming;
 
 use std::time::Instant;
