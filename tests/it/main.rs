@@ -18,6 +18,7 @@ mod laptop;
 mod leaks;
 mod llm_bed;
 mod postgres_bed;
+mod prometheus_bed;
 mod snapshots;
 mod verify_database;
 mod verify_e2e;

@@ -9,6 +9,8 @@ pub mod litellm;
 pub mod open_proxy;
 pub mod postgres;
 pub mod process;
+pub mod prometheus;
+pub mod pushgateway;
 pub mod recording_proxy;
 pub mod stack;
 pub mod tls_front;
