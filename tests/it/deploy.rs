@@ -1,6 +1,7 @@
-//! What ships for the Argo CD hook (ci/argocd, ci/Dockerfile) is tested against the code: the
-//! RBAC equals `smokecheck rbac`, the fake API server enforcing it lets every check through and
-//! turns a missing rule into a 403, and the image and Job reference what really exists.
+//! What ships for the Argo CD hook (ci/argocd, with the RBAC and suite of ci/base, and
+//! ci/Dockerfile) is tested against the code: the RBAC equals `smokecheck rbac`, the fake API
+//! server enforcing it lets every check through and turns a missing rule into a 403, and the
+//! image and Job reference what really exists. (ci/monitor's own tests: monitor.rs.)
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use serde_json::Value;
 
 use crate::harness::{command, verify_json};
 use crate::support::fake_kube::FakeKube;
+use crate::support::process::run_bounded;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +19,41 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
 }
 
-fn generated_rbac() -> String {
+/// `kubectl kustomize DIR` (kubectl has kustomize built in): the objects it renders.
+pub fn kustomize(rel: &str) -> Vec<Value> {
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.arg("kustomize").arg(root().join(rel));
+    let out = run_bounded(cmd, None, std::time::Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e} (ci/test provides kubectl)"));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {rel}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{rel} renders YAML: {e}"))
+}
+
+/// Objects in a stable order (kind, namespace, name), for comparing sets of manifests.
+pub fn sorted(mut docs: Vec<Value>) -> Vec<Value> {
+    let key = |d: &Value| {
+        (
+            d["kind"].as_str().unwrap_or_default().to_string(),
+            d["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            d["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        )
+    };
+    docs.sort_by_key(key);
+    docs
+}
+
+pub fn generated_rbac() -> String {
     let out = command().arg("rbac").output().expect("smokecheck rbac");
     assert_eq!(
         out.status.code(),
@@ -31,16 +67,26 @@ fn generated_rbac() -> String {
 #[test]
 fn shipped_rbac_is_what_smokecheck_rbac_prints() {
     assert_eq!(
-        read("ci/argocd/rbac.yaml"),
+        read("ci/base/rbac.yaml"),
         generated_rbac(),
-        "regenerate it: cargo run -- rbac > ci/argocd/rbac.yaml"
+        "regenerate it: cargo run -- rbac > ci/base/rbac.yaml"
     );
+}
+
+#[test]
+fn hook_kustomization_renders_the_shared_rbac_and_suite_with_its_job() {
+    let rendered = kustomize("ci/argocd");
+    let mut expected: Vec<Value> =
+        serde_saphyr::from_multiple(&generated_rbac()).expect("rbac yaml");
+    expected.push(serde_saphyr::from_str(&read("ci/base/suite-configmap.yaml")).expect("cm"));
+    expected.push(job());
+    assert_eq!(sorted(rendered), sorted(expected));
 }
 
 #[test]
 fn every_check_passes_under_the_shipped_rbac() {
     let fake = FakeKube::start("healthy");
-    fake.enforce_rbac(&read("ci/argocd/rbac.yaml"));
+    fake.enforce_rbac(&read("ci/base/rbac.yaml"));
     let run = verify_json(&fake, &["kubernetes"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(!run.stdout.contains("forbidden"), "{}", run.stdout);
@@ -51,7 +97,7 @@ fn a_missing_rule_shows_up_as_a_403_naming_it() {
     let fake = FakeKube::start("healthy");
     // Drop list on endpointslices from the first (litellm) Role.
     let rbac =
-        read("ci/argocd/rbac.yaml").replacen("  - endpointslices\n", "  - endpointslicez\n", 1);
+        read("ci/base/rbac.yaml").replacen("  - endpointslices\n", "  - endpointslicez\n", 1);
     fake.enforce_rbac(&rbac);
     let run = verify_json(&fake, &["kubernetes::services"]);
     assert_eq!(run.code, 1);
@@ -161,7 +207,7 @@ fn hook_job_is_a_safe_postsync_hook() {
         .strip_prefix(&format!("{dir}/"))
         .expect("suite under its mount");
     let cm: Value =
-        serde_saphyr::from_str(&read("ci/argocd/suite-configmap.yaml")).expect("configmap");
+        serde_saphyr::from_str(&read("ci/base/suite-configmap.yaml")).expect("configmap");
     let volume = pod["volumes"]
         .as_array()
         .expect("volumes")
@@ -172,7 +218,7 @@ fn hook_job_is_a_safe_postsync_hook() {
     assert_eq!(
         cm["data"][key].as_str(),
         Some(read("suites/litellm.yaml").as_str()),
-        "keep ci/argocd/suite-configmap.yaml equal to suites/litellm.yaml"
+        "keep ci/base/suite-configmap.yaml equal to suites/litellm.yaml"
     );
     // The JUnit file goes to a writable emptyDir, not the read-only root.
     let args = c["args"].as_array().expect("args");
@@ -271,7 +317,7 @@ fn jq_example_reads_the_json_report() {
 #[test]
 fn a_missing_namespace_rule_is_named_as_a_clusterrole_rule() {
     let fake = FakeKube::start("healthy");
-    let rbac = read("ci/argocd/rbac.yaml").replace("  - namespaces\n", "  - namespacez\n");
+    let rbac = read("ci/base/rbac.yaml").replace("  - namespaces\n", "  - namespacez\n");
     fake.enforce_rbac(&rbac);
     let run = verify_json(&fake, &["platform::namespace"]);
     let c = run.check("platform::namespace");
