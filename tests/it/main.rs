@@ -17,6 +17,7 @@ mod kube_fake;
 mod laptop;
 mod leaks;
 mod llm_bed;
+mod monitor;
 mod postgres_bed;
 mod prometheus_bed;
 mod snapshots;
