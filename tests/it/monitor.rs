@@ -4,7 +4,8 @@
 //! passes `promtool check rules`, `promtool test rules` proves when each alert fires and
 //! resolves (and fails when a rule is weakened), the PrometheusRule carries the same rules; the
 //! metrics contract (METRICS.md) and its example expositions agree and pass promtool's lint;
-//! and a real Prometheus scraping those examples fires and resolves the alerts.
+//! a real Prometheus scraping those examples fires and resolves the alerts; and one run sends
+//! vLLM exactly the requests the cost note (ci/monitor/README.md) multiplies.
 
 use std::collections::BTreeSet;
 use std::path::Path;
