@@ -1,6 +1,7 @@
 //! The test bed: real components where they can run here, faithful fakes where they cannot.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod fake_kube;
 pub mod fake_vllm;
 pub mod hostile;
