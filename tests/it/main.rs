@@ -11,6 +11,7 @@ mod hostile;
 mod hostile_apiserver;
 mod hostile_bed;
 mod hostile_database;
+mod ingress_bed;
 mod junit_consumer;
 mod kube_credentials;
 mod kube_fake;
