@@ -2,7 +2,8 @@
 //! certificates it generates are what their names say, every scenario loads them fresh and
 //! alike, a client verifying with the bed's test CA meets the right failure at a TLS front for
 //! each kind (name mismatch, expired, untrusted) and reaches the real LiteLLM through a good
-//! one, SNI included; and the model of Traefik says what each `ingress-*` scenario serves.
+//! one, SNI included; the model of Traefik says what each `ingress-*` scenario serves; and the
+//! sandbox faults `cert-expiring` and `ingress-wrong-port` serve their external route so.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::Value;
 
+use crate::harness::{Run, run_in};
 use crate::support::certs::{self, CertSpec, DAY, Generated, TRAEFIK_DEFAULT_CN};
 use crate::support::fake_kube::{Scenario, load_scenario, str_at};
 use crate::support::ingress::{
@@ -22,6 +24,7 @@ use crate::support::ingress::{
     TRAEFIK_CONTAINO_US,
 };
 use crate::support::litellm::litellm_proxy;
+use crate::support::stack::{self, Stack};
 use crate::support::tls_front::{Backend as FrontBackend, TRAEFIK_NOT_FOUND, TlsFront};
 
 /// `cert` as a client verifies it for `host` at Unix time `at`, trusting the test CA only.
@@ -468,4 +471,74 @@ fn the_builders_make_what_the_scenario_folders_hold() {
     assert_eq!(traefik.routes.len(), 2);
     assert!(Arc::ptr_eq(&traefik.certificate_for(&other.host), &cert));
     assert!(traefik.certificate_for(HOST).covers(HOST));
+}
+
+/// Today's smokecheck against a stack: every check but those issue 14 adds (which do not exist
+/// yet) must pass, so the fault is the external route alone.
+fn assert_only_the_route_is_broken(stack: &Stack) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let suite = stack.suite.display().to_string();
+    let run: Run = run_in(
+        dir,
+        &stack.kubeconfig,
+        &["--format", "json"],
+        &["--suite", &suite],
+    );
+    let doc = run.json();
+    let others: Vec<&Value> = doc["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| {
+            let name = c["name"].as_str().unwrap_or_default();
+            !name.starts_with("kubernetes::ingress::") && !name.starts_with("e2e::ingress::")
+        })
+        .collect();
+    assert!(others.len() >= 30, "{}", run.stdout);
+    let not_passed: Vec<&&Value> = others.iter().filter(|c| c["status"] != "passed").collect();
+    assert!(
+        not_passed.is_empty(),
+        "{}: {not_passed:#?}\nstderr: {}",
+        stack.fault.name,
+        run.stderr
+    );
+}
+
+#[test]
+fn the_cert_expiring_fault_serves_litellm_with_a_certificate_ten_days_from_expiry() {
+    let stack = stack::start(stack::fault("cert-expiring").expect("fault"));
+    let endpoints = stack.ingress_endpoints();
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    assert_eq!(endpoints[0].0, HOST);
+    assert!(
+        endpoints[0].1.starts_with("https://127.0.0.1:"),
+        "{endpoints:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(stack.ingress_ca()).expect("the CA file"),
+        certs::test_ca_pem()
+    );
+    let front = stack.front(HOST).expect("a front for the host");
+    let (status, body, presented) = runtime()
+        .block_on(get_through(front.addr(), HOST, "/health/liveliness"))
+        .expect("a verified request through the route");
+    assert_eq!((status, body.as_str()), (200, "\"I'm alive!\""));
+    // What the front presented is the Secret's certificate, with 10 days left.
+    let secret = secret_certificate(stack.fake.scenario(), TLS_SECRET);
+    assert_eq!(presented, secret.cert_der.to_vec());
+    let left = secret.not_after - certs::now();
+    assert!((9 * DAY..=10 * DAY).contains(&left), "{left} s left");
+    assert_eq!(front.server_names(), [Some(HOST.to_string())]);
+    assert_only_the_route_is_broken(&stack);
+}
+
+#[test]
+fn the_ingress_wrong_port_fault_answers_traefiks_404_for_the_host() {
+    let stack = stack::start(stack::fault("ingress-wrong-port").expect("fault"));
+    let front = stack.front(HOST).expect("a front for the host");
+    let (status, body, _) = runtime()
+        .block_on(get_through(front.addr(), HOST, "/health/liveliness"))
+        .expect("the certificate is fine; the route is not");
+    assert_eq!((status, body.as_str()), (404, "404 page not found\n"));
+    assert_only_the_route_is_broken(&stack);
 }

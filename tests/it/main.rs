@@ -24,3 +24,4 @@ mod verify_database;
 mod verify_e2e;
 mod verify_kube;
 mod verify_platform;
+mod warning_bed;

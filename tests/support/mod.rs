@@ -1,6 +1,7 @@
 //! The test bed: real components where they can run here, faithful fakes where they cannot.
 #![allow(dead_code, unused_imports)]
 
+pub mod alias_view;
 pub mod certs;
 pub mod fake_kube;
 pub mod fake_vllm;
@@ -14,3 +15,4 @@ pub mod process;
 pub mod recording_proxy;
 pub mod stack;
 pub mod tls_front;
+pub mod warnings;
