@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::harness::{CLUSTER_LAYERS, Run, metric, passed, run_in, text, verify_json};
 use crate::support::certs;
-use crate::support::fake_kube::{FakeKube, load_scenario};
+use crate::support::fake_kube::{FakeKube, load_scenario, relative_time, rfc3339};
 use crate::support::litellm::{MASTER_KEY, alias};
 use crate::support::stack::{self, Stack};
 use crate::support::warnings::{self, Restart};
@@ -97,6 +97,31 @@ fn restarts_and_oom_kills_are_minutes_old_whenever_the_tests_run() {
     let (restarts, why, _, ago, _) = restart_of(s.object("Pod", Some("litellm"), POD));
     assert_eq!((restarts, why.as_str()), (1, "OOMKilled"));
     assert!((61 * 60..61 * 60 + 60).contains(&ago), "ended {ago} s ago");
+}
+
+/// The fixtures' relative times: a typo is refused (the loader then panics naming the folder),
+/// never read as some other time.
+#[test]
+fn relative_times_are_read_exactly_or_refused() {
+    let now = 1_796_345_511;
+    for (text, want) in [
+        ("${now}", Some(now)),
+        ("${now-12m}", Some(now - 720)),
+        ("${now+10d}", Some(now + 864_000)),
+        ("${now-90s}", Some(now - 90)),
+        ("${now-2h}", Some(now - 7200)),
+        ("${now-+5m}", None),
+        ("${now--5m}", None),
+        ("${now-5}", None),
+        ("${now-5w}", None),
+        ("${now-m}", None),
+        ("${now 5m}", None),
+        ("${now-5m", None),
+        ("${later}", None),
+    ] {
+        assert_eq!(relative_time(text, now), want, "{text}");
+    }
+    assert_eq!(rfc3339(now), "2026-12-04T00:51:51Z");
 }
 
 #[test]

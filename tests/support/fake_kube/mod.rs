@@ -41,8 +41,8 @@ pub use api::{OPT_IN_GROUPS, RESOURCES, ResourceType, installed};
 pub use handler::{ForwardStream, RecordedRequest, StreamEnd};
 #[allow(unused_imports)]
 pub use scenario::{
-    Certificate, DEFAULT_USER, Forbid, Scenario, identity, load_scenario, rfc3339, scenario_names,
-    scenarios_dir, str_at,
+    Certificate, DEFAULT_USER, Forbid, Scenario, identity, load_scenario, relative_time, rfc3339,
+    scenario_names, scenarios_dir, str_at,
 };
 
 /// A running fake API server; stops when dropped.

@@ -259,8 +259,9 @@ fn expand_times(value: &mut Value, now: i64, dir: &Path) {
     }
 }
 
-/// The Unix time `${now±N<unit>}` names.
-fn relative_time(text: &str, now: i64) -> Option<i64> {
+/// The Unix time `${now±N<unit>}` names, `now` being the given Unix time; `None` for any other
+/// text.
+pub fn relative_time(text: &str, now: i64) -> Option<i64> {
     let inner = text.strip_prefix("${now")?.strip_suffix('}')?;
     if inner.is_empty() {
         return Some(now);
@@ -278,7 +279,11 @@ fn relative_time(text: &str, now: i64) -> Option<i64> {
         "d" => certs::DAY,
         _ => return None,
     };
-    let n: i64 = digits.parse().ok()?;
+    // Digits only: the sign was the one before them.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = i64::from(digits.parse::<u32>().ok()?);
     Some(now + sign * n * unit)
 }
 
