@@ -529,6 +529,7 @@ fn one_run_sends_vllm_the_requests_the_cost_note_counts() {
         alias: alias::SERVE_COST,
         database: DbScenario::Migrated,
         what: "a healthy stack on an alias of its own",
+        also_served: &[],
     });
     let fake = litellm_proxy().fake(alias::SERVE_COST);
     fake.clear_requests();
