@@ -21,11 +21,12 @@ use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
 
 use self::answer::{
-    CapLayer, LIST_PAGE, LOG_LIMIT, MAX_LIST, MAX_LIST_PAGES, Unreadable, size, unreadable,
+    CapLayer, LIST_PAGE, LOG_LIMIT, MAX_LIST, MAX_LIST_PAGES, Unreadable, unreadable,
 };
-use crate::check::{Cause, Failure, Outcome};
 use crate::kube_auth::{self, KubeconfigFileError, PluginError};
+use crate::outcome::{Cause, Failure, Outcome};
 use crate::secret::{Redactor, SecretValue};
+use crate::text::{error_chain, size};
 
 /// Which cluster to talk to, as the user said it (kubectl's flags).
 #[derive(Debug, Clone, Default)]
@@ -263,20 +264,6 @@ async fn served_versions(client: &Client) -> Result<BTreeSet<String>, kube::Erro
         served.extend(group.versions.into_iter().map(|v| v.group_version));
     }
     Ok(served)
-}
-
-/// The error and its sources on one line, without repeating a cause a wrapper already printed.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 /// What a request tried to do, for error messages and RBAC hints.

@@ -15,12 +15,14 @@ pub mod connect;
 pub mod env;
 pub mod http;
 pub mod kube_auth;
+pub mod outcome;
 pub mod proxy_config;
 pub mod rbac;
 pub mod report;
 pub mod runner;
 pub mod secret;
 pub mod suite;
+pub mod text;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -31,10 +33,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::check::Cause;
 use crate::cli::{Cli, Command, Format, Output, VerifyArgs};
+use crate::outcome::{Cause, RunReport};
 use crate::report::terminal::{self, Styles, Terminal};
-use crate::report::{Progress, RunReport, Silent};
+use crate::report::{Progress, Silent};
 use crate::runner::{RunOptions, Stop, Stopper};
 use crate::secret::Redactor;
 
@@ -91,7 +93,7 @@ fn print_stderr(text: &str) {
 
 /// Prints an error and its sources on one line.
 fn print_error(err: &dyn std::error::Error) {
-    let message = secret::Redactor::default().redact(&cluster::error_chain(err));
+    let message = secret::Redactor::default().redact(&text::error_chain(err));
     print_stderr(&format!("error: {}\n", report::visible(&message)));
 }
 
@@ -116,7 +118,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             .next()
             .unwrap_or_default()
             .trim_start_matches("error: ");
-        let report = RunReport::setup_failure(None, String::new(), Cause::Setup, first.into());
+        let report = setup_failure(None, String::new(), Cause::Setup, first.into());
         write_termination_message(&path, &report::termination_message(&report));
     }
     ExitCode::from(exit::USAGE)
@@ -171,7 +173,7 @@ fn verify(args: VerifyArgs) -> ExitCode {
             .ok()
             .and_then(|mut last| last.take())
             .unwrap_or_else(|| "smokecheck panicked (a bug: please report it)".into());
-        let report = RunReport::setup_failure(None, namespace_hint, Cause::Panicked, what);
+        let report = setup_failure(None, namespace_hint, Cause::Panicked, what);
         let _ = write_reports(&output, &report, &Terminal::new(Styles::default(), false));
         ExitCode::from(exit::PANICKED)
     })
@@ -187,12 +189,7 @@ fn plan_and_run(
         Ok(p) => p,
         Err(e) => {
             print_error(&e);
-            let report = RunReport::setup_failure(
-                None,
-                namespace_hint,
-                Cause::Setup,
-                cluster::error_chain(&e),
-            );
+            let report = setup_failure(None, namespace_hint, Cause::Setup, text::error_chain(&e));
             return finish_setup_failure(output, &report);
         }
     };
@@ -250,7 +247,7 @@ fn plan_and_run(
     // From here on the run's own reports are coming: an earlier run's must not outlive it.
     if let Err(message) = start_reports(&plan.output) {
         print_stderr(&format!("error: {message}\n"));
-        let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
+        let report = setup_failure(None, namespace, Cause::Setup, message);
         return finish_setup_failure(&plan.output, &report);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -261,7 +258,7 @@ fn plan_and_run(
         Err(e) => {
             let message = format!("starting the async runtime: {e}");
             print_stderr(&format!("error: {message}\n"));
-            let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
+            let report = setup_failure(None, namespace, Cause::Setup, message);
             return finish_setup_failure(&plan.output, &report);
         }
     };
@@ -290,14 +287,13 @@ fn run_checks(
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             print_error(&e);
-            let report =
-                RunReport::setup_failure(None, namespace, e.cause(), cluster::error_chain(&e));
+            let report = setup_failure(None, namespace, e.cause(), text::error_chain(&e));
             return finish_setup_failure(&plan.output, &report);
         }
         None => {
             let message = "stopped before the API server answered".to_string();
             print_stderr(&format!("error: {message}\n"));
-            let report = RunReport::setup_failure(None, namespace, Cause::Interrupted, message);
+            let report = setup_failure(None, namespace, Cause::Interrupted, message);
             return finish_setup_failure(&plan.output, &report);
         }
     };
@@ -331,8 +327,7 @@ fn run_checks(
                 humantime::format_duration(plan.timeout)
             );
             eprintln!("error: {message}");
-            let report =
-                RunReport::setup_failure(Some(context), namespace, Cause::Timeout, message);
+            let report = setup_failure(Some(context), namespace, Cause::Timeout, message);
             return finish_setup_failure(&plan.output, &report);
         }
         None => None,
@@ -481,7 +476,7 @@ fn no_match(plan: &cli::Plan, namespace: String) -> ExitCode {
         describe_selection(&plan.selection)
     );
     print_stderr(&format!("error: {message}\n"));
-    let report = RunReport::setup_failure(None, namespace, Cause::Setup, message);
+    let report = setup_failure(None, namespace, Cause::Setup, message);
     finish_setup_failure(&plan.output, &report)
 }
 
@@ -553,6 +548,18 @@ async fn watch_for_stop(stopper: Stopper, deadline: Option<Duration>) {
         again.await;
         std::process::exit(130);
     }
+}
+
+/// The report of a run that could not start, its message redacted: no secret has been read
+/// yet, but an argument or a plugin's output may hold one.
+fn setup_failure(
+    context: Option<String>,
+    namespace: String,
+    cause: Cause,
+    message: String,
+) -> RunReport {
+    let message = secret::Redactor::default().redact(&message);
+    RunReport::setup_failure(context, namespace, cause, message)
 }
 
 /// Exit 2, with the JUnit/JSON reports still saying why nothing could be checked.

@@ -11,9 +11,11 @@ use libtest_mimic::{Arguments, Trial};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::check::{Cause, Check, Ctx, Failure, Layer, Outcome, Prerequisite};
+use crate::check::{Check, Ctx};
 use crate::env::Env;
-use crate::report::{CheckResult, Progress, Status};
+use crate::outcome::{Cause, Failure, Layer, Outcome, Prerequisite};
+use crate::outcome::{CheckResult, Status};
+use crate::report::Progress;
 
 /// Which checks the user selected, with cargo test's semantics: a check runs when any filter
 /// is a substring of its name (equal to it with `exact`) and no skip pattern matches.
@@ -432,7 +434,7 @@ fn stopped(stop: Stop, ctx: &Ctx, was_running: bool) -> Outcome {
 
 fn result_of(
     name: &str,
-    layer: crate::check::Layer,
+    layer: crate::outcome::Layer,
     duration: Duration,
     attempts: u32,
     failed_attempts: Vec<String>,

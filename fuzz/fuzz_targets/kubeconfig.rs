@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Err(e) => {
-                let _ = cluster::error_chain(&e);
+                let _ = smokecheck::text::error_chain(&e);
             }
         }
     });

@@ -4,8 +4,8 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::check::{Cause, Failure, Outcome};
 use crate::env::{Env, secret_value};
+use crate::outcome::{Cause, Failure, Outcome};
 use crate::secret::SecretValue;
 
 /// The runbook for a broken key coupling (LiteLLM's copy of vLLM's key differs from vLLM's),

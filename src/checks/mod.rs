@@ -9,7 +9,8 @@ pub mod litellm;
 pub mod platform;
 pub mod vllm;
 
-use crate::check::{Catalog, Cause, Outcome};
+use crate::check::Catalog;
+use crate::outcome::{Cause, Outcome};
 use crate::suite::Suite;
 
 /// Every check the suite describes, in report order.

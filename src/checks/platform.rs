@@ -8,9 +8,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-use crate::check::{Cause, Check, Failure, Layer, Outcome, Passed, Prerequisite};
+use crate::check::Check;
 use crate::cluster::Access;
 use crate::env::{Env, suite_namespaces};
+use crate::outcome::{Cause, Failure, Layer, Outcome, Passed, Prerequisite};
 use crate::suite::{ArgoApp, Suite, Workload};
 
 /// A custom resource the suite relies on: (group, version, plural, who installs it).
@@ -186,7 +187,7 @@ fn crds(suite: &Suite) -> Check {
                         let cause = crate::cluster::answer::unreadable(&e)
                             .map_or(Cause::ApiError, |u| u.cause());
                         return Outcome::fail(cause, format!("API discovery of {gv} failed"))
-                            .details(crate::cluster::error_chain(&e))
+                            .details(crate::text::error_chain(&e))
                             .into();
                     }
                 }

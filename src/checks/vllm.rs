@@ -6,11 +6,12 @@
 
 use k8s_openapi::api::core::v1::Service;
 
-use crate::check::{Cause, Check, Family, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::check::{Check, Family};
 use crate::checks::keys::{self, Key, Loaded};
 use crate::connect::VllmTarget;
 use crate::env::Env;
 use crate::http::{Answer, HttpError, TooLarge, excerpt, listed};
+use crate::outcome::{Cause, Layer, Metrics, Outcome, Passed, Prerequisite};
 use crate::proxy_config::Alias;
 use crate::suite::Suite;
 

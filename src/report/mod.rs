@@ -10,123 +10,7 @@ pub mod terminal;
 use std::borrow::Cow;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::check::{Cause, Layer, Metrics};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Passed,
-    Failed,
-    Skipped,
-}
-
-/// One check's result, as every reporter sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckResult {
-    pub name: String,
-    pub layer: Layer,
-    pub status: Status,
-    pub duration: Duration,
-    pub attempts: u32,
-    pub cause: Option<Cause>,
-    pub summary: String,
-    pub details: Option<String>,
-    pub hint: Option<String>,
-    pub skip_reason: Option<String>,
-    pub metrics: Metrics,
-    /// Summaries of attempts that failed before the last one (a passed check with some is
-    /// flaky).
-    pub failed_attempts: Vec<String>,
-}
-
-impl CheckResult {
-    pub fn skipped(name: &str, layer: Layer, reason: String) -> CheckResult {
-        CheckResult {
-            name: name.to_string(),
-            layer,
-            status: Status::Skipped,
-            duration: Duration::ZERO,
-            attempts: 0,
-            cause: None,
-            summary: String::new(),
-            details: None,
-            hint: None,
-            skip_reason: Some(reason),
-            metrics: Metrics::default(),
-            failed_attempts: Vec::new(),
-        }
-    }
-
-    pub fn is_flaky(&self) -> bool {
-        self.status == Status::Passed && !self.failed_attempts.is_empty()
-    }
-}
-
-/// A whole run.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub context: Option<String>,
-    pub namespace: String,
-    pub duration: Duration,
-    pub checks: Vec<CheckResult>,
-    /// Why nothing could be checked (exit code 2), if so.
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub passed: usize,
-    pub failed: usize,
-    pub skipped: usize,
-}
-
-impl RunReport {
-    pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for r in &self.checks {
-            match r.status {
-                Status::Passed => c.passed += 1,
-                Status::Failed => c.failed += 1,
-                Status::Skipped => c.skipped += 1,
-            }
-        }
-        c
-    }
-
-    /// The report of a run that could not start: one failed entry saying why.
-    pub fn setup_failure(
-        context: Option<String>,
-        namespace: String,
-        cause: Cause,
-        message: String,
-    ) -> RunReport {
-        // No secret has been read yet, but an argument or a plugin's output may hold one.
-        let message = crate::secret::Redactor::default().redact(&message);
-        let entry = CheckResult {
-            name: "smokecheck::setup".into(),
-            layer: Layer::Setup,
-            status: Status::Failed,
-            duration: Duration::ZERO,
-            attempts: 1,
-            cause: Some(cause),
-            summary: message.clone(),
-            details: None,
-            hint: None,
-            skip_reason: None,
-            metrics: Metrics::default(),
-            failed_attempts: Vec::new(),
-        };
-        RunReport {
-            context,
-            namespace,
-            duration: Duration::ZERO,
-            checks: vec![entry],
-            error: Some(message),
-        }
-    }
-}
+use crate::outcome::{CheckResult, RunReport, Status};
 
 /// Kubernetes keeps at most 4096 bytes of a termination message.
 const TERMINATION_MESSAGE_MAX: usize = 4096;
@@ -249,6 +133,7 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Cause;
 
     #[test]
     fn escape_sequences_and_overrides_become_visible() {

@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use owo_colors::{OwoColorize, Style};
 
-use super::{CheckResult, Progress, RunReport, Status, human_duration, visible};
+use super::{Progress, human_duration, visible};
+use crate::outcome::{CheckResult, RunReport, Status};
 
 /// All colours in one place; plain unless switched on once.
 #[derive(Debug, Clone, Copy, Default)]
@@ -236,7 +237,7 @@ impl Progress for Terminal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{Cause, Layer};
+    use crate::outcome::{Cause, Layer};
 
     #[test]
     fn a_server_cannot_print_a_line_of_its_own() {

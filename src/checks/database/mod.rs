@@ -14,9 +14,10 @@ mod wire;
 
 use std::time::Instant;
 
-use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::check::Check;
 use crate::connect::Via;
 use crate::env::Env;
+use crate::outcome::{Cause, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
 use crate::suite::{Database, Suite};
 
 use session::{Session, Target};

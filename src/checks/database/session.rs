@@ -28,15 +28,16 @@ use tokio_postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::check::{Cause, Ctx, Failure, Metrics, Outcome};
-use crate::cluster::error_chain;
+use crate::check::Ctx;
 use crate::connect::Via;
 use crate::env::{Env, secret_value};
+use crate::outcome::{Cause, Failure, Metrics, Outcome};
 use crate::secret::SecretValue;
 use crate::suite::{CaSource, Database, SslMode};
+use crate::text::{error_chain, size};
 
 use super::tls::{self, Protection, TlsProblem};
-use super::wire::{AuthRequest, MAX_MESSAGE, MAX_SESSION, Size, Violation, Watch};
+use super::wire::{AuthRequest, MAX_MESSAGE, MAX_SESSION, Violation, Watch};
 
 /// How long TCP connect, TLS and login may take together. The runner's per-check timeout still
 /// bounds the whole probe; this one names the step that hung when it is the shorter.
@@ -1023,8 +1024,8 @@ fn protocol(t: &Target, v: &Violation) -> Failure {
             Cause::DbProtocol,
             format!(
                 "the server at {at} announced a {} message (type {tag}): smokecheck reads at most {} per message and stopped",
-                Size(u64::from(*len)),
-                Size(u64::from(MAX_MESSAGE))
+                size(u64::from(*len)),
+                size(u64::from(MAX_MESSAGE))
             ),
         )
         .hint(format!(
@@ -1041,7 +1042,7 @@ fn protocol(t: &Target, v: &Violation) -> Failure {
             Cause::DbProtocol,
             format!(
                 "the server at {at} sent over {} in one session: smokecheck stopped reading",
-                Size(MAX_SESSION)
+                size(MAX_SESSION)
             ),
         )
         .hint(format!(

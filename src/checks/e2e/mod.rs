@@ -14,14 +14,14 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::check::{
-    Cause, Check, Ctx, Failure, Family, Layer, Metrics, Outcome, Passed, Prerequisite,
-};
+use crate::check::{Check, Ctx, Family};
 use crate::checks::keys::{self, Key, Loaded};
 use crate::checks::litellm::classify::{self, ProxyError};
 use crate::checks::litellm::{any_guardrail, no_answer};
 use crate::env::Env;
-use crate::http::{Answer, HttpError, MAX_ANSWER, TooLarge, excerpt, header, size};
+use crate::http::{Answer, HttpError, MAX_ANSWER, TooLarge, excerpt, header};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::text::size;
 
 /// Short and deterministic: what the proxy answers does not matter, that it answers does.
 const PROMPT: &str = "Reply with the single word: ok";
@@ -320,8 +320,11 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         if read > MAX_ANSWER {
             return over(
                 &stream_of,
-                size(MAX_ANSWER),
-                format!("read {} in {events} events, then stopped", size(MAX_ANSWER)),
+                size(MAX_ANSWER as u64),
+                format!(
+                    "read {} in {events} events, then stopped",
+                    size(MAX_ANSWER as u64)
+                ),
             );
         }
         let parsed = match parser.feed(&piece) {
@@ -330,7 +333,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                 let (what, cap) = o.what();
                 return over(
                     &format!("{what} of {stream_of}"),
-                    size(cap),
+                    size(cap as u64),
                     format!("after {events} events; stopped there"),
                 );
             }
@@ -381,7 +384,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                     if content.len() + text.len() > MAX_CONTENT {
                         return over(
                             &format!("the content streamed from POST {url}"),
-                            size(MAX_CONTENT),
+                            size(MAX_CONTENT as u64),
                             format!(
                                 "after {deltas} deltas, asked for {MAX_TOKENS} tokens; stopped there"
                             ),

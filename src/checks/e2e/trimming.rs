@@ -11,13 +11,14 @@
 
 use serde_json::Value;
 
-use crate::check::{Cause, Check, Ctx, Family, Layer, Metrics, Outcome, Passed};
+use crate::check::{Check, Ctx, Family};
 use crate::checks::keys::{self, Key};
 use crate::checks::litellm::{no_answer, trimming_guardrail};
 use crate::checks::vllm::{coupling_failure, served_models};
 use crate::connect::VllmTarget;
 use crate::env::Env;
 use crate::http::{HttpError, excerpt};
+use crate::outcome::{Cause, Layer, Metrics, Outcome, Passed};
 use crate::suite::Guardrail;
 
 use super::{APPLIED_GUARDRAILS, chat_body, prepare, proxy_failure, usage_tokens};

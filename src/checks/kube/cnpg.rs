@@ -5,8 +5,9 @@
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-use crate::check::{Cause, Check, Layer, Metrics, Outcome, Passed};
+use crate::check::Check;
 use crate::cluster::Access;
+use crate::outcome::{Cause, Layer, Metrics, Outcome, Passed};
 use crate::suite::Database;
 
 use super::in_namespace;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
 
-use crate::check::{Cause, Check, Failure, Layer, Outcome, Passed};
+use crate::check::Check;
+use crate::outcome::{Cause, Failure, Layer, Outcome, Passed};
 use crate::proxy_config::ProxyConfig;
 use crate::suite::{Guardrail, Suite};
 

@@ -5,7 +5,8 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::check::{Cause, Check, Layer, Outcome, Passed};
+use crate::check::Check;
+use crate::outcome::{Cause, Layer, Outcome, Passed};
 
 use super::{excerpt, in_namespace};
 

@@ -10,8 +10,9 @@ mod services;
 
 use std::sync::Arc;
 
-use crate::check::{Check, Prerequisite};
+use crate::check::Check;
 use crate::checks::qualified;
+use crate::outcome::Prerequisite;
 use crate::secret::Redactor;
 use crate::suite::Suite;
 

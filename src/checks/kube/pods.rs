@@ -4,7 +4,8 @@
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed};
+use crate::check::Check;
+use crate::outcome::{Cause, Failure, Layer, Metrics, Outcome, Passed};
 use crate::suite::Pods;
 
 use super::{excerpt, in_namespace};

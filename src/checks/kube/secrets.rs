@@ -8,8 +8,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
-use crate::check::{Cause, Check, Failure, Layer, Outcome, Passed};
+use crate::check::Check;
 use crate::env::{Env, secret_value};
+use crate::outcome::{Cause, Failure, Layer, Outcome, Passed};
 use crate::secret::SecretValue;
 use crate::suite::Suite;
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::check::{Cause, Check, Layer, Metrics, Outcome, Passed};
+use crate::check::Check;
+use crate::outcome::{Cause, Layer, Metrics, Outcome, Passed};
 use crate::suite::{self, Suite};
 
 use super::{in_namespace, name};

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::check::{Cause, Failure, Outcome};
+use crate::outcome::{Cause, Failure, Outcome};
 use crate::secret::Redactor;
 
 /// How much of the message a summary quotes.

@@ -5,10 +5,11 @@ pub mod classify;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::check::Check;
 use crate::checks::keys::{self, Key};
 use crate::env::Env;
 use crate::http::{Answer, HttpError, excerpt, listed};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
 use crate::suite::Suite;
 
 /// The check the others run after: a proxy that is not alive fails once, here.
