@@ -8,7 +8,6 @@ pub mod answer;
 
 use std::any::Any;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -25,15 +24,9 @@ use self::answer::{
 };
 use crate::kube_auth::{self, KubeconfigFileError, PluginError};
 use crate::outcome::{Cause, Failure, Outcome};
+use crate::plan::KubeSelection;
 use crate::secret::{Redactor, SecretValue};
 use crate::text::{error_chain, size};
-
-/// Which cluster to talk to, as the user said it (kubectl's flags).
-#[derive(Debug, Clone, Default)]
-pub struct KubeSelection {
-    pub kubeconfig: Option<PathBuf>,
-    pub context: Option<String>,
-}
 
 /// Why no cluster could be reached at all; these end the run with exit code 2.
 #[derive(Debug, thiserror::Error)]

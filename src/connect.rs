@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::EndpointName;
 use crate::cluster::Cluster;
+use crate::plan::EndpointName;
 use crate::suite::Suite;
 
 /// Where an address came from, for the output.
@@ -553,7 +553,7 @@ mod tests {
     use crate::suite;
 
     fn suite() -> Suite {
-        suite::parse(crate::cli::BUILTIN_SUITE, "builtin").expect("suite")
+        suite::parse(crate::suite::BUILTIN_SUITE, "builtin").expect("suite")
     }
 
     #[test]

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use crate::cluster::Cluster;
 use crate::connect::Endpoints;
 use crate::http::Http;
+use crate::plan::Hook;
 use crate::proxy_config::ProxyConfig;
 use crate::secret::{Redactor, SecretValue};
 use crate::suite::Suite;
@@ -21,7 +22,7 @@ pub struct Env {
     /// The proxy config from its ConfigMap, or why it could not be read.
     pub proxy: Result<ProxyConfig, String>,
     /// Set when running as an Argo CD PostSync hook (its own Application is never waited on).
-    pub hook: Option<crate::cli::Hook>,
+    pub hook: Option<Hook>,
     /// The one HTTP client of the run (LiteLLM and vLLM probes).
     pub http: Http,
 }
@@ -35,7 +36,8 @@ impl Env {
         cluster: Cluster,
         redactor: Redactor,
         endpoints: Endpoints,
-        hook: Option<crate::cli::Hook>,
+        hook: Option<Hook>,
+        http: Http,
     ) -> Env {
         let cluster = cluster.with_redactor(redactor.clone());
         redactor.protect(public_names(&suite));
@@ -47,7 +49,7 @@ impl Env {
             endpoints,
             proxy,
             hook,
-            http: Http::new(),
+            http,
         };
         // Reading is registering (Cluster::get); a read that fails here is repeated by the
         // check that needs the Secret, and registers then.

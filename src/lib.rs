@@ -16,6 +16,7 @@ pub mod env;
 pub mod http;
 pub mod kube_auth;
 pub mod outcome;
+pub mod plan;
 pub mod proxy_config;
 pub mod rbac;
 pub mod report;
@@ -33,8 +34,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, Format, Output, VerifyArgs};
+use crate::cli::{Cli, Command, VerifyArgs};
 use crate::outcome::{Cause, RunReport};
+use crate::plan::{ConnectMode, Format, Output, Plan, TERMINATION_LOG};
 use crate::report::terminal::{self, Styles, Terminal};
 use crate::report::{Progress, Silent};
 use crate::runner::{RunOptions, Stop, Stopper};
@@ -109,7 +111,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         Some(path) if !path.is_empty() => Some(std::path::PathBuf::from(path)),
         _ => std::env::var_os("SMOKECHECK_ARGOCD_APP")
             .filter(|app| !app.is_empty())
-            .map(|_| std::path::PathBuf::from(cli::TERMINATION_LOG)),
+            .map(|_| std::path::PathBuf::from(TERMINATION_LOG)),
     };
     if let Some(path) = hook_log {
         let text = e.to_string();
@@ -268,7 +270,7 @@ fn plan_and_run(
 /// Connects, prepares the run, and runs the selected checks; every way out writes the reports.
 fn run_checks(
     runtime: &tokio::runtime::Runtime,
-    plan: &cli::Plan,
+    plan: &Plan,
     mut selected: Vec<check::Check>,
     families: Vec<check::Family>,
     namespace: String,
@@ -313,7 +315,7 @@ fn run_checks(
     // timeout is an idle one: a server trickling a byte a second would hold them forever).
     let prepared = runtime.block_on(async {
         tokio::select! {
-            env = tokio::time::timeout(plan.timeout, env::Env::prepare(suite, cluster, Redactor::default(), endpoints, plan.hook.clone())) => Some(env),
+            env = tokio::time::timeout(plan.timeout, env::Env::prepare(suite, cluster, Redactor::default(), endpoints, plan.hook.clone(), http::Http::new(&plan.proxies))) => Some(env),
             _ = stopper.token_cancelled() => None,
         }
     });
@@ -375,7 +377,7 @@ fn run_checks(
     // to the local port.
     let local_names = env.endpoints.local_names();
     if !local_names.is_empty() {
-        env.http = http::Http::resolving(&local_names);
+        env.http = http::Http::resolving(&plan.proxies, &local_names);
     }
     let forwards = env.endpoints.lifetime();
 
@@ -449,14 +451,14 @@ fn finish_run(output: &Output, report: &RunReport, terminal: &Terminal) -> ExitC
 /// port-forward`, or `auto` outside the cluster when its DNS names do not resolve here.
 async fn reach_endpoints(
     endpoints: &mut connect::Endpoints,
-    plan: &cli::Plan,
+    plan: &Plan,
     cluster: &cluster::Cluster,
 ) {
     let forward = match plan.connect {
-        cli::ConnectMode::Direct => false,
-        cli::ConnectMode::PortForward => true,
-        cli::ConnectMode::Auto => {
-            std::env::var_os("KUBERNETES_SERVICE_HOST").is_none()
+        ConnectMode::Direct => false,
+        ConnectMode::PortForward => true,
+        ConnectMode::Auto => {
+            !plan.in_cluster
                 && !endpoints
                     .cluster_dns_resolves(&plan.suite, plan.timeout.min(Duration::from_secs(2)))
                     .await
@@ -470,29 +472,14 @@ async fn reach_endpoints(
 }
 
 /// Exit 2: the filters select nothing (a typo in a hook's filter must not pass a sync).
-fn no_match(plan: &cli::Plan, namespace: String) -> ExitCode {
+fn no_match(plan: &Plan, namespace: String) -> ExitCode {
     let message = format!(
         "no check matches {}: `smokecheck verify --list` shows the names",
-        describe_selection(&plan.selection)
+        plan.selection.describe()
     );
     print_stderr(&format!("error: {message}\n"));
     let report = setup_failure(None, namespace, Cause::Setup, message);
     finish_setup_failure(&plan.output, &report)
-}
-
-fn describe_selection(sel: &runner::Selection) -> String {
-    let mut parts: Vec<String> = sel.filters.iter().map(|f| format!("{f:?}")).collect();
-    if parts.is_empty() {
-        parts.push("the suite".into());
-    }
-    let mut out = format!("the filter {}", parts.join(" or "));
-    if sel.exact {
-        out.push_str(" (--exact)");
-    }
-    if !sel.skip.is_empty() {
-        out.push_str(&format!(" with --skip {}", sel.skip.join(", ")));
-    }
-    out
 }
 
 /// Waits for the run's deadline or a termination signal, then stops the run.

@@ -17,37 +17,6 @@ use crate::outcome::{Cause, Failure, Layer, Outcome, Prerequisite};
 use crate::outcome::{CheckResult, Status};
 use crate::report::Progress;
 
-/// Which checks the user selected, with cargo test's semantics: a check runs when any filter
-/// is a substring of its name (equal to it with `exact`) and no skip pattern matches.
-#[derive(Debug, Clone, Default)]
-pub struct Selection {
-    pub filters: Vec<String>,
-    pub exact: bool,
-    pub skip: Vec<String>,
-}
-
-impl Selection {
-    fn arguments(&self, filter: Option<&String>) -> Arguments {
-        Arguments {
-            filter: filter.cloned(),
-            exact: self.exact,
-            skip: self.skip.clone(),
-            ..Arguments::default()
-        }
-    }
-
-    pub fn selects(&self, name: &str) -> bool {
-        // libtest-mimic's own matcher, so `--exact`/`--skip` mean exactly what they mean there.
-        let probe = Trial::test(name, || Ok(()));
-        if self.filters.is_empty() {
-            return !self.arguments(None).is_filtered_out(&probe);
-        }
-        self.filters
-            .iter()
-            .any(|f| !self.arguments(Some(f)).is_filtered_out(&probe))
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub timeout: Duration,
@@ -478,43 +447,6 @@ fn result_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sel(filters: &[&str], exact: bool, skip: &[&str]) -> Selection {
-        Selection {
-            filters: filters.iter().map(|s| s.to_string()).collect(),
-            exact,
-            skip: skip.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn filters_match_substrings_like_cargo_test() {
-        let s = sel(&["pods"], false, &[]);
-        assert!(s.selects("kubernetes::pods::litellm"));
-        assert!(!s.selects("kubernetes::services::litellm"));
-    }
-
-    #[test]
-    fn any_of_several_filters_selects() {
-        let s = sel(&["pods", "jobs"], false, &[]);
-        assert!(s.selects("kubernetes::jobs::litellm-migrations"));
-        assert!(s.selects("kubernetes::pods::database"));
-        assert!(!s.selects("kubernetes::secrets::litellm-secrets"));
-    }
-
-    #[test]
-    fn exact_needs_the_whole_name() {
-        let s = sel(&["kubernetes::pods::litellm"], true, &[]);
-        assert!(s.selects("kubernetes::pods::litellm"));
-        assert!(!s.selects("kubernetes::pods::litellm-extra"));
-    }
-
-    #[test]
-    fn skip_removes_matches() {
-        let s = sel(&[], false, &["secrets"]);
-        assert!(s.selects("kubernetes::pods::litellm"));
-        assert!(!s.selects("kubernetes::secrets::litellm-secrets"));
-    }
 
     #[test]
     fn a_timeout_after_a_real_failure_reports_the_real_failure() {

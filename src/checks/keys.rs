@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn runbook_commands_name_the_namespace_and_the_pods() {
-        let suite = crate::suite::parse(crate::cli::BUILTIN_SUITE, "builtin").expect("suite");
+        let suite = crate::suite::parse(crate::suite::BUILTIN_SUITE, "builtin").expect("suite");
         let hint = coupling_hint(&suite);
         assert!(
             hint.contains("CA_VLLM_LOCAL_API_KEY in litellm/litellm-secrets"),
