@@ -1,21 +1,28 @@
-//! Runs checks: libtest-mimic trials on one tokio runtime. "Eventually" lives here, not in the
-//! checks: the per-check timeout, the run's deadline, `--wait` retries with backoff, and the
-//! last observed state when time runs out. Every result is redacted before anyone sees it, and
-//! once more at the end with everything the run learnt (a Secret read by a later check).
+//! Runs checks: libtest-mimic trials on the caller's tokio runtime. "Eventually" lives here,
+//! not in the checks: the per-check timeout, the run's deadline, `--wait` retries with
+//! backoff, and the last observed state when time runs out. Every result is redacted before
+//! anyone sees it, and once more at the end with everything the run learnt (a Secret read by
+//! a later check). Each result is emitted as an event as soon as it is recorded.
+//!
+//! Architecture invariant: the runner knows checks, the result model and events; it imports no
+//! reporter and no check of its own.
+
+pub mod stop;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Trial};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::check::{Check, Ctx};
 use crate::env::Env;
-use crate::outcome::{Cause, Failure, Layer, Outcome, Prerequisite};
-use crate::outcome::{CheckResult, Status};
-use crate::report::Progress;
+use crate::events::{Event, Events};
+use crate::outcome::{Cause, CheckResult, Failure, Layer, Outcome, Prerequisite, Status};
+
+pub use self::stop::{Stop, Stopper};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -24,68 +31,48 @@ pub struct RunOptions {
     pub threads: Option<usize>,
 }
 
-/// Why the run stopped early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    Deadline(Duration),
-    Signal(&'static str),
-}
-
-impl Stop {
-    fn describe(self) -> (Cause, String) {
-        match self {
-            Stop::Deadline(d) => (
-                Cause::Deadline,
-                format!(
-                    "the run's deadline ({}) passed",
-                    humantime::format_duration(d)
-                ),
-            ),
-            Stop::Signal(sig) => (Cause::Interrupted, format!("interrupted by {sig}")),
-        }
-    }
-}
-
-/// Ends the run early on the deadline or a signal; checks that were running report
-/// where they were.
-#[derive(Clone, Default)]
-pub struct Stopper {
-    token: CancellationToken,
-    reason: Arc<OnceLock<Stop>>,
-}
-
-impl Stopper {
-    pub fn stop(&self, why: Stop) {
-        let _ = self.reason.set(why);
-        self.token.cancel();
-    }
-
-    /// Resolves once the run is stopped.
-    pub async fn token_cancelled(&self) {
-        self.token.cancelled().await
-    }
-
-    pub fn reason(&self) -> Option<Stop> {
-        self.reason.get().copied()
-    }
-}
-
 /// What a phase records per check: its result, and the prerequisites its failure showed do not
 /// hold (with the reason dependents report).
 type Recorded = BTreeMap<String, (CheckResult, Vec<(Prerequisite, String)>)>;
 
-/// Runs `checks` and returns their results in check order; `progress` sees each result as it
-/// is recorded. Platform checks run first, as their own phase; the others are then built from
-/// their outcomes: a check needing a prerequisite that failed is skipped with the reason.
-pub fn run(
-    runtime: &tokio::runtime::Runtime,
+/// Runs `checks` and returns their results in check order; each result is emitted to `events`
+/// as it is recorded. Platform checks run first, as their own phase; the others are then built
+/// from their outcomes: a check needing a prerequisite that failed is skipped with the reason.
+pub async fn run(
     env: Arc<Env>,
     checks: Vec<Check>,
     options: &RunOptions,
     stopper: &Stopper,
-    progress: Arc<dyn Progress>,
+    events: &mut dyn Events,
 ) -> Vec<CheckResult> {
-    progress.started(checks.len());
+    let (finished, mut recorded) = tokio::sync::mpsc::unbounded_channel();
+    let runtime = tokio::runtime::Handle::current();
+    let (options, stopper) = (options.clone(), stopper.clone());
+    // libtest-mimic blocks until its trials are done: off the async threads, each trial driving
+    // its check on this runtime.
+    let trials = tokio::task::spawn_blocking(move || {
+        run_phases(&runtime, env, checks, &options, &stopper, &finished)
+    });
+    // Ends when the trials are done (the last sender is dropped with them).
+    while let Some(result) = recorded.recv().await {
+        events.event(&Event::CheckFinished(result));
+    }
+    match trials.await {
+        Ok(results) => results,
+        // A bug in the runner itself: the caller's panic handling reports it.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// [`run`]'s blocking part: every phase, one after another, as libtest-mimic runs.
+fn run_phases(
+    runtime: &tokio::runtime::Handle,
+    env: Arc<Env>,
+    checks: Vec<Check>,
+    options: &RunOptions,
+    stopper: &Stopper,
+    finished: &UnboundedSender<CheckResult>,
+) -> Vec<CheckResult> {
     let order: Vec<(String, Layer)> = checks.iter().map(|c| (c.name.clone(), c.layer)).collect();
     // A check's name is the report's own text, never a secret's.
     env.redactor
@@ -98,7 +85,7 @@ pub fn run(
     let mut unmet: BTreeMap<Prerequisite, String> = BTreeMap::new();
     for checks in phases {
         let done = phase(
-            runtime, &env, checks, options, wait_until, stopper, &progress, &unmet,
+            runtime, &env, checks, options, wait_until, stopper, finished, &unmet,
         );
         for (name, (result, broken)) in &done {
             for (prerequisite, why) in broken {
@@ -143,7 +130,7 @@ pub fn run(
                     Vec::new(),
                     Outcome::Failed(f),
                 );
-                progress.finished(&r);
+                let _ = finished.send(r.clone());
                 r
             }
         })
@@ -218,13 +205,13 @@ fn phases(checks: Vec<Check>) -> Vec<Vec<Check>> {
 /// are recorded as skipped without running.
 #[allow(clippy::too_many_arguments)]
 fn phase(
-    runtime: &tokio::runtime::Runtime,
+    runtime: &tokio::runtime::Handle,
     env: &Arc<Env>,
     checks: Vec<Check>,
     options: &RunOptions,
     wait_until: Option<Instant>,
     stopper: &Stopper,
-    progress: &Arc<dyn Progress>,
+    finished: &UnboundedSender<CheckResult>,
     unmet: &BTreeMap<Prerequisite, String>,
 ) -> Recorded {
     let recorded: Arc<Mutex<Recorded>> = Arc::default();
@@ -235,20 +222,20 @@ fn phase(
                 env,
                 CheckResult::skipped(&check.name, check.layer, format!("skipped: {reason}")),
             );
-            progress.finished(&r);
+            let _ = finished.send(r.clone());
             if let Ok(mut map) = recorded.lock() {
                 map.insert(r.name.clone(), (r, Vec::new()));
             }
             continue;
         }
         let (env, options, stopper) = (Arc::clone(env), options.clone(), stopper.clone());
-        let handle = runtime.handle().clone();
-        let (progress, recorded) = (Arc::clone(progress), Arc::clone(&recorded));
+        let handle = runtime.clone();
+        let (finished, recorded) = (finished.clone(), Arc::clone(&recorded));
         trials.push(Trial::test(check.name.clone(), move || {
             let (result, broken) =
                 handle.block_on(execute(&check, env.clone(), &options, wait_until, &stopper));
             let result = redact(&env, result);
-            progress.finished(&result);
+            let _ = finished.send(result.clone());
             if let Ok(mut map) = recorded.lock() {
                 map.insert(result.name.clone(), (result, broken));
             }
@@ -305,7 +292,7 @@ async fn execute(
         } else {
             tokio::select! {
                 biased;
-                _ = stopper.token.cancelled() => stopped(stopper.reason().unwrap_or(Stop::Signal("a signal")), &ctx, true),
+                _ = stopper.cancelled() => stopped(stopper.reason().unwrap_or(Stop::Signal("a signal")), &ctx, true),
                 r = tokio::time::timeout(options.timeout, (check.probe)(Arc::clone(&env), ctx.clone())) => match r {
                     Ok(o) => o,
                     Err(_) => timed_out(options.timeout, &ctx),
@@ -335,7 +322,7 @@ async fn execute(
             break;
         }
         tokio::select! {
-            _ = stopper.token.cancelled() => break,
+            _ = stopper.cancelled() => break,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
