@@ -1,6 +1,6 @@
 //! What a check is and what it returns.
 //!
-//! A check is a named, async probe. It never prints: it returns a typed [`Outcome`], and the
+//! A check is a named, async probe. It never prints: it returns a typed [`ProbeResult`], and the
 //! runner turns outcomes into [`crate::outcome::CheckResult`]s that every reporter renders.
 //! Later layers (database, LiteLLM, vLLM, end to end) add checks; nothing here changes for
 //! them.
@@ -12,9 +12,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::env::Env;
-use crate::outcome::{Layer, Outcome, Prerequisite};
+use crate::outcome::{Layer, Prerequisite, ProbeResult};
 
-pub type Probe = Arc<dyn Fn(Arc<Env>, Ctx) -> BoxFuture<'static, Outcome> + Send + Sync>;
+pub type Probe = Arc<dyn Fn(Arc<Env>, Ctx) -> BoxFuture<'static, ProbeResult> + Send + Sync>;
 
 /// A named check, built from the suite alone (no network), so `--list` and filters need no
 /// cluster.
@@ -29,7 +29,7 @@ impl Check {
     pub fn new<F, Fut>(name: impl Into<String>, layer: Layer, probe: F) -> Check
     where
         F: Fn(Arc<Env>, Ctx) -> Fut + Send + Sync + 'static,
-        Fut: std::future::Future<Output = Outcome> + Send + 'static,
+        Fut: std::future::Future<Output = ProbeResult> + Send + 'static,
     {
         Check {
             name: name.into(),

@@ -23,7 +23,7 @@ use self::answer::{
     CapLayer, LIST_PAGE, LOG_LIMIT, MAX_LIST, MAX_LIST_PAGES, Unreadable, unreadable,
 };
 use crate::kube_auth::{self, KubeconfigFileError, PluginError};
-use crate::outcome::{Cause, Failure, Outcome};
+use crate::outcome::{Cause, Failure};
 use crate::plan::KubeSelection;
 use crate::secret::{Redactor, SecretValue};
 use crate::text::{error_chain, size};
@@ -298,7 +298,7 @@ impl Access<'_> {
                     ("get", Some(name)) => format!(", resourceNames: [\"{name}\"]"),
                     _ => String::new(),
                 };
-                Outcome::fail(Cause::Forbidden, format!("forbidden: cannot {}", self.what()))
+                Failure::new(Cause::Forbidden, format!("forbidden: cannot {}", self.what()))
                     .details(status.message.clone())
                     .hint({
                         let rule = format!(
@@ -312,7 +312,7 @@ impl Access<'_> {
                         }
                     })
             }
-            kube::Error::Api(status) if status.code == 401 => Outcome::fail(
+            kube::Error::Api(status) if status.code == 401 => Failure::new(
                 Cause::Unauthorized,
                 format!(
                     "unauthorized: the API server rejected our credentials to {}",
@@ -321,7 +321,7 @@ impl Access<'_> {
             )
             .details(status.message.clone())
             .hint("refresh the kube credentials (token expired?) and rerun"),
-            kube::Error::Api(status) => Outcome::fail(
+            kube::Error::Api(status) => Failure::new(
                 Cause::ApiError,
                 format!(
                     "cannot {}: HTTP {} {}",
@@ -335,14 +335,14 @@ impl Access<'_> {
                 ),
             )
             .details(status.message.clone()),
-            kube::Error::Auth(e) => Outcome::fail(
+            kube::Error::Auth(e) => Failure::new(
                 Cause::Unauthorized,
                 format!("cannot {}: obtaining credentials failed", self.what()),
             )
             .details(kube_auth::describe_auth_error(&e))
             .hint("run the kubeconfig's credential plugin by hand to see why it fails"),
             // It answered: with something that is not the API's JSON.
-            e @ (kube::Error::SerdeError(_) | kube::Error::FromUtf8(_)) => Outcome::fail(
+            e @ (kube::Error::SerdeError(_) | kube::Error::FromUtf8(_)) => Failure::new(
                 Cause::BadResponse,
                 format!(
                     "cannot {}: the API server's answer is not the API's JSON",
@@ -350,7 +350,7 @@ impl Access<'_> {
                 ),
             )
             .details(error_chain(&e)),
-            other => Outcome::fail(
+            other => Failure::new(
                 Cause::ApiUnreachable,
                 format!("cannot {}: the API server did not answer", self.what()),
             )
@@ -360,14 +360,14 @@ impl Access<'_> {
 
     /// A LIST whose pages together are more than the run holds.
     fn over_budget(&self, why: String) -> Failure {
-        Outcome::fail(Cause::BodyTooLarge, format!("cannot {}: {why}", self.what())).hint(
+        Failure::new(Cause::BodyTooLarge, format!("cannot {}: {why}", self.what())).hint(
             "the selector matches far more objects than a LiteLLM deployment has: check the suite's selector",
         )
     }
 
     /// An answer refused unread or cut at its cap.
     fn unreadable(&self, u: &Unreadable) -> Failure {
-        let f = Outcome::fail(u.cause(), format!("cannot {}: {u}", self.what()));
+        let f = Failure::new(u.cause(), format!("cannot {}: {u}", self.what()));
         match u {
             Unreadable::TooLarge { .. } => f.hint(
                 "an honest API server never answers this much: look for a proxy or gateway in front of it, or a runaway object",
@@ -383,7 +383,7 @@ impl Access<'_> {
         if let Some(u) = unreadable(err) {
             return self.unreadable(u);
         }
-        Outcome::fail(
+        Failure::new(
             Cause::ApiUnreachable,
             format!(
                 "cannot {}: the API server did not finish its answer",

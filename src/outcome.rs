@@ -1,4 +1,4 @@
-//! The result model: what a probe finds ([`Outcome`]), what a check ends with
+//! The result model: what a probe finds ([`ProbeResult`]), what a check ends with
 //! ([`CheckResult`]) and what a run ends with ([`RunReport`]), with the stable codes scripts
 //! match on ([`Cause`], [`Layer`]). Checks produce it, the runner collects it, reporters read it.
 //!
@@ -254,34 +254,31 @@ impl Metrics {
     }
 }
 
-/// The result of one attempt of a check.
+/// What one attempt of a probe found: a [`Verdict`], or the [`Failure`] it saw. Probes build
+/// it with `?`: every step that can fail returns its failure early.
+pub type ProbeResult = Result<Verdict, Failure>;
+
+/// A probe that did not fail: it passed, or found nothing to judge.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Verdict {
     Passed(Passed),
-    Failed(Failure),
     /// Nothing to judge, with the reason (a prerequisite another check reports on failed).
     Skipped(String),
 }
 
-impl Outcome {
-    pub fn pass(summary: impl Into<String>) -> Outcome {
-        Outcome::Passed(Passed::new(summary))
+impl Verdict {
+    pub fn pass(summary: impl Into<String>) -> Verdict {
+        Verdict::Passed(Passed::new(summary))
     }
 
-    pub fn fail(cause: Cause, summary: impl Into<String>) -> Failure {
-        Failure::new(cause, summary)
-    }
-}
-
-impl From<Failure> for Outcome {
-    fn from(f: Failure) -> Outcome {
-        Outcome::Failed(f)
+    pub fn skip(reason: impl Into<String>) -> Verdict {
+        Verdict::Skipped(reason.into())
     }
 }
 
-impl From<Passed> for Outcome {
-    fn from(p: Passed) -> Outcome {
-        Outcome::Passed(p)
+impl From<Passed> for Verdict {
+    fn from(p: Passed) -> Verdict {
+        Verdict::Passed(p)
     }
 }
 

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::env::{Env, secret_value};
-use crate::outcome::{Cause, Failure, Outcome};
+use crate::outcome::{Cause, Failure};
 use crate::secret::SecretValue;
 
 /// The runbook for a broken key coupling (LiteLLM's copy of vLLM's key differs from vLLM's),
@@ -72,19 +72,19 @@ pub async fn load(env: &Env, which: Key) -> Result<Loaded, Failure> {
     );
     let found = env.cluster.get::<Secret>(ns, secret).await?;
     let Some(found) = found else {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::NotFound,
             format!("cannot read the {label}: secret {ns}/{secret} not found"),
         )
         .hint(format!("see {see}")));
     };
     match secret_value(&found, key) {
-        None => Err(Outcome::fail(
+        None => Err(Failure::new(
             Cause::MissingKey,
             format!("cannot read the {label}: secret {ns}/{secret} has no key {key}"),
         )
         .hint(format!("see {see}"))),
-        Some(v) if v.is_empty() => Err(Outcome::fail(
+        Some(v) if v.is_empty() => Err(Failure::new(
             Cause::EmptyKey,
             format!("cannot use the {label}: it is empty"),
         )

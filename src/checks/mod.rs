@@ -10,7 +10,7 @@ pub mod platform;
 pub mod vllm;
 
 use crate::check::Catalog;
-use crate::outcome::{Cause, Outcome};
+use crate::outcome::{Cause, Failure};
 use crate::suite::Suite;
 
 /// Every check the suite describes, in report order.
@@ -35,8 +35,7 @@ pub fn qualified(suite: &Suite, namespace: &str, name: &str) -> String {
 }
 
 /// The failure for an answer over its cap: a cause of its own, never a misread answer.
-pub(crate) fn too_large(t: &crate::http::TooLarge) -> Outcome {
-    Outcome::fail(Cause::BodyTooLarge, t.to_string())
+pub(crate) fn too_large(t: &crate::http::TooLarge) -> Failure {
+    Failure::new(Cause::BodyTooLarge, t.to_string())
         .hint("no honest answer to this request is that large: something between smokecheck and the server (an ingress or proxy error page, a port that is not the API's) or the server itself sends without end; request the URL by hand to see what answers")
-        .into()
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::check::Check;
 use crate::cluster::Access;
 use crate::env::{Env, suite_namespaces};
-use crate::outcome::{Cause, Failure, Layer, Outcome, Passed, Prerequisite};
+use crate::outcome::{Cause, Failure, Layer, Passed, Prerequisite, ProbeResult, Verdict};
 use crate::suite::{ArgoApp, Suite, Workload};
 
 /// A custom resource the suite relies on: (group, version, plural, who installs it).
@@ -121,21 +121,20 @@ fn namespaces(suite: &Suite) -> Check {
                         ),
                     )),
                     Err(e) => {
-                        return Access {
+                        return Err(Access {
                             verb: "get",
                             resource: "namespaces",
                             group: "",
                             namespace: "",
                             name: Some(ns),
                         }
-                        .failure(e)
-                        .into();
+                        .failure(e));
                     }
                 };
                 if let Some((cause, summary, hint)) = problem {
                     failure = Some(
                         match failure {
-                            None => Outcome::fail(cause, summary.clone()).hint(hint),
+                            None => Failure::new(cause, summary.clone()).hint(hint),
                             Some(mut f) => {
                                 f.summary = format!("{}; {summary}", f.summary);
                                 f
@@ -146,8 +145,11 @@ fn namespaces(suite: &Suite) -> Check {
                 }
             }
             match failure {
-                Some(f) => f.into(),
-                None => Outcome::pass(format!("{} exist and are Active", wanted.join(", "))),
+                Some(f) => Err(f),
+                None => Ok(Verdict::pass(format!(
+                    "{} exist and are Active",
+                    wanted.join(", ")
+                ))),
             }
         }
     })
@@ -186,34 +188,31 @@ fn crds(suite: &Suite) -> Check {
                         // An answer cut at its cap is that, whichever request it was.
                         let cause = crate::cluster::answer::unreadable(&e)
                             .map_or(Cause::ApiError, |u| u.cause());
-                        return Outcome::fail(cause, format!("API discovery of {gv} failed"))
-                            .details(crate::text::error_chain(&e))
-                            .into();
+                        return Err(Failure::new(cause, format!("API discovery of {gv} failed"))
+                            .details(crate::text::error_chain(&e)));
                     }
                 }
             }
             let names: Vec<String> = wanted.iter().map(|c| c.name()).collect();
             if missing.is_empty() {
-                return Outcome::pass(format!("served: {}", names.join(", ")));
+                return Ok(Verdict::pass(format!("served: {}", names.join(", "))));
             }
-            let mut f = Outcome::fail(
+            let mut f = Failure::new(
                 Cause::CrdMissing,
                 format!(
                     "not served by the API server: {}",
-                    missing.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
-                ),
+                    missing.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")),
             )
             .hint(format!(
                 "install {} (their Argo CD Applications sync before LiteLLM's); kubectl api-resources shows what is served",
-                missing.iter().map(|c| c.installer).collect::<Vec<_>>().join(" and ")
-            ));
+                missing.iter().map(|c| c.installer).collect::<Vec<_>>().join(" and ")));
             for crd in missing {
                 f = f.unmet(
                     Prerequisite::Crd(crd.name()),
                     format!("CRD {} is not served", crd.name()),
                 );
             }
-            f.into()
+            Err(f)
         }
     })
 }
@@ -227,31 +226,29 @@ fn operator(name: &'static str, what: &'static str, w: &Workload) -> Check {
                 "getting deployment {}/{}",
                 w.namespace, w.deployment
             ));
-            let d = match env
+            let found = match env
                 .cluster
                 .get::<Deployment>(&w.namespace, &w.deployment)
                 .await
             {
-                Ok(Some(d)) => d,
-                Ok(None) => {
-                    return Outcome::fail(
-                        Cause::OperatorUnavailable,
-                        format!("{what}: deployment {}/{} not found", w.namespace, w.deployment),
-                    )
-                    .hint(format!(
-                        "install {what}, or point the suite's platform section at where it runs (kubectl get deploy -A | grep -i {})",
-                        w.deployment
-                    ))
-                    .into();
-                }
                 // The hook's Role need not reach the operators' namespaces: say so, don't fail.
                 Err(f) if f.cause == Cause::Forbidden => {
-                    return Outcome::Skipped(format!(
+                    return Ok(Verdict::skip(format!(
                         "cannot read {what} ({}): {}",
                         f.summary, "smokecheck's RBAC does not reach that namespace"
-                    ));
+                    )));
                 }
-                Err(f) => return f.into(),
+                other => other?,
+            };
+            let Some(d) = found else {
+                return Err(Failure::new(
+                    Cause::OperatorUnavailable,
+                    format!("{what}: deployment {}/{} not found", w.namespace, w.deployment),
+                )
+                .hint(format!(
+                    "install {what}, or point the suite's platform section at where it runs (kubectl get deploy -A | grep -i {})",
+                    w.deployment
+                )));
             };
             let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let ready = d
@@ -261,7 +258,7 @@ fn operator(name: &'static str, what: &'static str, w: &Workload) -> Check {
                 .unwrap_or(0);
             // Available=True alone is not enough: a Deployment scaled to zero reports it.
             if ready >= 1 {
-                return Passed::new(format!("{ready}/{wanted} replicas ready")).into();
+                return Ok(Passed::new(format!("{ready}/{wanted} replicas ready")).into());
             }
             let summary = if wanted == 0 {
                 format!(
@@ -274,13 +271,13 @@ fn operator(name: &'static str, what: &'static str, w: &Workload) -> Check {
                     w.namespace, w.deployment
                 )
             };
-            Outcome::fail(Cause::OperatorUnavailable, summary)
+            Err(Failure::new(Cause::OperatorUnavailable, summary)
                 .details(conditions(&d))
                 .hint(format!(
                     "nothing reconciles its resources until it runs: kubectl -n {0} scale deploy/{1} --replicas=1, or kubectl -n {0} describe deploy/{1}",
                     w.namespace, w.deployment
                 ))
-                .into()
+                )
         }
     })
 }
@@ -314,10 +311,10 @@ fn argocd_app(app: &ArgoApp) -> Check {
                 .as_ref()
                 .is_some_and(|h| h.app_namespace == app.namespace && h.app_name == app.application)
             {
-                return Outcome::Skipped(format!(
+                return Ok(Verdict::skip(format!(
                     "running inside this Application's sync (PostSync hook of {}/{}): never waited on",
                     app.namespace, app.application
-                ));
+                )));
             }
             ctx.observe(format!("getting application {}/{}", app.namespace, app.application));
             application(&env, &app).await
@@ -326,7 +323,7 @@ fn argocd_app(app: &ArgoApp) -> Check {
     .requires(argo_crd())
 }
 
-async fn application(env: &Env, app: &ArgoApp) -> Outcome {
+async fn application(env: &Env, app: &ArgoApp) -> ProbeResult {
     let gvk = GroupVersionKind::gvk(ARGO.group, ARGO.version, "Application");
     let ar = ApiResource::from_gvk_with_plural(&gvk, ARGO.plural);
     let api: Api<DynamicObject> =
@@ -334,12 +331,11 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
     let obj = match api.get_opt(&app.application).await {
         Ok(Some(o)) => o,
         Ok(None) => {
-            return Outcome::fail(
+            return Err(Failure::new(
                 Cause::NotFound,
                 format!("Argo CD Application {}/{} not found", app.namespace, app.application),
             )
-            .hint("set platform.argocd in the suite to the Application that deploys LiteLLM, or null without Argo CD")
-            .into();
+            .hint("set platform.argocd in the suite to the Application that deploys LiteLLM, or null without Argo CD"));
         }
         Err(e) => {
             let f = Access {
@@ -351,12 +347,12 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
             }
             .failure(e);
             if f.cause == Cause::Forbidden {
-                return Outcome::Skipped(format!(
+                return Ok(Verdict::skip(format!(
                     "cannot read the Application ({}): smokecheck's RBAC does not reach namespace {}",
                     f.summary, app.namespace
-                ));
+                )));
             }
-            return f.into();
+            return Err(f);
         }
     };
     let status = obj.data.get("status").cloned().unwrap_or(Value::Null);
@@ -379,14 +375,14 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
     );
     if phase == Some("Running") {
         let message = at("/operationState/message");
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::AppSyncing,
             format!("Application {name} is syncing (operation Running: {message})"),
         )
         .hint(format!(
             "wait for the sync to finish (rerun with --wait), or, for the PostSync hook, set SMOKECHECK_ARGOCD_APP={name} so the hook never waits on its own sync; {hint_app}"
         ))
-        .into();
+        );
     }
     if sync != "Synced" {
         let drifted: Vec<String> = status
@@ -405,7 +401,7 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
                 format!("{} {ns}{}", g("kind"), g("name"))
             })
             .collect();
-        let mut f = Outcome::fail(
+        let mut f = Failure::new(
             Cause::AppOutOfSync,
             format!(
                 "Application {name} is {sync}{}",
@@ -420,16 +416,17 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
         if !drifted.is_empty() {
             f = f.details(drifted.join("\n"));
         }
-        return f.into();
+        return Err(f);
     }
     if health != "Healthy" {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::AppUnhealthy,
             format!("Application {name} is Synced but {health}"),
         )
         .details(at("/health/message"))
-        .hint(format!("{hint_app} shows which resource is not healthy"))
-        .into();
+        .hint(format!("{hint_app} shows which resource is not healthy")));
     }
-    Outcome::pass(format!("Application {name} is Synced and Healthy"))
+    Ok(Verdict::pass(format!(
+        "Application {name} is Synced and Healthy"
+    )))
 }

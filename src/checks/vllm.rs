@@ -11,7 +11,7 @@ use crate::checks::keys::{self, Key, Loaded};
 use crate::connect::VllmTarget;
 use crate::env::Env;
 use crate::http::{Answer, HttpError, TooLarge, excerpt, listed};
-use crate::outcome::{Cause, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
 use crate::proxy_config::Alias;
 use crate::suite::Suite;
 
@@ -35,10 +35,7 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
                 format!("vllm::health{suffix}"),
                 Layer::Vllm,
                 move |env, ctx| async move {
-                    let b = match Backend::of(&env, i) {
-                        Ok(b) => b,
-                        Err(f) => return f,
-                    };
+                    let b = Backend::of(&env, i)?;
                     let url = format!("{}/health", b.root());
                     ctx.observe(format!("waiting for GET {url}"));
                     health(&env, &b, &url).await
@@ -51,15 +48,9 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
                 format!("vllm::models{suffix}"),
                 Layer::Vllm,
                 move |env, ctx| async move {
-                    let b = match Backend::of(&env, i) {
-                        Ok(b) => b,
-                        Err(f) => return f,
-                    };
+                    let b = Backend::of(&env, i)?;
                     ctx.observe("reading the key LiteLLM sends to vLLM");
-                    let key = match keys::load(&env, Key::Vllm).await {
-                        Ok(k) => k,
-                        Err(f) => return f.into(),
-                    };
+                    let key = keys::load(&env, Key::Vllm).await?;
                     ctx.observe(format!("waiting for GET {}/models", b.target.endpoint.base));
                     models(&env, &b, &key).await
                 },
@@ -99,7 +90,7 @@ pub(crate) struct Backend {
 impl Backend {
     /// The suite's `vllm[i]`, reached where the first alias that names it says (or at its
     /// in-cluster address when no alias does).
-    fn of(env: &Env, i: usize) -> Result<Backend, Outcome> {
+    fn of(env: &Env, i: usize) -> Result<Backend, Failure> {
         let v = &env.suite.vllm[i];
         let aliases: Vec<Alias> = match &env.proxy {
             Ok(c) => c
@@ -134,7 +125,7 @@ impl Backend {
         let target = env
             .endpoints
             .vllm(&api_base)
-            .map_err(|why| Outcome::from(Outcome::fail(Cause::ConfigInvalid, why)))?;
+            .map_err(|why| Failure::new(Cause::ConfigInvalid, why))?;
         Ok(Backend { target, aliases })
     }
 
@@ -160,8 +151,8 @@ pub(crate) fn root_of(base: &str) -> String {
 }
 
 /// vLLM gave no HTTP answer.
-pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Outcome {
-    Outcome::fail(
+pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Failure {
+    Failure::new(
         Cause::Unreachable,
         format!(
             "cannot reach vLLM {}/{} at {url}: {why}",
@@ -172,23 +163,23 @@ pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Out
     .hint(
         "are vLLM's pods ready and does its Service select them (kubernetes::services)? From outside the cluster smokecheck port-forwards by default (--connect auto); --endpoint vllm:<ns>/<svc>=URL names an address yourself",
     )
-    .into()
 }
 
-async fn health(env: &Env, b: &Backend, url: &str) -> Outcome {
+async fn health(env: &Env, b: &Backend, url: &str) -> ProbeResult {
     let a = match env.http.get(url, None).await {
-        Err(HttpError::NoAnswer(t)) => return vllm_unreachable(&b.target, url, &t.0),
-        Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+        Err(HttpError::NoAnswer(t)) => return Err(vllm_unreachable(&b.target, url, &t.0)),
+        Err(HttpError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
         Ok(a) => a,
     };
     if a.status != 200 {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::HttpStatus,
             format!("vLLM {} /health answered {}", b.name(), a.status),
         )
         .details(excerpt(&env.redactor, &a.text))
-        .hint("vLLM's engine is not serving (loading, out of memory, crashed): read its pod's log")
-        .into();
+        .hint(
+            "vLLM's engine is not serving (loading, out of memory, crashed): read its pod's log",
+        ));
     }
     let mut p = Passed {
         summary: format!("vLLM {} is healthy ({url})", b.name()),
@@ -198,7 +189,7 @@ async fn health(env: &Env, b: &Backend, url: &str) -> Outcome {
     if let Some(n) = b.unused_note() {
         p = p.note(n);
     }
-    p.into()
+    Ok(p.into())
 }
 
 /// A served model and its context window.
@@ -304,8 +295,8 @@ pub(crate) fn coupling_failure(
     target: &VllmTarget,
     key: &Loaded,
     a: &Answer,
-) -> Outcome {
-    Outcome::fail(
+) -> Failure {
+    Failure::new(
         Cause::UpstreamAuth,
         format!(
             "vLLM {}/{} rejects the key LiteLLM sends (401): {}",
@@ -317,36 +308,33 @@ pub(crate) fn coupling_failure(
         excerpt(&env.redactor, &a.text)
     ))
     .hint(crate::checks::keys::coupling_hint(&env.suite))
-    .into()
 }
 
-async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
+async fn models(env: &Env, b: &Backend, key: &Loaded) -> ProbeResult {
     let url = format!("{}/models", b.target.endpoint.base);
     let (served, a) = match served_models(env, &b.target, key).await {
         Ok(r) => r,
-        Err(ModelsError::Unreachable(why)) => return vllm_unreachable(&b.target, &url, &why),
-        Err(ModelsError::TooLarge(t)) => return crate::checks::too_large(&t),
+        Err(ModelsError::Unreachable(why)) => return Err(vllm_unreachable(&b.target, &url, &why)),
+        Err(ModelsError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
         Err(ModelsError::BadWindow(why)) => {
-            return Outcome::fail(
+            return Err(Failure::new(
                 Cause::BadResponse,
                 format!("vLLM {} GET /v1/models: {why}", b.name()),
             )
-            .hint("vLLM reports the --max-model-len it serves with: an answer without a sane one is not vLLM's (something else answers at this address?)")
-            .into();
+            .hint("vLLM reports the --max-model-len it serves with: an answer without a sane one is not vLLM's (something else answers at this address?)"));
         }
-        Err(ModelsError::Unauthorized(a)) => return coupling_failure(env, &b.target, key, &a),
+        Err(ModelsError::Unauthorized(a)) => return Err(coupling_failure(env, &b.target, key, &a)),
         Err(ModelsError::Other(a)) => {
             let cause = if a.status == 200 {
                 Cause::BadResponse
             } else {
                 Cause::HttpStatus
             };
-            return Outcome::fail(
+            return Err(Failure::new(
                 cause,
                 format!("vLLM {} GET /v1/models answered {}", b.name(), a.status),
             )
-            .details(excerpt(&env.redactor, &a.text))
-            .into();
+            .details(excerpt(&env.redactor, &a.text)));
         }
     };
     let ids: Vec<&str> = served.iter().map(|s| s.id.as_str()).collect();
@@ -357,17 +345,15 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
         .map(|a| format!("{} (alias {})", a.served_model(), a.name))
         .collect();
     if !missing.is_empty() {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::ModelNotServed,
             format!(
                 "vLLM {} does not serve {}",
                 b.name(),
-                missing.join(", ")
-            ),
+                missing.join(", ")),
         )
         .details(format!("it serves: {}", listed(&env.redactor, &ids)))
-        .hint("the alias's litellm_params.model must be openai/<the model vLLM serves> (its --served-model-name); vLLM loads one model per server")
-        .into();
+        .hint("the alias's litellm_params.model must be openai/<the model vLLM serves> (its --served-model-name); vLLM loads one model per server"));
     }
     let described: Vec<String> = served
         .iter()
@@ -405,33 +391,28 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
     if let Some(n) = b.unused_note() {
         p = p.note(n);
     }
-    p.into()
+    Ok(p.into())
 }
 
-async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> Outcome {
+async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> ProbeResult {
     let target = match env.endpoints.vllm(api_base) {
         Ok(t) => t,
         Err(why) => {
-            return Outcome::fail(
+            return Err(Failure::new(
                 Cause::ApiBaseOutsideSuite,
                 format!("alias {alias}: {why}"),
             )
-            .hint("fix api_base in the proxy config (ConfigMap), or add that vLLM service to the suite's vllm list")
-            .into();
+            .hint("fix api_base in the proxy config (ConfigMap), or add that vLLM service to the suite's vllm list"));
         }
     };
     let (ns, svc) = (&target.namespace, &target.service);
-    let service = match env.cluster.get::<Service>(ns, svc).await {
-        Ok(s) => s,
-        Err(f) => return f.into(),
-    };
+    let service = env.cluster.get::<Service>(ns, svc).await?;
     let Some(service) = service else {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::NotFound,
             format!("alias {alias}: api_base {api_base} points at service {ns}/{svc}, which does not exist"),
         )
-        .hint("a typo in the proxy config's api_base, or vLLM is not deployed there: every request to the alias fails with a connection error")
-        .into();
+        .hint("a typo in the proxy config's api_base, or vLLM is not deployed there: every request to the alias fails with a connection error"));
     };
     let port = api_base
         .parse::<http::Uri>()
@@ -451,21 +432,19 @@ async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> Outcome {
         .map(|p| p.iter().map(|p| p.port).collect())
         .unwrap_or_default();
     if !ports.is_empty() && !ports.contains(&i32::from(port)) {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::ServicePort,
             format!(
                 "alias {alias}: api_base {api_base} uses port {port}, but service {ns}/{svc} exposes {}",
-                ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-            ),
+                ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")),
         )
-        .hint("put the Service's port in api_base (the port, not the pod's targetPort)")
-        .into();
+        .hint("put the Service's port in api_base (the port, not the pod's targetPort)"));
     }
-    Passed::new(format!(
+    Ok(Passed::new(format!(
         "api_base {api_base} is service {ns}/{svc} port {port} (reached at {} via {})",
         target.endpoint.base, target.endpoint.via
     ))
-    .into()
+    .into())
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use crate::check::{Check, Ctx};
 use crate::env::Env;
 use crate::events::{Event, Events};
-use crate::outcome::{Cause, CheckResult, Failure, Layer, Outcome, Prerequisite, Status};
+use crate::outcome::{
+    Cause, CheckResult, Failure, Layer, Prerequisite, ProbeResult, Status, Verdict,
+};
 
 pub use self::stop::{Stop, Stopper};
 
@@ -118,18 +120,11 @@ fn run_phases(
             Some((result, _)) => result,
             None => {
                 // A check that panicked recorded nothing; libtest-mimic caught the panic.
-                let f = Outcome::fail(
+                let f = Failure::new(
                     Cause::Panicked,
                     "the check panicked: this is a smokecheck bug, please report it",
                 );
-                let r = result_of(
-                    &name,
-                    layer,
-                    Duration::ZERO,
-                    1,
-                    Vec::new(),
-                    Outcome::Failed(f),
-                );
+                let r = result_of(&name, layer, Duration::ZERO, 1, Vec::new(), Err(f));
                 let _ = finished.send(r.clone());
                 r
             }
@@ -146,8 +141,15 @@ pub fn not_run(checks: &[Check], stop: Stop) -> Vec<CheckResult> {
     checks
         .iter()
         .map(|c| {
-            let outcome = stopped(stop, &Ctx::default(), false);
-            result_of(&c.name, c.layer, Duration::ZERO, 0, Vec::new(), outcome)
+            let failure = stopped(stop, &Ctx::default(), false);
+            result_of(
+                &c.name,
+                c.layer,
+                Duration::ZERO,
+                0,
+                Vec::new(),
+                Err(failure),
+            )
         })
         .collect()
 }
@@ -287,20 +289,19 @@ async fn execute(
     loop {
         attempts += 1;
         let ctx = Ctx::until(Instant::now() + options.timeout);
-        let outcome = if let Some(stop) = stopper.reason() {
-            stopped(stop, &ctx, false)
+        let probed = if let Some(stop) = stopper.reason() {
+            Err(stopped(stop, &ctx, false))
         } else {
             tokio::select! {
                 biased;
-                _ = stopper.cancelled() => stopped(stopper.reason().unwrap_or(Stop::Signal("a signal")), &ctx, true),
-                r = tokio::time::timeout(options.timeout, (check.probe)(Arc::clone(&env), ctx.clone())) => match r {
-                    Ok(o) => o,
-                    Err(_) => timed_out(options.timeout, &ctx),
-                },
+                _ = stopper.cancelled() => Err(stopped(stopper.reason().unwrap_or(Stop::Signal("a signal")), &ctx, true)),
+                r = tokio::time::timeout(options.timeout, (check.probe)(Arc::clone(&env), ctx.clone())) => {
+                    r.unwrap_or_else(|_| Err(timed_out(options.timeout, &ctx)))
+                }
             }
         };
-        let failure = match outcome {
-            Outcome::Passed(_) | Outcome::Skipped(_) => {
+        let failure = match probed {
+            Ok(verdict) => {
                 let earlier = failures.iter().map(|f| f.summary.clone()).collect();
                 let result = result_of(
                     &check.name,
@@ -308,11 +309,11 @@ async fn execute(
                     start.elapsed(),
                     attempts,
                     earlier,
-                    outcome,
+                    Ok(verdict),
                 );
                 return (result, Vec::new());
             }
-            Outcome::Failed(f) => f,
+            Err(f) => f,
         };
         let stopped_now = stopper.reason().is_some();
         failures.push(failure);
@@ -336,7 +337,7 @@ async fn execute(
         start.elapsed(),
         attempts,
         earlier,
-        Outcome::Failed(reported),
+        Err(reported),
     );
     (result, unmet)
 }
@@ -362,8 +363,8 @@ fn pick(failures: &mut Vec<Failure>) -> Failure {
     }
 }
 
-fn timed_out(timeout: Duration, ctx: &Ctx) -> Outcome {
-    let mut f = Outcome::fail(
+fn timed_out(timeout: Duration, ctx: &Ctx) -> Failure {
+    let mut f = Failure::new(
         Cause::Timeout,
         format!("no answer within {}", humantime::format_duration(timeout)),
     )
@@ -371,34 +372,34 @@ fn timed_out(timeout: Duration, ctx: &Ctx) -> Outcome {
     if let Some(state) = ctx.last_observed() {
         f = f.details(format!("last observed: {state}"));
     }
-    f.into()
+    f
 }
 
-fn stopped(stop: Stop, ctx: &Ctx, was_running: bool) -> Outcome {
+fn stopped(stop: Stop, ctx: &Ctx, was_running: bool) -> Failure {
     let (cause, why) = stop.describe();
     let summary = if was_running {
         format!("{why} while this check was running")
     } else {
         format!("not run: {why}")
     };
-    let mut f = Outcome::fail(cause, summary);
+    let mut f = Failure::new(cause, summary);
     if let Some(state) = ctx.last_observed() {
         f = f.details(format!("last observed: {state}"));
     }
-    f.into()
+    f
 }
 
 fn result_of(
     name: &str,
-    layer: crate::outcome::Layer,
+    layer: Layer,
     duration: Duration,
     attempts: u32,
     failed_attempts: Vec<String>,
-    outcome: Outcome,
+    probed: ProbeResult,
 ) -> CheckResult {
     let base = CheckResult::skipped(name, layer, String::new());
-    match outcome {
-        Outcome::Passed(p) => CheckResult {
+    match probed {
+        Ok(Verdict::Passed(p)) => CheckResult {
             status: Status::Passed,
             duration,
             attempts,
@@ -409,7 +410,7 @@ fn result_of(
             failed_attempts,
             ..base
         },
-        Outcome::Failed(f) => CheckResult {
+        Err(f) => CheckResult {
             status: Status::Failed,
             duration,
             attempts,
@@ -422,7 +423,7 @@ fn result_of(
             failed_attempts,
             ..base
         },
-        Outcome::Skipped(reason) => CheckResult {
+        Ok(Verdict::Skipped(reason)) => CheckResult {
             duration,
             attempts,
             skip_reason: Some(reason),
@@ -438,8 +439,8 @@ mod tests {
     #[test]
     fn a_timeout_after_a_real_failure_reports_the_real_failure() {
         let mut fs = vec![
-            Outcome::fail(Cause::CrashLoop, "crash"),
-            Outcome::fail(Cause::Timeout, "slow"),
+            Failure::new(Cause::CrashLoop, "crash"),
+            Failure::new(Cause::Timeout, "slow"),
         ];
         let f = pick(&mut fs);
         assert_eq!(f.cause, Cause::CrashLoop);
@@ -458,8 +459,8 @@ mod tests {
     #[test]
     fn the_latest_primary_failure_wins() {
         let mut fs = vec![
-            Outcome::fail(Cause::NotReady, "starting"),
-            Outcome::fail(Cause::CrashLoop, "crash"),
+            Failure::new(Cause::NotReady, "starting"),
+            Failure::new(Cause::CrashLoop, "crash"),
         ];
         assert_eq!(pick(&mut fs).cause, Cause::CrashLoop);
     }

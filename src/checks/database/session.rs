@@ -31,7 +31,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::check::Ctx;
 use crate::connect::Via;
 use crate::env::{Env, secret_value};
-use crate::outcome::{Cause, Failure, Metrics, Outcome};
+use crate::outcome::{Cause, Failure, Metrics};
 use crate::secret::SecretValue;
 use crate::suite::{CaSource, Database, SslMode};
 use crate::text::{error_chain, size};
@@ -258,7 +258,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         Vec::new()
     };
     let tls_config = tls::client_config(t.sslmode, &ca).map_err(|why| {
-        Outcome::fail(
+        Failure::new(
             Cause::DbCaInvalid,
             format!(
                 "the CA in {} key {} cannot verify anything: {why}",
@@ -268,7 +268,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         )
     })?;
     if !tls::valid_server_name(&t.tls_name) {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::DbTls,
             format!("{:?} is not a name TLS can verify", t.tls_name),
         ));
@@ -301,7 +301,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
     let mut make = MakeRustlsConnect::new(tls_config);
     let connector =
         <MakeRustlsConnect as MakeTlsConnect<TcpStream>>::make_tls_connect(&mut make, &t.tls_name)
-            .map_err(|e| Outcome::fail(Cause::DbTls, format!("TLS setup: {e}")))?;
+            .map_err(|e| Failure::new(Cause::DbTls, format!("TLS setup: {e}")))?;
     let watch = Watch::new(t.sslmode != SslMode::Disable);
 
     let login = async {
@@ -432,7 +432,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
 /// redactor before anything else happens with it.
 async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, SecretValue), Failure> {
     let Some(db) = env.suite.database.as_ref() else {
-        return Err(Outcome::fail(Cause::Setup, "the suite has no database"));
+        return Err(Failure::new(Cause::Setup, "the suite has no database"));
     };
     ctx.observe(format!("getting secret {}/{}", t.namespace, t.secret));
     let secret = env
@@ -440,7 +440,7 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
         .get::<Secret>(&t.namespace, &t.secret)
         .await?
         .ok_or_else(|| {
-            Outcome::fail(
+            Failure::new(
                 Cause::NotFound,
                 format!(
                     "secret {}/{} (the database credentials) not found",
@@ -454,12 +454,12 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
         })?;
     let key = |key: &str| -> Result<SecretValue, Failure> {
         match secret_value(&secret, key) {
-            None => Err(Outcome::fail(
+            None => Err(Failure::new(
                 Cause::MissingKey,
                 format!("secret {}/{} has no key {key}", t.namespace, t.secret),
             )
             .hint(format!("see kubernetes::secrets::{}", t.secret))),
-            Some(v) if v.is_empty() => Err(Outcome::fail(
+            Some(v) if v.is_empty() => Err(Failure::new(
                 Cause::EmptyKey,
                 format!("secret {}/{}: key {key} is empty", t.namespace, t.secret),
             )
@@ -471,7 +471,7 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
     env.redactor.register(&password);
     let user = key(&db.secret.username)?;
     let user = user.expose().map(|u| u.trim().to_string()).ok_or_else(|| {
-        Outcome::fail(
+        Failure::new(
             Cause::EmptyKey,
             format!(
                 "secret {}/{}: key {} is not UTF-8 text",
@@ -480,7 +480,7 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
         )
     })?;
     if password.expose().is_none() {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::EmptyKey,
             format!(
                 "secret {}/{}: key {} is not UTF-8 text",
@@ -504,7 +504,7 @@ async fn read_ca(
     ctx.observe(format!("getting CA {origin}"));
     let mode = t.sslmode.as_str();
     let not_found = || {
-        let f = Outcome::fail(
+        let f = Failure::new(
             Cause::NotFound,
             format!("CA {origin} not found (sslmode {mode} verifies the server with it)"),
         );
@@ -546,13 +546,13 @@ async fn read_ca(
         }
     };
     let pem = pem.ok_or_else(|| {
-        Outcome::fail(Cause::MissingKey, format!("CA {origin} has no key {key}")).hint(format!(
+        Failure::new(Cause::MissingKey, format!("CA {origin} has no key {key}")).hint(format!(
             "set {}.key to the key holding the CA certificate (PEM)",
             t.ca.field()
         ))
     })?;
     tls::parse_ca(pem.as_bytes())
-        .map_err(|why| Outcome::fail(Cause::DbCaInvalid, format!("CA {origin} key {key} {why}")))
+        .map_err(|why| Failure::new(Cause::DbCaInvalid, format!("CA {origin} key {key} {why}")))
 }
 
 async fn resolve(t: &Target, ctx: &Ctx) -> Result<SocketAddr, Problem> {
@@ -582,7 +582,7 @@ fn query_failure(
     }
     let at = t.reached();
     let Some(db) = e.as_db_error() else {
-        return Outcome::fail(
+        return Failure::new(
             Cause::DbError,
             format!(
                 "{what} failed at {at}: {}",
@@ -593,28 +593,26 @@ fn query_failure(
     let message = env.redactor.redact(db.message());
     let limit = |d: Duration| humantime::format_duration(Duration::from_millis(millis(d) as u64));
     match db.code() {
-        c if *c == SqlState::LOCK_NOT_AVAILABLE => Outcome::fail(
+        c if *c == SqlState::LOCK_NOT_AVAILABLE => Failure::new(
             Cause::DbError,
             format!(
                 "{what} failed at {at}: waited for a lock held by another session (SQLSTATE 55P03), until the session's lock_timeout of {}",
-                limit(peer.lock_timeout)
-            ),
+                limit(peer.lock_timeout)),
         )
         .details(message)
         .hint(format!(
             "another session holds a conflicting lock: a migration Job still running (see kubernetes::jobs; rerun with --wait), or a transaction left open. Find it with SELECT pid, usename, application_name, state, xact_start, query FROM pg_stat_activity WHERE datname = '{}' AND state <> 'idle' ORDER BY xact_start",
             t.database
         )),
-        c if *c == SqlState::QUERY_CANCELED => Outcome::fail(
+        c if *c == SqlState::QUERY_CANCELED => Failure::new(
             Cause::DbError,
             format!(
                 "{what} failed at {at}: the server cancelled it at the session's statement_timeout of {} (SQLSTATE 57014)",
-                limit(peer.statement_timeout)
-            ),
+                limit(peer.statement_timeout)),
         )
         .details(message)
         .hint("the server is overloaded, or the query waits on something: raise --timeout (the session's limits are set below it)"),
-        c => Outcome::fail(
+        c => Failure::new(
             Cause::DbError,
             format!("{what} failed at {at}: SQLSTATE {}: {message}", c.code()),
         ),
@@ -651,12 +649,11 @@ fn column<'a, T: FromSql<'a>>(
         }
     };
     let name = row.columns().get(i).map_or("?", |c| c.name());
-    Err(Outcome::fail(
+    Err(Failure::new(
         Cause::DbError,
         format!(
             "{what} at {}: column {name} of {of} is {held}",
-            t.reached()
-        ),
+            t.reached()),
     )
     .hint(format!(
         "smokecheck reads {of} as Prisma writes it; a column changed by hand (or a table of another tool under that name) cannot be judged"
@@ -760,7 +757,7 @@ impl Problem {
         );
         match self {
             Problem::Dns(why) => {
-                let f = Outcome::fail(
+                let f = Failure::new(
                     Cause::DbDns,
                     format!("{} does not resolve here ({})", t.host, t.via),
                 )
@@ -769,22 +766,19 @@ impl Problem {
                     Via::Suite => f.hint(format!(
                         "{} does not resolve here: outside the cluster let smokecheck port-forward (--connect auto, the default, or port-forward), or pass --endpoint database=postgresql://127.0.0.1:5432 with a port-forward ({}); inside it, does the Service exist ({status_hint})?",
                         t.host,
-                        t.port_forward()
-                    )),
+                        t.port_forward())),
                     Via::Flag | Via::PortForward => f.hint(format!(
                         "the host of --endpoint database=... does not resolve: use an address that does, e.g. postgresql://127.0.0.1:5432 with {}",
-                        t.port_forward()
-                    )),
+                        t.port_forward())),
                 }
             }
             Problem::Refused => {
-                let f = Outcome::fail(Cause::DbRefused, format!("connection refused at {at}"));
+                let f = Failure::new(Cause::DbRefused, format!("connection refused at {at}"));
                 match t.via {
                     Via::Flag => f.hint(format!(
                         "nothing listens at {}: is the port-forward running ({})?",
                         t.address(),
-                        t.port_forward()
-                    )),
+                        t.port_forward())),
                     Via::Suite | Via::PortForward => f.hint(format!(
                         "no PostgreSQL accepts connections behind the Service {ns}/{}: {status_hint}",
                         t.service
@@ -792,28 +786,26 @@ impl Problem {
                 }
             }
             Problem::Unreachable(why) => {
-                Outcome::fail(Cause::DbUnreachable, format!("cannot reach {at}"))
+                Failure::new(Cause::DbUnreachable, format!("cannot reach {at}"))
                     .details(why.clone())
                     .hint(format!(
                         "no route from here to the database: a NetworkPolicy, or the wrong address; {status_hint}"
                     ))
             }
-            Problem::Timeout(step) => Outcome::fail(
+            Problem::Timeout(step) => Failure::new(
                 Cause::DbConnectTimeout,
                 format!(
                     "no answer from {at} within {} ({step})",
-                    humantime::format_duration(CONNECT_TIMEOUT)
-                ),
+                    humantime::format_duration(CONNECT_TIMEOUT)),
             )
             .hint(format!(
                 "packets are dropped on the way (a NetworkPolicy in {ns} not admitting this pod, a firewall) or the instance is overloaded; {status_hint}"
             )),
-            Problem::Tls(TlsProblem::UntrustedChain(why)) => Outcome::fail(
+            Problem::Tls(TlsProblem::UntrustedChain(why)) => Failure::new(
                 Cause::DbTlsVerify,
                 format!(
                     "TLS verification failed (sslmode {mode}): the certificate at {at} does not chain to the CA in {}",
-                    t.ca_origin()
-                ),
+                    t.ca_origin()),
             )
             .details(why.clone())
             .hint(format!(
@@ -823,9 +815,8 @@ impl Problem {
                 t.ca.key(),
                 t.ca.kind(),
                 t.ca.field(),
-                t.address()
-            )),
-            Problem::Tls(TlsProblem::WrongName(why)) => Outcome::fail(
+                t.address())),
+            Problem::Tls(TlsProblem::WrongName(why)) => Failure::new(
                 Cause::DbTlsVerify,
                 format!(
                     "TLS verification failed (sslmode {mode}): the certificate at {at} does not name {}",
@@ -837,7 +828,7 @@ impl Problem {
                 "verify-full checks the rw Service's name, {}, also through a port-forward; CloudNativePG's certificates carry it. With a custom server certificate add that name to it, or use sslmode: verify-ca",
                 t.tls_name
             )),
-            Problem::Tls(TlsProblem::BadCertificate(why)) => Outcome::fail(
+            Problem::Tls(TlsProblem::BadCertificate(why)) => Failure::new(
                 Cause::DbTlsVerify,
                 format!("TLS verification failed (sslmode {mode}): the certificate at {at} is not valid"),
             )
@@ -846,26 +837,24 @@ impl Problem {
                 "CloudNativePG renews its certificates itself: an expired one means the operator is not running (kubectl get pods -A -l app.kubernetes.io/name=cloudnative-pg); see kubernetes::cnpg::{}",
                 t.cluster
             )),
-            Problem::Tls(TlsProblem::Handshake(why)) => Outcome::fail(
+            Problem::Tls(TlsProblem::Handshake(why)) => Failure::new(
                 Cause::DbTls,
                 format!("TLS handshake with {at} failed (sslmode {mode})"),
             )
             .details(why.clone())
             .hint(format!(
                 "is {} a PostgreSQL server? A proxy in between that does not speak PostgreSQL's TLS (SSLRequest) breaks it",
-                t.address()
-            )),
-            Problem::ServerRefusedTls => Outcome::fail(
+                t.address())),
+            Problem::ServerRefusedTls => Failure::new(
                 Cause::DbTls,
                 format!("the server at {at} does not accept TLS (sslmode {mode} requires it): nothing was sent, not even the user name"),
             )
             .hint(format!(
                 "CloudNativePG always enables TLS, so {} is probably not its rw Service (a port-forward to something else, or an impostor on the path?); sslmode: prefer would accept a plain session, where nothing proves who answers",
-                t.address()
-            )),
+                t.address())),
             Problem::InsecureAuth(request) => insecure_auth(t, user, *request),
             Problem::Protocol(v) => protocol(t, v),
-            Problem::Auth(message) => Outcome::fail(
+            Problem::Auth(message) => Failure::new(
                 Cause::DbAuth,
                 format!("password authentication failed for user {user} at {at} (28P01)"),
             )
@@ -874,7 +863,7 @@ impl Problem {
                 "the secret {} and the database role disagree: the password in {ns}/{} key password is not role {user}'s. CloudNativePG sets the role's password from that Secret: after re-sealing it, check the operator reconciled it (kubectl cnpg status -n {ns} {}); LiteLLM reads the same Secret, so it cannot log in either",
                 t.secret, t.secret, t.cluster
             )),
-            Problem::AccessRejected(message) => Outcome::fail(
+            Problem::AccessRejected(message) => Failure::new(
                 Cause::DbAccessRejected,
                 format!("the server at {at} refused the login of {user} (28000)"),
             )
@@ -882,7 +871,7 @@ impl Problem {
             .hint(format!(
                 "pg_hba.conf has no rule for this login (sslmode {mode}): CloudNativePG admits application users over TLS (hostssl); use sslmode prefer or stricter, or add a rule in the Cluster's spec.postgresql.pg_hba"
             )),
-            Problem::NoDatabase(message) => Outcome::fail(
+            Problem::NoDatabase(message) => Failure::new(
                 Cause::DbNotFound,
                 format!("database {} does not exist at {at} (3D000)", t.database),
             )
@@ -891,7 +880,7 @@ impl Problem {
                 "the suite's database.name ({}) is not the database CloudNativePG bootstrapped (spec.bootstrap.initdb.database of {ns}/{}); LiteLLM's DATABASE_URL must name the same one",
                 t.database, t.cluster
             )),
-            Problem::TooManyConnections(message) => Outcome::fail(
+            Problem::TooManyConnections(message) => Failure::new(
                 Cause::DbTooManyConnections,
                 format!("too many connections: the server at {at} refused {user} (53300)"),
             )
@@ -900,7 +889,7 @@ impl Problem {
                 "max_connections or role {user}'s CONNECTION LIMIT is reached: LiteLLM's pool (database_connection_pool_limit × replicas) plus other clients exceed it. See SELECT usename, count(*) FROM pg_stat_activity GROUP BY 1, and raise spec.postgresql.parameters.max_connections of {ns}/{} or shrink the pool",
                 t.cluster
             )),
-            Problem::StartingUp(message) => Outcome::fail(
+            Problem::StartingUp(message) => Failure::new(
                 Cause::DbStartingUp,
                 format!("the server at {at} is starting up or shutting down (57P03)"),
             )
@@ -909,12 +898,12 @@ impl Problem {
                 "a restart or failover is in progress: see kubernetes::cnpg::{}, and rerun with --wait",
                 t.cluster
             )),
-            Problem::Server(code, message) => Outcome::fail(
+            Problem::Server(code, message) => Failure::new(
                 Cause::DbError,
                 format!("the server at {at} refused the login of {user} (SQLSTATE {code})"),
             )
             .details(message.clone()),
-            Problem::Other(text) => Outcome::fail(
+            Problem::Other(text) => Failure::new(
                 Cause::DbError,
                 format!("cannot open a session at {at} (sslmode {mode})"),
             )
@@ -939,8 +928,7 @@ fn insecure_auth(t: &Target, user: &str, request: Option<AuthRequest>) -> Failur
             ),
             format!(
                 "CloudNativePG authenticates application users with SCRAM-SHA-256 and never asks for the password itself: something else answers at {} (an impostor, a proxy, the wrong --endpoint), or pg_hba.conf says `password` for this login ({pg_hba})",
-                t.address()
-            ),
+                t.address()),
         ),
         Some(AuthRequest::Md5) => (
             format!(
@@ -948,8 +936,7 @@ fn insecure_auth(t: &Target, user: &str, request: Option<AuthRequest>) -> Failur
             ),
             format!(
                 "CloudNativePG authenticates application users with SCRAM-SHA-256; an MD5 hash of the password can be replayed and cracked, so it is never sent. Something else answers at {} (an impostor, a proxy), or pg_hba.conf says `md5` for this login ({pg_hba})",
-                t.address()
-            ),
+                t.address()),
         ),
         Some(AuthRequest::Sasl { plus: false }) => (
             format!(
@@ -990,11 +977,10 @@ fn insecure_auth(t: &Target, user: &str, request: Option<AuthRequest>) -> Failur
             ),
             format!(
                 "is {} CloudNativePG's rw Service? sslmode: prefer accepts a login without channel binding",
-                t.address()
-            ),
+                t.address()),
         ),
     };
-    Outcome::fail(Cause::InsecureAuth, summary).hint(hint)
+    Failure::new(Cause::InsecureAuth, summary).hint(hint)
 }
 
 /// The failure for a server that broke PostgreSQL's protocol or a cap.
@@ -1003,7 +989,7 @@ fn protocol(t: &Target, v: &Violation) -> Failure {
     let addr = t.address();
     match v {
         Violation::NotPostgres { answered, when } => {
-            let f = Outcome::fail(
+            let f = Failure::new(
                 Cause::DbProtocol,
                 format!(
                     "the server at {at} does not speak PostgreSQL: it answered \"{answered}\" to {when}"
@@ -1020,30 +1006,28 @@ fn protocol(t: &Target, v: &Violation) -> Failure {
                 ))
             }
         }
-        Violation::MessageTooLarge { tag, len } => Outcome::fail(
+        Violation::MessageTooLarge { tag, len } => Failure::new(
             Cause::DbProtocol,
             format!(
                 "the server at {at} announced a {} message (type {tag}): smokecheck reads at most {} per message and stopped",
                 size(u64::from(*len)),
-                size(u64::from(MAX_MESSAGE))
-            ),
+                size(u64::from(MAX_MESSAGE))),
         )
         .hint(format!(
             "no answer of PostgreSQL to these checks comes near that size: {addr} is not PostgreSQL, or something in between corrupts the stream"
         )),
-        Violation::Malformed { why } => Outcome::fail(
+        Violation::Malformed { why } => Failure::new(
             Cause::DbProtocol,
             format!("the server at {at} broke PostgreSQL's protocol ({why})"),
         )
         .hint(format!(
             "is {addr} PostgreSQL? A port-forward or --endpoint to the wrong pod or port, or a proxy in between that does not pass PostgreSQL's protocol through"
         )),
-        Violation::SessionTooLarge => Outcome::fail(
+        Violation::SessionTooLarge => Failure::new(
             Cause::DbProtocol,
             format!(
                 "the server at {at} sent over {} in one session: smokecheck stopped reading",
-                size(MAX_SESSION)
-            ),
+                size(MAX_SESSION)),
         )
         .hint(format!(
             "these checks' sessions read a few KiB: {addr} sends without end, so it is not PostgreSQL answering them, or it is broken"

@@ -20,7 +20,7 @@ use crate::checks::litellm::classify::{self, ProxyError};
 use crate::checks::litellm::{any_guardrail, no_answer};
 use crate::env::Env;
 use crate::http::{Answer, HttpError, MAX_ANSWER, TooLarge, excerpt, header};
-use crate::outcome::{Cause, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
 use crate::text::size;
 
 /// Short and deterministic: what the proxy answers does not matter, that it answers does.
@@ -104,9 +104,9 @@ fn chat_body(alias: &str, content: &str, max_tokens: u32) -> Value {
 }
 
 /// Chat key and URL, or the failure to report.
-async fn prepare(env: &Env, ctx: &Ctx) -> Result<(Loaded, String), Outcome> {
+async fn prepare(env: &Env, ctx: &Ctx) -> Result<(Loaded, String), Failure> {
     ctx.observe("reading the chat key");
-    let key = keys::load(env, Key::Chat).await.map_err(Outcome::from)?;
+    let key = keys::load(env, Key::Chat).await?;
     Ok((key, env.endpoints.litellm.url("/v1/chat/completions")))
 }
 
@@ -165,13 +165,10 @@ fn guardrail_note(headers: &reqwest::header::HeaderMap) -> Option<String> {
     header(headers, APPLIED_GUARDRAILS).map(|g| format!("guardrails applied: {g}"))
 }
 
-async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
-    let (key, url) = match prepare(env, ctx).await {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
+    let (key, url) = prepare(env, ctx).await?;
     ctx.observe(format!("waiting for POST {url} (alias {alias})"));
-    let a = match env
+    let a = env
         .http
         .post(
             &url,
@@ -179,21 +176,18 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             &chat_body(alias, PROMPT, MAX_TOKENS),
         )
         .await
-    {
-        Err(t) => return no_answer(env, &url, &t),
-        Ok(a) => a,
-    };
+        .map_err(|t| no_answer(env, &url, &t))?;
     if !a.ok() {
-        return proxy_failure(env, alias, &key, &a).into();
+        return Err(proxy_failure(env, alias, &key, &a));
     }
-    let bad = |what: &str| -> Outcome {
-        let mut f = Outcome::fail(Cause::BadResponse, format!("alias {alias}: 200 {what}"))
+    let bad = |what: &str| -> Failure {
+        let mut f = Failure::new(Cause::BadResponse, format!("alias {alias}: 200 {what}"))
             .details(excerpt(&env.redactor, &a.text));
         f.metrics.millis("latency_ms", a.elapsed);
-        f.into()
+        f
     };
     let Some(body) = a.json() else {
-        return bad("but the body is not JSON");
+        return Err(bad("but the body is not JSON"));
     };
     let content = body
         .pointer("/choices/0/message/content")
@@ -202,15 +196,15 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         .trim()
         .to_string();
     if content.is_empty() {
-        return bad("without content in choices[0].message.content");
+        return Err(bad("without content in choices[0].message.content"));
     }
     let (prompt, completion) = match (
         usage_tokens(&body, "prompt_tokens"),
         usage_tokens(&body, "completion_tokens"),
     ) {
         (Ok(Some(p)), Ok(Some(c))) => (p, c),
-        (Err(why), _) | (_, Err(why)) => return bad(&format!("but {why}")),
-        _ => return bad("without usage (prompt_tokens, completion_tokens)"),
+        (Err(why), _) | (_, Err(why)) => return Err(bad(&format!("but {why}"))),
+        _ => return Err(bad("without usage (prompt_tokens, completion_tokens)")),
     };
     let mut metrics = Metrics::default();
     metrics
@@ -229,14 +223,11 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     if let Some(n) = guardrail_note(&a.headers) {
         p = p.note(n);
     }
-    p.into()
+    Ok(p.into())
 }
 
-async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
-    let (key, url) = match prepare(env, ctx).await {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
+    let (key, url) = prepare(env, ctx).await?;
     let mut body = chat_body(alias, PROMPT, MAX_TOKENS);
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
@@ -244,10 +235,11 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         "waiting for the stream's headers from POST {url} (alias {alias})"
     ));
     let started = Instant::now();
-    let resp = match env.http.post_streaming(&url, Some(&key.value), &body).await {
-        Err(e) => return no_answer(env, &url, &e),
-        Ok(r) => r,
-    };
+    let resp = env
+        .http
+        .post_streaming(&url, Some(&key.value), &body)
+        .await
+        .map_err(|e| no_answer(env, &url, &e))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     if !(200..300).contains(&status) {
@@ -255,7 +247,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         // when the body breaks off.
         let text = match crate::http::text(resp, "POST").await {
             Ok(t) => t,
-            Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+            Err(HttpError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
             Err(HttpError::NoAnswer(_)) => String::new(),
         };
         let a = Answer {
@@ -264,21 +256,20 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             text,
             elapsed: started.elapsed(),
         };
-        return proxy_failure(env, alias, &key, &a).into();
+        return Err(proxy_failure(env, alias, &key, &a));
     }
     let content_type = header(&headers, "content-type").unwrap_or_default();
     if !content_type.starts_with("text/event-stream") {
         let text = match crate::http::text(resp, "POST").await {
             Ok(t) => t,
-            Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+            Err(HttpError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
             Err(HttpError::NoAnswer(_)) => String::new(),
         };
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::BadResponse,
             format!("alias {alias}: a streaming request got {status} {content_type:?}, not text/event-stream"),
         )
-        .details(excerpt(&env.redactor, &text))
-        .into();
+        .details(excerpt(&env.redactor, &text)));
     }
 
     let mut parser = sse::Parser::default();
@@ -292,7 +283,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     let mut content = String::new();
     let mut bytes = resp.bytes_stream();
     let stream_of = format!("the stream from POST {url}");
-    let over = |what: &str, cap: String, how: String| -> Outcome {
+    let over = |what: &str, cap: String, how: String| -> Failure {
         crate::checks::too_large(&TooLarge {
             what: what.to_string(),
             cap,
@@ -308,34 +299,34 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             Ok(p) => p,
             Err(e) => {
                 let t = crate::http::transport(e);
-                return incomplete(
+                return Err(incomplete(
                     alias,
                     format!("the stream broke off after {chunks} chunks: {t}"),
                     started,
                     first_token,
-                );
+                ));
             }
         };
         read += piece.len();
         if read > MAX_ANSWER {
-            return over(
+            return Err(over(
                 &stream_of,
                 size(MAX_ANSWER as u64),
                 format!(
                     "read {} in {events} events, then stopped",
                     size(MAX_ANSWER as u64)
                 ),
-            );
+            ));
         }
         let parsed = match parser.feed(&piece) {
             Ok(p) => p,
             Err(o) => {
                 let (what, cap) = o.what();
-                return over(
+                return Err(over(
                     &format!("{what} of {stream_of}"),
                     size(cap as u64),
                     format!("after {events} events; stopped there"),
-                );
+                ));
             }
         };
         for event in parsed {
@@ -345,19 +336,18 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             }
             events += 1;
             if events > MAX_EVENTS {
-                return over(
+                return Err(over(
                     &stream_of,
                     format!("{MAX_EVENTS} events"),
                     "without [DONE]; stopped there".into(),
-                );
+                ));
             }
             let Ok(chunk) = serde_json::from_str::<Value>(&event) else {
-                return Outcome::fail(
+                return Err(Failure::new(
                     Cause::BadResponse,
                     format!("alias {alias}: a stream event is not JSON"),
                 )
-                .details(excerpt(&env.redactor, &event))
-                .into();
+                .details(excerpt(&env.redactor, &event)));
             };
             if chunk.get("error").is_some() {
                 // A failure after the stream opened arrives as an error event.
@@ -369,7 +359,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                 };
                 let mut f = proxy_failure(env, alias, &key, &a);
                 f.summary = format!("{} (an error event in the stream)", f.summary);
-                return f.into();
+                return Err(f);
             }
             chunks += 1;
             for choice in chunk
@@ -382,13 +372,13 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                     && !text.is_empty()
                 {
                     if content.len() + text.len() > MAX_CONTENT {
-                        return over(
+                        return Err(over(
                             &format!("the content streamed from POST {url}"),
                             size(MAX_CONTENT as u64),
                             format!(
                                 "after {deltas} deltas, asked for {MAX_TOKENS} tokens; stopped there"
                             ),
-                        );
+                        ));
                     }
                     deltas += 1;
                     content.push_str(text);
@@ -397,12 +387,11 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             }
             if chunk.get("usage").is_some_and(|u| !u.is_null()) {
                 if let Err(why) = usage_tokens(&chunk, "completion_tokens") {
-                    return Outcome::fail(
+                    return Err(Failure::new(
                         Cause::BadResponse,
                         format!("alias {alias}: the stream's usage chunk says {why}"),
                     )
-                    .details(excerpt(&env.redactor, &event))
-                    .into();
+                    .details(excerpt(&env.redactor, &event)));
                 }
                 usage = chunk.get("usage").cloned();
             }
@@ -417,20 +406,20 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         } else {
             ""
         };
-        return incomplete(
+        return Err(incomplete(
             alias,
             format!("the stream ended after {chunks} chunks without data: [DONE]{tail}"),
             started,
             first_token,
-        );
+        ));
     }
     let Some(ttft) = first_token else {
-        return incomplete(
+        return Err(incomplete(
             alias,
             format!("the stream carried no content ({chunks} chunks, then [DONE])"),
             started,
             None,
-        );
+        ));
     };
     let total = started.elapsed();
     let mut metrics = Metrics::default();
@@ -461,7 +450,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     if let Some(n) = guardrail_note(&headers) {
         p = p.note(n);
     }
-    p.into()
+    Ok(p.into())
 }
 
 fn incomplete(
@@ -469,15 +458,15 @@ fn incomplete(
     why: String,
     started: Instant,
     first_token: Option<std::time::Duration>,
-) -> Outcome {
-    let mut f = Outcome::fail(Cause::StreamIncomplete, format!("alias {alias}: {why}")).hint(
+) -> Failure {
+    let mut f = Failure::new(Cause::StreamIncomplete, format!("alias {alias}: {why}")).hint(
         "something between the client and vLLM cut or buffered the stream (an ingress timeout, a proxy without SSE support), or vLLM stopped: the proxy's log shows which",
     );
     f.metrics.millis("latency_ms", started.elapsed());
     if let Some(t) = first_token {
         f.metrics.millis("ttft_ms", t);
     }
-    f.into()
+    f
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
 
 use crate::check::Check;
-use crate::outcome::{Cause, Failure, Layer, Outcome, Passed};
+use crate::outcome::{Cause, Failure, Layer, Passed, ProbeResult, Verdict};
 use crate::proxy_config::ProxyConfig;
 use crate::suite::{Guardrail, Suite};
 
@@ -29,46 +29,36 @@ pub fn check(suite: &Arc<Suite>, guardrail: &Guardrail) -> Check {
                 let ns = &s.namespace;
                 let l = &s.litellm;
                 ctx.observe(format!("getting configmap {ns}/{}", l.config.configmap));
-                let config = match env.cluster.get::<ConfigMap>(ns, &l.config.configmap).await {
-                    Ok(Some(c)) => c,
-                    Ok(None) => {
-                        return Outcome::fail(
-                            Cause::NotFound,
-                            format!(
-                                "configmap {ns}/{} (the proxy config) not found",
-                                l.config.configmap
-                            ),
-                        )
-                        .into();
-                    }
-                    Err(f) => return f.into(),
+                let Some(config) = env
+                    .cluster
+                    .get::<ConfigMap>(ns, &l.config.configmap)
+                    .await?
+                else {
+                    return Err(Failure::new(
+                        Cause::NotFound,
+                        format!(
+                            "configmap {ns}/{} (the proxy config) not found",
+                            l.config.configmap
+                        ),
+                    ));
                 };
                 let Some(text) = config.data.as_ref().and_then(|d| d.get(&l.config.key)) else {
-                    return Outcome::fail(
+                    return Err(Failure::new(
                         Cause::ConfigInvalid,
                         format!(
                             "configmap {ns}/{} has no key {}",
                             l.config.configmap, l.config.key
                         ),
-                    )
-                    .into();
+                    ));
                 };
-                let declared = match declaration(text, &g.name) {
-                    Ok(d) => d,
-                    Err(f) => return f.into(),
-                };
+                let declared = declaration(text, &g.name)?;
                 ctx.observe(format!("getting configmap {ns}/{}", g.configmap));
-                let module_cm = match env.cluster.get::<ConfigMap>(ns, &g.configmap).await {
-                    Ok(Some(c)) => c,
-                    Ok(None) => {
-                        return Outcome::fail(
+                let Some(module_cm) = env.cluster.get::<ConfigMap>(ns, &g.configmap).await? else {
+                    return Err(Failure::new(
                             Cause::NotFound,
                             format!("configmap {ns}/{} (the guardrail module) not found", g.configmap),
                         )
-                        .hint("the guardrail's ConfigMap is not deployed: check the Helm values / kustomization that generates it")
-                        .into();
-                    }
-                    Err(f) => return f.into(),
+                        .hint("the guardrail's ConfigMap is not deployed: check the Helm values / kustomization that generates it"));
                 };
                 let keys: Vec<String> = module_cm
                     .data
@@ -77,18 +67,15 @@ pub fn check(suite: &Arc<Suite>, guardrail: &Guardrail) -> Check {
                     .chain(module_cm.binary_data.iter().flat_map(|d| d.keys().cloned()))
                     .collect();
                 ctx.observe(format!("listing LiteLLM pods {}", l.pods.selector));
-                let pods = match env.cluster.list::<Pod>(ns, Some(&l.pods.selector)).await {
-                    Ok(p) => p,
-                    Err(f) => return f.into(),
-                };
+                let pods = env.cluster.list::<Pod>(ns, Some(&l.pods.selector)).await?;
                 let Some(pod) = newest(&pods) else {
-                    return Outcome::Skipped(
+                    return Ok(Verdict::skip(
                         "no LiteLLM pod to inspect (see kubernetes::pods::litellm)".to_string(),
-                    );
+                    ));
                 };
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 let Some(spec) = pod.spec.as_ref() else {
-                    return Outcome::Skipped(format!("pod {pod_name} has no spec"));
+                    return Ok(Verdict::skip(format!("pod {pod_name} has no spec")));
                 };
                 wiring(
                     &declared,
@@ -116,12 +103,12 @@ struct Declared {
 
 fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> {
     let config = ProxyConfig::parse(config_text).map_err(|e| {
-        Outcome::fail(Cause::ConfigInvalid, "the proxy config is not valid YAML")
+        Failure::new(Cause::ConfigInvalid, "the proxy config is not valid YAML")
             .details(e)
             .hint("fix config.yaml in the Helm values; LiteLLM will not start with it")
     })?;
     let Some(decl) = config.guardrails.iter().find(|g| g.name == guardrail) else {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::GuardrailNotDeclared,
             format!("the proxy config declares no guardrail named {guardrail}"),
         )
@@ -131,7 +118,7 @@ fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> 
     };
     // `pkg.module.Class`, or `module.Class` for a module beside the config file (LiteLLM's docs).
     if decl.target.split('.').count() < 2 || decl.target.split('.').any(str::is_empty) {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::ConfigInvalid,
             format!(
                 "guardrail {guardrail}: litellm_params.guardrail is {:?}, expected <module>.<Class> or <pkg>.<module>.<Class>",
@@ -273,12 +260,12 @@ fn wiring(
     g: &Guardrail,
     keys: &[String],
     pod: &str,
-) -> Outcome {
+) -> ProbeResult {
     let Some(c) = container
         .and_then(|name| spec.containers.iter().find(|c| c.name == name))
         .or_else(|| spec.containers.first())
     else {
-        return Outcome::Skipped(format!("pod {pod} has no containers"));
+        return Ok(Verdict::skip(format!("pod {pod} has no containers")));
     };
     // pkg.module.Class → pkg/module.py
     let parts: Vec<&str> = declared.target.split('.').collect();
@@ -316,7 +303,7 @@ fn wiring(
         .collect::<Vec<_>>()
         .join("\n");
     if files.is_empty() {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::GuardrailNotMounted,
             format!("configmap {} is not mounted into container {} of pod {pod}", g.configmap, c.name),
         )
@@ -328,14 +315,13 @@ fn wiring(
                 Some((dir, _)) => format!("mountPath {}/{dir}", workdir.trim_end_matches('/')),
                 None => format!(
                     "mountPath {}/{module_file} with subPath {module_file}",
-                    workdir.trim_end_matches('/')
-                ),
+                    workdir.trim_end_matches('/')),
             }
         ))
-        .into();
+        );
     }
     let Some((path, why)) = searched.iter().find(|(p, _)| files.contains(p)) else {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::GuardrailWrongPath,
             format!(
                 "configmap {} is mounted at {}, where LiteLLM will not import {} from",
@@ -345,11 +331,10 @@ fn wiring(
             ),
         )
         .details(format!("LiteLLM looks for {module_file} at:\n{searched_list}"))
-        .hint("move the mount to one of the paths above (or add its parent to PYTHONPATH); as it is, the proxy fails at start with ModuleNotFoundError")
-        .into();
+        .hint("move the mount to one of the paths above (or add its parent to PYTHONPATH); as it is, the proxy fails at start with ModuleNotFoundError"));
     };
     if declared.enabled_on.is_empty() && !declared.default_on {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::GuardrailNotEnabled,
             format!("guardrail {} is declared and mounted, but no model enables it and default_on is false", g.name),
         )
@@ -357,17 +342,17 @@ fn wiring(
             "add `guardrails: [\"{}\"]` to each model's litellm_params in config.yaml",
             g.name
         ))
-        .into();
+        );
     }
     let on = if declared.default_on {
         "all models (default_on)".to_string()
     } else {
         declared.enabled_on.join(", ")
     };
-    Passed::new(format!(
+    Ok(Passed::new(format!(
         "{module_file} mounted at {path} ({why}); enabled on {on}"
     ))
-    .into()
+    .into())
 }
 
 #[cfg(test)]
@@ -397,7 +382,7 @@ guardrails:
         }))
     }
 
-    fn judge(spec: &PodSpec) -> Outcome {
+    fn judge(spec: &PodSpec) -> ProbeResult {
         let declared = declaration(CONFIG, "message_trimming").expect("declared");
         wiring(
             &declared,
@@ -425,7 +410,7 @@ guardrails:
             serde_json::json!({"name": "guard", "mountPath": "/app/custom_guardrails"}),
             serde_json::json!([]),
         );
-        let Outcome::Passed(p) = judge(&s) else {
+        let Ok(Verdict::Passed(p)) = judge(&s) else {
             panic!("{:?}", judge(&s))
         };
         assert!(
@@ -441,7 +426,7 @@ guardrails:
             serde_json::json!({"name": "guard", "mountPath": "/etc/litellm/custom_guardrails/message_overflow.py", "subPath": "message_overflow.py"}),
             serde_json::json!([]),
         );
-        let Outcome::Passed(p) = judge(&s) else {
+        let Ok(Verdict::Passed(p)) = judge(&s) else {
             panic!("{:?}", judge(&s))
         };
         assert!(
@@ -457,7 +442,7 @@ guardrails:
             serde_json::json!({"name": "guard", "mountPath": "/opt/guardrails/custom_guardrails"}),
             serde_json::json!([{"name": "PYTHONPATH", "value": "/opt/guardrails"}]),
         );
-        let Outcome::Passed(p) = judge(&s) else {
+        let Ok(Verdict::Passed(p)) = judge(&s) else {
             panic!("{:?}", judge(&s))
         };
         assert!(
@@ -473,9 +458,7 @@ guardrails:
             serde_json::json!({"name": "guard", "mountPath": "/opt/guardrails"}),
             serde_json::json!([]),
         );
-        let Outcome::Failed(f) = judge(&s) else {
-            panic!()
-        };
+        let Err(f) = judge(&s) else { panic!() };
         assert_eq!(f.cause, Cause::GuardrailWrongPath);
         let details = f.details.unwrap_or_default();
         assert!(
@@ -507,7 +490,7 @@ guardrails:
             &["message_overflow.py".into()],
             "p",
         );
-        let Outcome::Passed(p) = out else {
+        let Ok(Verdict::Passed(p)) = out else {
             panic!("{out:?}")
         };
         assert!(

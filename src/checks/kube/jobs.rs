@@ -6,7 +6,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::check::Check;
-use crate::outcome::{Cause, Layer, Outcome, Passed};
+use crate::outcome::{Cause, Failure, Layer, Passed, Verdict};
 
 use super::{excerpt, in_namespace};
 
@@ -18,16 +18,13 @@ pub fn check(namespace: &str, job: &str) -> Check {
             let (ns, job) = (ns.clone(), job.clone());
             async move {
                 ctx.observe(format!("getting job {ns}/{job}"));
-                let found = match env.cluster.get::<Job>(&ns, &job).await {
-                    Ok(j) => j,
-                    Err(f) => return f.into(),
-                };
+                let found = env.cluster.get::<Job>(&ns, &job).await?;
                 let Some(found) = found else {
-                    return Passed::new("not present (already cleaned up)")
+                    return Ok(Passed::new("not present (already cleaned up)")
                         .note(format!(
                             "job {ns}/{job} not found: as a PreSync hook with ttlSecondsAfterFinished it is deleted after it runs; the database layer proves the migrations ran"
                         ))
-                        .into();
+                        .into());
                 };
                 let status = found.status.clone().unwrap_or_default();
                 let conditions = status.conditions.clone().unwrap_or_default();
@@ -37,15 +34,15 @@ pub fn check(namespace: &str, job: &str) -> Check {
                         .find(|c| c.type_ == t && c.status == "True")
                 };
                 if condition("Complete").is_some() {
-                    return Outcome::pass(format!(
+                    return Ok(Verdict::pass(format!(
                         "complete ({} succeeded)",
                         status.succeeded.unwrap_or(0)
-                    ));
+                    )));
                 }
                 if let Some(failed) = condition("Failed") {
                     let reason = failed.reason.clone().unwrap_or_else(|| "Failed".into());
                     let message = failed.message.clone().unwrap_or_default();
-                    let mut f = Outcome::fail(
+                    let mut f = Failure::new(
                         Cause::JobFailed,
                         format!("job {ns}/{job} failed: {reason}{}", if message.is_empty() { String::new() } else { format!(" ({message})") }),
                     )
@@ -54,15 +51,14 @@ pub fn check(namespace: &str, job: &str) -> Check {
                     ));
                     ctx.observe(format!("reading the log of the last pod of job {ns}/{job}"));
                     f = f.details(last_pod_log(&env, &ns, &job).await);
-                    return f.into();
+                    return Err(f);
                 }
                 let active = status.active.unwrap_or(0);
-                Outcome::fail(
+                Err(Failure::new(
                     Cause::JobRunning,
                     format!("job {ns}/{job} has not completed ({active} active, {} failed)", status.failed.unwrap_or(0)),
                 )
-                .hint(format!("migrations are still running: rerun with --wait, or follow them with kubectl logs -n {ns} -f job/{job}"))
-                .into()
+                .hint(format!("migrations are still running: rerun with --wait, or follow them with kubectl logs -n {ns} -f job/{job}")))
             }
         }),
         namespace,

@@ -10,7 +10,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
 use crate::check::Check;
 use crate::env::{Env, secret_value};
-use crate::outcome::{Cause, Failure, Layer, Outcome, Passed};
+use crate::outcome::{Cause, Failure, Layer, Passed, ProbeResult, Verdict};
 use crate::secret::SecretValue;
 use crate::suite::Suite;
 
@@ -64,12 +64,9 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
             async move {
                 ctx.observe(format!("getting secret {ns}/{secret}"));
                 let sealed = sealed_status(&env, &ns, &secret).await;
-                let found = match env.cluster.get::<Secret>(&ns, &secret).await {
-                    Ok(s) => s,
-                    Err(f) => return f.into(),
-                };
+                let found = env.cluster.get::<Secret>(&ns, &secret).await?;
                 let Some(found) = found else {
-                    let mut f = Outcome::fail(
+                    let mut f = Failure::new(
                         Cause::NotFound,
                         format!("secret {ns}/{secret} not found"),
                     )
@@ -79,7 +76,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                     if let Some(s) = sealed {
                         f = f.details(s);
                     }
-                    return f.into();
+                    return Err(f);
                 };
                 let mut missing = Vec::new();
                 let mut empty = Vec::new();
@@ -95,7 +92,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                 );
                 let failure = if !missing.is_empty() {
                     Some(
-                        Outcome::fail(
+                        Failure::new(
                             Cause::MissingKey,
                             format!("secret {ns}/{secret} has no key {}", missing.join(", ")),
                         )
@@ -103,7 +100,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                     )
                 } else if !empty.is_empty() {
                     Some(
-                        Outcome::fail(
+                        Failure::new(
                             Cause::EmptyKey,
                             format!("secret {ns}/{secret}: key {} is empty", empty.join(", ")),
                         )
@@ -123,7 +120,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                         if let Some(s) = sealed {
                             f.details = Some(format!("{}\n{s}", f.details.unwrap_or_default()));
                         }
-                        f.into()
+                        Err(f)
                     }
                     None => {
                         let mut p = Passed {
@@ -133,7 +130,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                         if let Some(s) = sealed {
                             p = p.note(s);
                         }
-                        p.into()
+                        Ok(p.into())
                     }
                 }
             }
@@ -195,31 +192,35 @@ async fn read_key(
     }
 }
 
-async fn coupling(env: &Env, suite: &Suite, vllm: usize) -> Outcome {
+async fn coupling(env: &Env, suite: &Suite, vllm: usize) -> ProbeResult {
     let l = &suite.litellm.secret;
     let v = &suite.vllm[vllm];
     let Some(vs) = &v.secret else {
-        return Outcome::Skipped("the suite names no vLLM secret".into());
+        return Ok(Verdict::skip("the suite names no vLLM secret"));
     };
     let ours = read_key(env, suite, &suite.namespace, &l.name, &l.vllm_api_key).await;
     let theirs = read_key(env, suite, &v.namespace, &vs.name, &vs.api_key).await;
     let (ours, theirs) = match (ours, theirs) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(why), _) | (_, Err(why)) => return Outcome::Skipped(format!("cannot compare: {why}")),
+        (Err(why), _) | (_, Err(why)) => {
+            return Ok(Verdict::skip(format!("cannot compare: {why}")));
+        }
     };
     let what = format!(
         "{}/{} {} and {}/{} {}",
         suite.namespace, l.name, l.vllm_api_key, v.namespace, vs.name, vs.api_key
     );
     if ours.same_as(&theirs) {
-        Outcome::pass(format!("{what} are equal (compared by SHA-256 digest)"))
+        Ok(Verdict::pass(format!(
+            "{what} are equal (compared by SHA-256 digest)"
+        )))
     } else {
-        let f: Failure = Outcome::fail(Cause::KeyMismatch, format!("{what} differ"))
+        let f: Failure = Failure::new(Cause::KeyMismatch, format!("{what} differ"))
             .details("values compared by SHA-256 digest; neither is shown")
             .hint(format!(
                 "vLLM's key was rotated without LiteLLM's copy: re-seal {} with the new {} (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl -n {} rollout restart deploy -l {}). Until then every chat request gets 401 from vLLM",
                 l.name, l.vllm_api_key, suite.namespace, suite.litellm.pods.selector
             ));
-        f.into()
+        Err(f)
     }
 }

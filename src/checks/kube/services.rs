@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::check::Check;
-use crate::outcome::{Cause, Layer, Metrics, Outcome, Passed};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Verdict};
 use crate::suite::{self, Suite};
 
 use super::{in_namespace, name};
@@ -20,19 +20,14 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
             let (ns, svc) = (ns.clone(), svc.clone());
             async move {
                 ctx.observe(format!("getting service {ns}/{}", svc.name));
-                let service = match env.cluster.get::<Service>(&ns, &svc.name).await {
-                    Ok(Some(s)) => s,
-                    Ok(None) => {
-                        return Outcome::fail(
-                            Cause::NotFound,
-                            format!("service {ns}/{} not found", svc.name),
-                        )
-                        .hint(format!(
-                            "is its Argo CD Application synced? kubectl get svc -n {ns}"
-                        ))
-                        .into();
-                    }
-                    Err(f) => return f.into(),
+                let Some(service) = env.cluster.get::<Service>(&ns, &svc.name).await? else {
+                    return Err(Failure::new(
+                        Cause::NotFound,
+                        format!("service {ns}/{} not found", svc.name),
+                    )
+                    .hint(format!(
+                        "is its Argo CD Application synced? kubectl get svc -n {ns}"
+                    )));
                 };
                 let spec = service.spec.clone().unwrap_or_default();
                 if let Some(port) = svc.port {
@@ -43,7 +38,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                             .map(|p| p.to_string())
                             .collect::<Vec<_>>()
                             .join(", ");
-                        return Outcome::fail(
+                        return Err(Failure::new(
                             Cause::ServicePort,
                             format!(
                                 "service {ns}/{} does not expose port {port} (it exposes {})",
@@ -55,33 +50,31 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                                 }
                             ),
                         )
-                        .hint("the suite and the Helm values disagree on the port: fix one of them")
-                        .into();
+                        .hint(
+                            "the suite and the Helm values disagree on the port: fix one of them",
+                        ));
                     }
                 }
                 if spec.type_.as_deref() == Some("ExternalName") {
-                    return Outcome::pass(format!(
+                    return Ok(Verdict::pass(format!(
                         "ExternalName service to {}",
                         spec.external_name.unwrap_or_default()
-                    ));
+                    )));
                 }
                 ctx.observe(format!("listing endpoint slices of {ns}/{}", svc.name));
-                let slices = match env.cluster.endpoint_slices(&ns, &svc.name).await {
-                    Ok(s) => s,
-                    Err(f) => return f.into(),
-                };
+                let slices = env.cluster.endpoint_slices(&ns, &svc.name).await?;
                 let (ready, total) = count_endpoints(&slices);
                 let mut metrics = Metrics::default();
                 metrics
                     .count("endpoints", total)
                     .count("ready_endpoints", ready);
                 if ready > 0 {
-                    return Passed {
+                    return Ok(Passed {
                         summary: format!("{ready}/{total} endpoints ready"),
                         metrics,
                         ..Passed::default()
                     }
-                    .into();
+                    .into());
                 }
                 let label_selector = spec.selector.as_ref().filter(|s| !s.is_empty()).map(|s| {
                     s.iter()
@@ -90,7 +83,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                         .join(",")
                 });
                 let mut f = match label_selector {
-                    None => Outcome::fail(
+                    None => Failure::new(
                         Cause::NoEndpoints,
                         format!(
                             "service {ns}/{} has no selector and no ready endpoints",
@@ -113,7 +106,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                                 "the pods behind it are not Ready: see the kubernetes::pods checks (kubectl get pods -n {ns} -l {sel})"
                             ),
                         };
-                        Outcome::fail(
+                        Failure::new(
                             Cause::NoEndpoints,
                             format!(
                                 "service {ns}/{} has no ready endpoints: its selector {sel} {seen}",
@@ -124,7 +117,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                     }
                 };
                 f.metrics = metrics;
-                f.into()
+                Err(f)
             }
         }),
         namespace,

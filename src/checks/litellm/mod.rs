@@ -9,7 +9,7 @@ use crate::check::Check;
 use crate::checks::keys::{self, Key};
 use crate::env::Env;
 use crate::http::{Answer, HttpError, excerpt, listed};
-use crate::outcome::{Cause, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
 use crate::suite::Suite;
 
 /// The check the others run after: a proxy that is not alive fails once, here.
@@ -47,12 +47,12 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
 }
 
 /// No answer from the proxy to judge: none at all, or one over its cap.
-pub(crate) fn no_answer(env: &Env, url: &str, e: &HttpError) -> Outcome {
+pub(crate) fn no_answer(env: &Env, url: &str, e: &HttpError) -> Failure {
     let t = match e {
         HttpError::TooLarge(t) => return crate::checks::too_large(t),
         HttpError::NoAnswer(t) => t,
     };
-    Outcome::fail(
+    Failure::new(
         Cause::Unreachable,
         format!("cannot reach LiteLLM at {url}: {t}"),
     )
@@ -60,12 +60,11 @@ pub(crate) fn no_answer(env: &Env, url: &str, e: &HttpError) -> Outcome {
     .hint(
         "is the proxy running? kubernetes::pods::litellm says why not (a crash loop's log names the error, e.g. ModuleNotFoundError when the guardrail script is not mounted where LiteLLM looks) and kubernetes::services::litellm whether the Service has ready endpoints",
     )
-    .into()
 }
 
 /// "the proxy answered 503" with the redacted body as details.
 pub(crate) fn unexpected(env: &Env, cause: Cause, summary: String, a: &Answer) -> Failure {
-    Outcome::fail(cause, summary).details(format!(
+    Failure::new(cause, summary).details(format!(
         "the proxy answered {} after {} ms: {}",
         a.status,
         a.elapsed.as_millis(),
@@ -79,47 +78,45 @@ pub(crate) fn latency(a: &Answer) -> Metrics {
     m
 }
 
-async fn live(env: &Env, url: &str) -> Outcome {
+async fn live(env: &Env, url: &str) -> ProbeResult {
     match env.http.get(url, None).await {
-        Err(t) => no_answer(env, url, &t),
-        Ok(a) if a.status == 200 => Passed {
+        Err(t) => Err(no_answer(env, url, &t)),
+        Ok(a) if a.status == 200 => Ok(Passed {
             summary: format!("alive ({url})"),
             metrics: latency(&a),
             ..Passed::default()
         }
-        .into(),
-        Ok(a) => unexpected(
+        .into()),
+        Ok(a) => Err(unexpected(
             env,
             Cause::HttpStatus,
             format!("liveliness answered {} instead of 200", a.status),
             &a,
-        )
-        .into(),
+        )),
     }
 }
 
-async fn ready(env: &Env, url: &str) -> Outcome {
-    let a = match env.http.get(url, None).await {
-        Err(t) => return no_answer(env, url, &t),
-        Ok(a) => a,
-    };
+async fn ready(env: &Env, url: &str) -> ProbeResult {
+    let a = env
+        .http
+        .get(url, None)
+        .await
+        .map_err(|t| no_answer(env, url, &t))?;
     if a.status != 200 {
-        return unexpected(
+        return Err(unexpected(
             env,
             Cause::HttpStatus,
             format!("readiness answered {} instead of 200", a.status),
             &a,
-        )
-        .into();
+        ));
     }
     let Some(body) = a.json() else {
-        return unexpected(
+        return Err(unexpected(
             env,
             Cause::BadResponse,
             "readiness answered 200 but not JSON".into(),
             &a,
-        )
-        .into();
+        ));
     };
     let db = body
         .get("db")
@@ -132,7 +129,7 @@ async fn ready(env: &Env, url: &str) -> Outcome {
         .map(|v| format!(", LiteLLM {v}"))
         .unwrap_or_default();
     if env.suite.litellm.expect_db && db != "connected" {
-        return unexpected(
+        return Err(unexpected(
             env,
             Cause::DbDisconnected,
             format!("readiness answers 200 but its db field is {db:?}, not \"connected\""),
@@ -141,7 +138,7 @@ async fn ready(env: &Env, url: &str) -> Outcome {
         .hint(
             "the proxy runs without its database (readiness says healthy anyway): see the database checks and kubernetes::cnpg, and DATABASE_URL in the pod's env. A proxy meant to run without one: set litellm.expect_db: false in the suite",
         )
-        .into();
+        );
     }
     let mut p = Passed {
         summary: format!("ready, db {db}{version}"),
@@ -151,7 +148,7 @@ async fn ready(env: &Env, url: &str) -> Outcome {
     if !env.suite.litellm.expect_db {
         p = p.note("the database is not required (litellm.expect_db: false)");
     }
-    p.into()
+    Ok(p.into())
 }
 
 /// A key nobody issued, different on every run.
@@ -172,16 +169,17 @@ fn said(env: &Env, a: &Answer) -> String {
     }
 }
 
-async fn auth(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
+async fn auth(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
     let url = env.endpoints.litellm.url("/v1/models");
     ctx.observe(format!("waiting for GET {url} without a key"));
-    let none = match env.http.get(&url, None).await {
-        Err(t) => return no_answer(env, &url, &t),
-        Ok(a) => a,
-    };
+    let none = env
+        .http
+        .get(&url, None)
+        .await
+        .map_err(|t| no_answer(env, &url, &t))?;
     let open_hint = "set general_settings.master_key: os.environ/PROXY_MASTER_KEY in the proxy config and PROXY_MASTER_KEY in the pod's env (from the proxy Secret), then restart the proxy; until then anyone who reaches it can spend its models";
     if none.ok() {
-        return unexpected(
+        return Err(unexpected(
             env,
             Cause::ProxyOpen,
             format!(
@@ -190,16 +188,16 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
             ),
             &none,
         )
-        .hint(open_hint)
-        .into();
+        .hint(open_hint));
     }
     ctx.observe(format!("waiting for GET {url} with a bogus key"));
-    let bogus = match env.http.get(&url, Some(&bogus_key())).await {
-        Err(t) => return no_answer(env, &url, &t),
-        Ok(a) => a,
-    };
+    let bogus = env
+        .http
+        .get(&url, Some(&bogus_key()))
+        .await
+        .map_err(|t| no_answer(env, &url, &t))?;
     if bogus.ok() {
-        return unexpected(
+        return Err(unexpected(
             env,
             Cause::ProxyOpen,
             format!(
@@ -208,11 +206,10 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
             ),
             &bogus,
         )
-        .hint(open_hint)
-        .into();
+        .hint(open_hint));
     }
     if none.status != 401 {
-        return unexpected(
+        return Err(unexpected(
             env,
             Cause::HttpStatus,
             format!(
@@ -221,22 +218,18 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
             ),
             &none,
         )
-        .hint("LiteLLM answers 401 auth_error; a plain 500 here usually means the prisma package is missing from the image (its auth-failure path imports it)")
-        .into();
+        .hint("LiteLLM answers 401 auth_error; a plain 500 here usually means the prisma package is missing from the image (its auth-failure path imports it)"));
     }
-    Passed::new(format!(
+    Ok(Passed::new(format!(
         "refuses a request without a key ({}) and with a bogus key ({})",
         said(env, &none),
         said(env, &bogus)
     ))
-    .into()
+    .into())
 }
 
-async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
-    let key = match keys::load(env, Key::Master).await {
-        Ok(k) => k,
-        Err(f) => return f.into(),
-    };
+async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
+    let key = keys::load(env, Key::Master).await?;
     let expected = env.aliases();
     if expected.is_empty() {
         let why = match &env.proxy {
@@ -245,16 +238,16 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
             }
             Ok(_) => "the proxy config's model_list is empty and the suite names no aliases".into(),
         };
-        return Outcome::fail(Cause::ConfigInvalid, format!("no aliases to expect: {why}"))
-            .hint("fix the proxy config ConfigMap, or list the aliases in the suite (litellm.aliases)")
-            .into();
+        return Err(Failure::new(Cause::ConfigInvalid, format!("no aliases to expect: {why}"))
+            .hint("fix the proxy config ConfigMap, or list the aliases in the suite (litellm.aliases)"));
     }
     let url = env.endpoints.litellm.url("/v1/models");
     ctx.observe(format!("waiting for GET {url}"));
-    let a = match env.http.get(&url, Some(&key.value)).await {
-        Err(t) => return no_answer(env, &url, &t),
-        Ok(a) => a,
-    };
+    let a = env
+        .http
+        .get(&url, Some(&key.value))
+        .await
+        .map_err(|t| no_answer(env, &url, &t))?;
     if !a.ok() {
         let cause = match a.status {
             401 | 403 => Cause::ProxyAuth,
@@ -273,7 +266,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
         if cause == Cause::ProxyAuth {
             f = f.hint("the proxy's master key is general_settings.master_key (PROXY_MASTER_KEY in the pod's env): the Secret and the running pod disagree; restart the proxy after the Secret changed");
         }
-        return f.into();
+        return Err(f);
     }
     let body = a.json();
     let Some(list) = body
@@ -281,13 +274,12 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
         .and_then(|j| j.get("data"))
         .and_then(|d| d.as_array())
     else {
-        return unexpected(
+        return Err(unexpected(
             env,
             Cause::BadResponse,
             "GET /v1/models answered 200 without a model list (JSON with a data array)".into(),
             &a,
-        )
-        .into();
+        ));
     };
     let served: Vec<String> = list
         .iter()
@@ -309,19 +301,18 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
         "the proxy config's model_list"
     };
     if !missing.is_empty() {
-        let mut f = Outcome::fail(
+        let mut f = Failure::new(
             Cause::AliasMissing,
             format!(
                 "the proxy does not serve {} (expected from {source})",
-                missing.join(", ")
-            ),
+                missing.join(", ")),
         )
         .details(format!("served: {}", listed(&env.redactor, &served)))
         .hint(
             "the running proxy's model_list lacks them: is the ConfigMap synced, and was the proxy restarted after it changed? A typo in the suite's litellm.aliases shows here too",
         );
         f.metrics.count("aliases_served", served.len() as u64);
-        return f.into();
+        return Err(f);
     }
     let mut p = Passed {
         summary: format!(
@@ -339,7 +330,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> Outcome {
             listed(&env.redactor, &extra)
         ));
     }
-    p.into()
+    Ok(p.into())
 }
 
 /// The trimming guardrail (the suite's `litellm.guardrail.name`) if requests to `alias` go
