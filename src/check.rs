@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::env::Env;
+use crate::context::Context;
 use crate::outcome::{Layer, Prerequisite, ProbeResult};
 
-pub type Probe = Arc<dyn Fn(Arc<Env>, Ctx) -> BoxFuture<'static, ProbeResult> + Send + Sync>;
+pub type Probe =
+    Arc<dyn Fn(Arc<Context>, Attempt) -> BoxFuture<'static, ProbeResult> + Send + Sync>;
 
 /// A named check, built from the suite alone (no network), so `--list` and filters need no
 /// cluster.
@@ -28,14 +29,14 @@ pub struct Check {
 impl Check {
     pub fn new<F, Fut>(name: impl Into<String>, layer: Layer, probe: F) -> Check
     where
-        F: Fn(Arc<Env>, Ctx) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<Context>, Attempt) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = ProbeResult> + Send + 'static,
     {
         Check {
             name: name.into(),
             layer,
             requires: Vec::new(),
-            probe: Arc::new(move |env, ctx| Box::pin(probe(env, ctx))),
+            probe: Arc::new(move |cx, attempt| Box::pin(probe(cx, attempt))),
         }
     }
 
@@ -54,23 +55,26 @@ impl fmt::Debug for Check {
     }
 }
 
+/// Where a [`Family`]'s pattern has the alias: `e2e::chat::<alias>`.
+pub const ALIAS: &str = "<alias>";
+
 /// Checks with one instance per model alias (`e2e::chat::<alias>`). Aliases come from the
 /// cluster (the proxy config), so these are built after the run has read it; `--list` shows
 /// the pattern unless the suite names the aliases.
 pub struct Family {
-    /// The check name with `<alias>` where the alias goes.
+    /// The check name with [`ALIAS`] where the alias goes.
     pub pattern: String,
     /// Builds the check for one alias, or `None` where it does not apply (no guardrail on it).
     pub build: FamilyBuild,
 }
 
 /// Builds a family's check for one alias (see [`Family::build`]).
-pub type FamilyBuild = Arc<dyn Fn(&Env, &str) -> Option<Check> + Send + Sync>;
+pub type FamilyBuild = Arc<dyn Fn(&Context, &str) -> Option<Check> + Send + Sync>;
 
 impl Family {
     pub fn new<F>(pattern: impl Into<String>, build: F) -> Family
     where
-        F: Fn(&Env, &str) -> Option<Check> + Send + Sync + 'static,
+        F: Fn(&Context, &str) -> Option<Check> + Send + Sync + 'static,
     {
         Family {
             pattern: pattern.into(),
@@ -79,7 +83,7 @@ impl Family {
     }
 
     pub fn name_for(&self, alias: &str) -> String {
-        self.pattern.replace("<alias>", alias)
+        self.pattern.replace(ALIAS, alias)
     }
 }
 
@@ -95,17 +99,17 @@ pub struct Catalog {
 /// and tells it when the runner will give up on it, so limits it sets on servers (a
 /// database session's statement timeout) end before it does.
 #[derive(Clone, Default)]
-pub struct Ctx {
+pub struct Attempt {
     observed: Arc<Mutex<Option<String>>>,
     deadline: Option<tokio::time::Instant>,
 }
 
-impl Ctx {
+impl Attempt {
     /// The context of an attempt the runner cuts at `deadline`.
-    pub fn until(deadline: tokio::time::Instant) -> Ctx {
-        Ctx {
+    pub fn until(deadline: tokio::time::Instant) -> Attempt {
+        Attempt {
             deadline: Some(deadline),
-            ..Ctx::default()
+            ..Attempt::default()
         }
     }
 

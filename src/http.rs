@@ -1,4 +1,4 @@
-//! The harness's HTTP client for LiteLLM and vLLM: one per run, held by [`crate::env::Env`],
+//! The harness's HTTP client for LiteLLM and vLLM: one per run, held by [`crate::context::Context`],
 //! with a connect timeout and a backstop request timeout. The runner's `--timeout` is the real
 //! limit of a check; the backstop only guarantees that no request outlives a stuck run.
 //!
@@ -106,16 +106,16 @@ const ALWAYS_DIRECT: &str = "localhost,127.0.0.0/8,::1,svc,cluster.local";
 /// The environment's proxies ([`Proxies`], read once into the plan), each skipping the hosts
 /// of `NO_PROXY` and [`ALWAYS_DIRECT`]. An unusable proxy URL is ignored, as reqwest's own
 /// environment handling does.
-fn with_proxies(builder: reqwest::ClientBuilder, env: &Proxies) -> reqwest::ClientBuilder {
-    let skip = match &env.no_proxy {
+fn with_proxies(builder: reqwest::ClientBuilder, proxies: &Proxies) -> reqwest::ClientBuilder {
+    let skip = match &proxies.no_proxy {
         Some(listed) => format!("{listed},{ALWAYS_DIRECT}"),
         None => ALWAYS_DIRECT.to_string(),
     };
     type Make = fn(String) -> reqwest::Result<reqwest::Proxy>;
     let proxies: [(Option<String>, Make); 3] = [
-        (env.https.clone(), reqwest::Proxy::https::<String>),
-        (env.http.clone(), reqwest::Proxy::http::<String>),
-        (env.all.clone(), reqwest::Proxy::all::<String>),
+        (proxies.https.clone(), reqwest::Proxy::https::<String>),
+        (proxies.http.clone(), reqwest::Proxy::http::<String>),
+        (proxies.all.clone(), reqwest::Proxy::all::<String>),
     ];
     // `no_proxy()` drops reqwest's own reading of the environment, which knows no exceptions.
     let mut builder = builder.no_proxy();

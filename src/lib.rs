@@ -15,7 +15,7 @@ pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod connect;
-pub mod env;
+pub mod context;
 pub mod events;
 pub mod http;
 pub mod kube_auth;

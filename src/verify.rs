@@ -14,10 +14,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::check::ALIAS;
 use crate::checks;
 use crate::cluster::{self, Cluster};
 use crate::connect::Endpoints;
-use crate::env::Env;
+use crate::context::Context;
 use crate::events::{Event, Events, RunStart};
 use crate::http::Http;
 use crate::outcome::{Cause, RunReport};
@@ -90,7 +91,7 @@ pub fn list(plan: &Plan) -> Result<Vec<String>, SetupFailure> {
             None if selection.selects(&family.pattern)
                 || selection.filters.is_empty()
                 || selection.filters.iter().any(|f| {
-                    f.starts_with(family.pattern.split("<alias>").next().unwrap_or_default())
+                    f.starts_with(family.pattern.split(ALIAS).next().unwrap_or_default())
                 }) =>
             {
                 names.push(family.pattern.clone())
@@ -169,7 +170,7 @@ pub async fn run(
     // Reading the proxy config and the Secrets takes a few API calls: a deadline or a signal
     // during them still ends the run with its reports, and so does --timeout (kube's read
     // timeout is an idle one: a server trickling a byte a second would hold them forever).
-    let prepare = Env::prepare(
+    let prepare = Context::prepare(
         suite,
         cluster,
         Redactor::default(),
@@ -178,13 +179,13 @@ pub async fn run(
         Http::new(&plan.proxies),
     );
     let prepared = tokio::select! {
-        env = tokio::time::timeout(plan.timeout, prepare) => Some(env),
+        cx = tokio::time::timeout(plan.timeout, prepare) => Some(cx),
         _ = stopper.cancelled() => None,
     };
     // Every check needs these reads (the redactor's secrets above all, before any server text
     // is shown): an API server too slow for them is one that cannot be checked, as at connect.
-    let mut env = match prepared {
-        Some(Ok(env)) => env,
+    let mut cx = match prepared {
+        Some(Ok(cx)) => cx,
         Some(Err(_)) => {
             return Err(SetupFailure {
                 context: Some(context),
@@ -211,9 +212,9 @@ pub async fn run(
             return Ok(report);
         }
     };
-    for alias in env.aliases() {
+    for alias in cx.aliases() {
         for family in &families {
-            if let Some(check) = (family.build)(&env, &alias)
+            if let Some(check) = (family.build)(&cx, &alias)
                 && plan.selection.selects(&check.name)
                 && !selected.iter().any(|c| c.name == check.name)
             {
@@ -227,28 +228,28 @@ pub async fn run(
     // Only runs that talk to LiteLLM, vLLM or the database need their addresses reachable.
     if selected.iter().any(|c| c.layer.reaches_endpoints()) {
         tokio::select! {
-            _ = reach_endpoints(&mut env.endpoints, plan, &env.cluster) => {},
+            _ = reach_endpoints(&mut cx.endpoints, plan, &cx.cluster) => {},
             // The runner reports every check as not run.
             _ = stopper.cancelled() => {},
         }
     }
     // An https:// URL through a port-forward keeps the Service's name; the client connects it
     // to the local port.
-    let local_names = env.endpoints.local_names();
+    let local_names = cx.endpoints.local_names();
     if !local_names.is_empty() {
-        env.http = Http::resolving(&plan.proxies, &local_names);
+        cx.http = Http::resolving(&plan.proxies, &local_names);
     }
-    let forwards = env.endpoints.lifetime();
+    let forwards = cx.endpoints.lifetime();
 
     events.event(&Event::RunStarted(RunStart {
         context: context.clone(),
         namespace: namespace.clone(),
         checks: selected.len(),
-        notes: env
+        notes: cx
             .endpoints
             .forwards()
             .map(|f| f.to_string())
-            .chain(env.endpoints.forward_errors.iter().cloned())
+            .chain(cx.endpoints.forward_errors.iter().cloned())
             .collect(),
     }));
     let options = RunOptions {
@@ -256,7 +257,7 @@ pub async fn run(
         wait: plan.wait,
         threads: plan.threads,
     };
-    let results = runner::run(Arc::new(env), selected, &options, &stopper, events).await;
+    let results = runner::run(Arc::new(cx), selected, &options, &stopper, events).await;
     // Connections a timed-out check left behind (a session waiting on a lock) end with the run,
     // closed properly, before the report says it is over.
     forwards.close().await;

@@ -4,7 +4,7 @@
 pub mod database;
 pub mod e2e;
 pub mod keys;
-pub mod kube;
+pub mod kubernetes;
 pub mod litellm;
 pub mod platform;
 pub mod vllm;
@@ -16,7 +16,7 @@ use crate::suite::Suite;
 /// Every check the suite describes, in report order.
 pub fn catalog(suite: &Suite) -> Catalog {
     let mut checks = platform::checks(suite);
-    checks.extend(kube::checks(suite));
+    checks.extend(kubernetes::checks(suite));
     checks.extend(database::checks(suite));
     checks.extend(litellm::checks(suite));
     checks.extend(vllm::checks(suite));

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::check::Check;
 use crate::cluster::Access;
-use crate::env::{Env, suite_namespaces};
+use crate::context::{Context, suite_namespaces};
 use crate::outcome::{Cause, Failure, Layer, Passed, Prerequisite, ProbeResult, Verdict};
 use crate::suite::{ArgoApp, Suite, Workload};
 
@@ -47,6 +47,12 @@ const ARGO: Crd = Crd {
     installer: "Argo CD",
 };
 
+pub const NAMESPACE: &str = "platform::namespace";
+pub const CRDS: &str = "platform::crds";
+pub const CNPG_OPERATOR: &str = "platform::cnpg-operator";
+pub const SEALED_SECRETS_CONTROLLER: &str = "platform::sealed-secrets-controller";
+pub const ARGOCD_APP: &str = "platform::argocd-app";
+
 /// The CNPG Cluster CRD's prerequisite, for the checks that read Clusters.
 pub fn cnpg_crd() -> Prerequisite {
     Prerequisite::Crd(CNPG.name())
@@ -60,15 +66,11 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
     let mut out = vec![namespaces(suite), crds(suite)];
     let p = &suite.platform;
     if let Some(w) = &p.cnpg_operator {
-        out.push(operator(
-            "platform::cnpg-operator",
-            "the CloudNativePG operator",
-            w,
-        ));
+        out.push(operator(CNPG_OPERATOR, "the CloudNativePG operator", w));
     }
     if let Some(w) = &p.sealed_secrets_controller {
         out.push(operator(
-            "platform::sealed-secrets-controller",
+            SEALED_SECRETS_CONTROLLER,
             "the Sealed Secrets controller",
             w,
         ));
@@ -81,13 +83,13 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
 
 fn namespaces(suite: &Suite) -> Check {
     let wanted = suite_namespaces(suite);
-    Check::new("platform::namespace", Layer::Platform, move |env, ctx| {
+    Check::new(NAMESPACE, Layer::Platform, move |cx, attempt| {
         let wanted = wanted.clone();
         async move {
-            let api: Api<Namespace> = Api::all(env.cluster.client.clone());
+            let api: Api<Namespace> = Api::all(cx.cluster.client.clone());
             let mut failure: Option<Failure> = None;
             for ns in &wanted {
-                ctx.observe(format!("getting namespace {ns}"));
+                attempt.observe(format!("getting namespace {ns}"));
                 let problem = match api.get_opt(ns).await {
                     Ok(Some(n)) if terminating(&n) => {
                         let since = n
@@ -173,14 +175,14 @@ fn crds(suite: &Suite) -> Check {
     if suite.platform.argocd.is_some() {
         wanted.push(&ARGO);
     }
-    Check::new("platform::crds", Layer::Platform, move |env, ctx| {
+    Check::new(CRDS, Layer::Platform, move |cx, attempt| {
         let wanted = wanted.clone();
         async move {
             let mut missing: Vec<&Crd> = Vec::new();
             for crd in &wanted {
                 let gv = format!("{}/{}", crd.group, crd.version);
-                ctx.observe(format!("discovering {gv}"));
-                match env.cluster.client.list_api_group_resources(&gv).await {
+                attempt.observe(format!("discovering {gv}"));
+                match cx.cluster.client.list_api_group_resources(&gv).await {
                     Ok(list) if list.resources.iter().any(|r| r.name == crd.plural) => {}
                     Ok(_) => missing.push(crd),
                     Err(kube::Error::Api(s)) if s.code == 404 => missing.push(crd),
@@ -219,14 +221,14 @@ fn crds(suite: &Suite) -> Check {
 
 fn operator(name: &'static str, what: &'static str, w: &Workload) -> Check {
     let w = w.clone();
-    Check::new(name, Layer::Platform, move |env, ctx| {
+    Check::new(name, Layer::Platform, move |cx, attempt| {
         let w = w.clone();
         async move {
-            ctx.observe(format!(
+            attempt.observe(format!(
                 "getting deployment {}/{}",
                 w.namespace, w.deployment
             ));
-            let found = match env
+            let found = match cx
                 .cluster
                 .get::<Deployment>(&w.namespace, &w.deployment)
                 .await
@@ -303,10 +305,10 @@ fn conditions(d: &Deployment) -> String {
 
 fn argocd_app(app: &ArgoApp) -> Check {
     let app = app.clone();
-    Check::new("platform::argocd-app", Layer::Platform, move |env, ctx| {
+    Check::new(ARGOCD_APP, Layer::Platform, move |cx, attempt| {
         let app = app.clone();
         async move {
-            if env
+            if cx
                 .hook
                 .as_ref()
                 .is_some_and(|h| h.app_namespace == app.namespace && h.app_name == app.application)
@@ -316,18 +318,18 @@ fn argocd_app(app: &ArgoApp) -> Check {
                     app.namespace, app.application
                 )));
             }
-            ctx.observe(format!("getting application {}/{}", app.namespace, app.application));
-            application(&env, &app).await
+            attempt.observe(format!("getting application {}/{}", app.namespace, app.application));
+            application(&cx, &app).await
         }
     })
     .requires(argo_crd())
 }
 
-async fn application(env: &Env, app: &ArgoApp) -> ProbeResult {
+async fn application(cx: &Context, app: &ArgoApp) -> ProbeResult {
     let gvk = GroupVersionKind::gvk(ARGO.group, ARGO.version, "Application");
     let ar = ApiResource::from_gvk_with_plural(&gvk, ARGO.plural);
     let api: Api<DynamicObject> =
-        Api::namespaced_with(env.cluster.client.clone(), &app.namespace, &ar);
+        Api::namespaced_with(cx.cluster.client.clone(), &app.namespace, &ar);
     let obj = match api.get_opt(&app.application).await {
         Ok(Some(o)) => o,
         Ok(None) => {

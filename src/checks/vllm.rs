@@ -6,17 +6,17 @@
 
 use k8s_openapi::api::core::v1::Service;
 
-use crate::check::{Check, Family};
+use crate::check::{ALIAS, Check, Family};
 use crate::checks::keys::{self, Key, Loaded};
 use crate::connect::VllmTarget;
-use crate::env::Env;
+use crate::context::Context;
 use crate::http::{Answer, HttpError, TooLarge, excerpt, listed};
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
 use crate::proxy_config::Alias;
 use crate::suite::Suite;
 
 /// `""` with one vLLM backend, else `::<ns>/<svc>`: how its checks are named.
-pub fn suffix(suite: &crate::suite::Suite, i: usize) -> String {
+fn suffix(suite: &Suite, i: usize) -> String {
     let v = &suite.vllm[i];
     if suite.vllm.len() > 1 {
         format!("::{}/{}", v.namespace, v.service.name)
@@ -25,34 +25,48 @@ pub fn suffix(suite: &crate::suite::Suite, i: usize) -> String {
     }
 }
 
+/// `vllm::health` of the suite's `vllm[i]` (`vllm::health::<ns>/<svc>` with several).
+pub fn health_name(suite: &Suite, i: usize) -> String {
+    format!("vllm::health{}", suffix(suite, i))
+}
+
+/// `vllm::models` of the suite's `vllm[i]` (`vllm::models::<ns>/<svc>` with several).
+pub fn models_name(suite: &Suite, i: usize) -> String {
+    format!("vllm::models{}", suffix(suite, i))
+}
+
+/// `vllm::api_base::<alias>`.
+pub fn api_base_name(alias: &str) -> String {
+    format!("vllm::api_base::{alias}")
+}
+
 pub fn checks(suite: &Suite) -> Vec<Check> {
     let mut out = Vec::new();
     for (i, v) in suite.vllm.iter().enumerate() {
-        let suffix = suffix(suite, i);
         let ns = Prerequisite::Namespace(v.namespace.clone());
         out.push(
             Check::new(
-                format!("vllm::health{suffix}"),
+                health_name(suite, i),
                 Layer::Vllm,
-                move |env, ctx| async move {
-                    let b = Backend::of(&env, i)?;
+                move |cx, attempt| async move {
+                    let b = Backend::of(&cx, i)?;
                     let url = format!("{}/health", b.root());
-                    ctx.observe(format!("waiting for GET {url}"));
-                    health(&env, &b, &url).await
+                    attempt.observe(format!("waiting for GET {url}"));
+                    health(&cx, &b, &url).await
                 },
             )
             .requires(ns.clone()),
         );
         out.push(
             Check::new(
-                format!("vllm::models{suffix}"),
+                models_name(suite, i),
                 Layer::Vllm,
-                move |env, ctx| async move {
-                    let b = Backend::of(&env, i)?;
-                    ctx.observe("reading the key LiteLLM sends to vLLM");
-                    let key = keys::load(&env, Key::Vllm).await?;
-                    ctx.observe(format!("waiting for GET {}/models", b.target.endpoint.base));
-                    models(&env, &b, &key).await
+                move |cx, attempt| async move {
+                    let b = Backend::of(&cx, i)?;
+                    attempt.observe("reading the key LiteLLM sends to vLLM");
+                    let key = keys::load(&cx, Key::Vllm).await?;
+                    attempt.observe(format!("waiting for GET {}/models", b.target.endpoint.base));
+                    models(&cx, &b, &key).await
                 },
             )
             .requires(ns),
@@ -62,19 +76,19 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
 }
 
 pub fn families() -> Vec<Family> {
-    vec![Family::new("vllm::api_base::<alias>", |env, alias| {
-        let config = env.proxy.as_ref().ok()?;
+    vec![Family::new(api_base_name(ALIAS), |cx, alias| {
+        let config = cx.proxy_config.as_ref().ok()?;
         let a = config.alias(alias)?;
         let api_base = a.api_base.clone()?;
         let alias = alias.to_string();
         Some(Check::new(
-            format!("vllm::api_base::{alias}"),
+            api_base_name(&alias),
             Layer::Vllm,
-            move |env, ctx| {
+            move |cx, attempt| {
                 let (alias, api_base) = (alias.clone(), api_base.clone());
                 async move {
-                    ctx.observe(format!("resolving api_base {api_base}"));
-                    api_base_check(&env, &alias, &api_base).await
+                    attempt.observe(format!("resolving api_base {api_base}"));
+                    api_base_check(&cx, &alias, &api_base).await
                 }
             },
         ))
@@ -90,15 +104,15 @@ pub(crate) struct Backend {
 impl Backend {
     /// The suite's `vllm[i]`, reached where the first alias that names it says (or at its
     /// in-cluster address when no alias does).
-    fn of(env: &Env, i: usize) -> Result<Backend, Failure> {
-        let v = &env.suite.vllm[i];
-        let aliases: Vec<Alias> = match &env.proxy {
+    fn of(cx: &Context, i: usize) -> Result<Backend, Failure> {
+        let v = &cx.suite.vllm[i];
+        let aliases: Vec<Alias> = match &cx.proxy_config {
             Ok(c) => c
                 .aliases
                 .iter()
                 .filter(|a| {
                     a.api_base.as_deref().is_some_and(|b| {
-                        env.endpoints.vllm(b).is_ok_and(|t| {
+                        cx.endpoints.vllm(b).is_ok_and(|t| {
                             t.namespace == v.namespace && t.service == v.service.name
                         })
                     })
@@ -122,7 +136,7 @@ impl Backend {
                     v.service.name, v.namespace
                 )
             });
-        let target = env
+        let target = cx
             .endpoints
             .vllm(&api_base)
             .map_err(|why| Failure::new(Cause::ConfigInvalid, why))?;
@@ -165,8 +179,8 @@ pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Fai
     )
 }
 
-async fn health(env: &Env, b: &Backend, url: &str) -> ProbeResult {
-    let a = match env.http.get(url, None).await {
+async fn health(cx: &Context, b: &Backend, url: &str) -> ProbeResult {
+    let a = match cx.http.get(url, None).await {
         Err(HttpError::NoAnswer(t)) => return Err(vllm_unreachable(&b.target, url, &t.0)),
         Err(HttpError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
         Ok(a) => a,
@@ -176,7 +190,7 @@ async fn health(env: &Env, b: &Backend, url: &str) -> ProbeResult {
             Cause::HttpStatus,
             format!("vLLM {} /health answered {}", b.name(), a.status),
         )
-        .details(excerpt(&env.redactor, &a.text))
+        .details(excerpt(&cx.redactor, &a.text))
         .hint(
             "vLLM's engine is not serving (loading, out of memory, crashed): read its pod's log",
         ));
@@ -248,12 +262,12 @@ fn context_window(model: &serde_json::Value) -> Result<Option<u32>, String> {
 
 /// `GET <base>/models` with `key`: the served models (not a model request).
 pub(crate) async fn served_models(
-    env: &Env,
+    cx: &Context,
     target: &VllmTarget,
     key: &Loaded,
 ) -> Result<(Vec<Served>, Answer), ModelsError> {
     let url = format!("{}/models", target.endpoint.base);
-    let a = env
+    let a = cx
         .http
         .get(&url, Some(&key.value))
         .await
@@ -279,7 +293,7 @@ pub(crate) async fn served_models(
             continue;
         };
         let max_model_len = context_window(m).map_err(|why| {
-            ModelsError::BadWindow(format!("model {}: {why}", env.redactor.cut(id.trim(), 100)))
+            ModelsError::BadWindow(format!("model {}: {why}", cx.redactor.cut(id.trim(), 100)))
         })?;
         served.push(Served {
             id: id.to_string(),
@@ -291,7 +305,7 @@ pub(crate) async fn served_models(
 
 /// The failure for vLLM rejecting LiteLLM's key on a direct call.
 pub(crate) fn coupling_failure(
-    env: &Env,
+    cx: &Context,
     target: &VllmTarget,
     key: &Loaded,
     a: &Answer,
@@ -303,16 +317,13 @@ pub(crate) fn coupling_failure(
             target.namespace, target.service, key.source
         ),
     )
-    .details(format!(
-        "vLLM answered: {}",
-        excerpt(&env.redactor, &a.text)
-    ))
-    .hint(crate::checks::keys::coupling_hint(&env.suite))
+    .details(format!("vLLM answered: {}", excerpt(&cx.redactor, &a.text)))
+    .hint(crate::checks::keys::coupling_hint(&cx.suite))
 }
 
-async fn models(env: &Env, b: &Backend, key: &Loaded) -> ProbeResult {
+async fn models(cx: &Context, b: &Backend, key: &Loaded) -> ProbeResult {
     let url = format!("{}/models", b.target.endpoint.base);
-    let (served, a) = match served_models(env, &b.target, key).await {
+    let (served, a) = match served_models(cx, &b.target, key).await {
         Ok(r) => r,
         Err(ModelsError::Unreachable(why)) => return Err(vllm_unreachable(&b.target, &url, &why)),
         Err(ModelsError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
@@ -323,7 +334,7 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> ProbeResult {
             )
             .hint("vLLM reports the --max-model-len it serves with: an answer without a sane one is not vLLM's (something else answers at this address?)"));
         }
-        Err(ModelsError::Unauthorized(a)) => return Err(coupling_failure(env, &b.target, key, &a)),
+        Err(ModelsError::Unauthorized(a)) => return Err(coupling_failure(cx, &b.target, key, &a)),
         Err(ModelsError::Other(a)) => {
             let cause = if a.status == 200 {
                 Cause::BadResponse
@@ -334,7 +345,7 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> ProbeResult {
                 cause,
                 format!("vLLM {} GET /v1/models answered {}", b.name(), a.status),
             )
-            .details(excerpt(&env.redactor, &a.text)));
+            .details(excerpt(&cx.redactor, &a.text)));
         }
     };
     let ids: Vec<&str> = served.iter().map(|s| s.id.as_str()).collect();
@@ -352,7 +363,7 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> ProbeResult {
                 b.name(),
                 missing.join(", ")),
         )
-        .details(format!("it serves: {}", listed(&env.redactor, &ids)))
+        .details(format!("it serves: {}", listed(&cx.redactor, &ids)))
         .hint("the alias's litellm_params.model must be openai/<the model vLLM serves> (its --served-model-name); vLLM loads one model per server"));
     }
     let described: Vec<String> = served
@@ -383,7 +394,7 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> ProbeResult {
         summary: format!(
             "vLLM {} serves {} and accepts LiteLLM's key",
             b.name(),
-            listed(&env.redactor, &described)
+            listed(&cx.redactor, &described)
         ),
         metrics,
         ..Passed::default()
@@ -394,8 +405,8 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> ProbeResult {
     Ok(p.into())
 }
 
-async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> ProbeResult {
-    let target = match env.endpoints.vllm(api_base) {
+async fn api_base_check(cx: &Context, alias: &str, api_base: &str) -> ProbeResult {
+    let target = match cx.endpoints.vllm(api_base) {
         Ok(t) => t,
         Err(why) => {
             return Err(Failure::new(
@@ -406,7 +417,7 @@ async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> ProbeResult {
         }
     };
     let (ns, svc) = (&target.namespace, &target.service);
-    let service = env.cluster.get::<Service>(ns, svc).await?;
+    let service = cx.cluster.get::<Service>(ns, svc).await?;
     let Some(service) = service else {
         return Err(Failure::new(
             Cause::NotFound,

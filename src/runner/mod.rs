@@ -17,8 +17,8 @@ use libtest_mimic::{Arguments, Trial};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-use crate::check::{Check, Ctx};
-use crate::env::Env;
+use crate::check::{Attempt, Check};
+use crate::context::Context;
 use crate::events::{Event, Events};
 use crate::outcome::{
     Cause, CheckResult, Failure, Layer, Prerequisite, ProbeResult, Status, Verdict,
@@ -41,7 +41,7 @@ type Recorded = BTreeMap<String, (CheckResult, Vec<(Prerequisite, String)>)>;
 /// as it is recorded. Platform checks run first, as their own phase; the others are then built
 /// from their outcomes: a check needing a prerequisite that failed is skipped with the reason.
 pub async fn run(
-    env: Arc<Env>,
+    cx: Arc<Context>,
     checks: Vec<Check>,
     options: &RunOptions,
     stopper: &Stopper,
@@ -53,7 +53,7 @@ pub async fn run(
     // libtest-mimic blocks until its trials are done: off the async threads, each trial driving
     // its check on this runtime.
     let trials = tokio::task::spawn_blocking(move || {
-        run_phases(&runtime, env, checks, &options, &stopper, &finished)
+        run_phases(&runtime, cx, checks, &options, &stopper, &finished)
     });
     // Ends when the trials are done (the last sender is dropped with them).
     while let Some(result) = recorded.recv().await {
@@ -69,7 +69,7 @@ pub async fn run(
 /// [`run`]'s blocking part: every phase, one after another, as libtest-mimic runs.
 fn run_phases(
     runtime: &tokio::runtime::Handle,
-    env: Arc<Env>,
+    cx: Arc<Context>,
     checks: Vec<Check>,
     options: &RunOptions,
     stopper: &Stopper,
@@ -77,7 +77,7 @@ fn run_phases(
 ) -> Vec<CheckResult> {
     let order: Vec<(String, Layer)> = checks.iter().map(|c| (c.name.clone(), c.layer)).collect();
     // A check's name is the report's own text, never a secret's.
-    env.redactor
+    cx.redactor
         .protect(order.iter().map(|(name, _)| name.clone()));
     // One --wait window for the whole run, every phase included.
     let wait_until = options.wait.map(|w| Instant::now() + w);
@@ -87,7 +87,7 @@ fn run_phases(
     let mut unmet: BTreeMap<Prerequisite, String> = BTreeMap::new();
     for checks in phases {
         let done = phase(
-            runtime, &env, checks, options, wait_until, stopper, finished, &unmet,
+            runtime, &cx, checks, options, wait_until, stopper, finished, &unmet,
         );
         for (name, (result, broken)) in &done {
             for (prerequisite, why) in broken {
@@ -132,7 +132,7 @@ fn run_phases(
         .collect();
     // A value registered after a result was recorded (its Secret's first read failed, a later
     // one succeeded) is scrubbed from the reports too; the terminal line is already out.
-    results.into_iter().map(|r| redact(&env, r)).collect()
+    results.into_iter().map(|r| redact(&cx, r)).collect()
 }
 
 /// The results of checks the run was stopped before it could start (a deadline or a signal
@@ -141,7 +141,7 @@ pub fn not_run(checks: &[Check], stop: Stop) -> Vec<CheckResult> {
     checks
         .iter()
         .map(|c| {
-            let failure = stopped(stop, &Ctx::default(), false);
+            let failure = stopped(stop, &Attempt::default(), false);
             result_of(
                 &c.name,
                 c.layer,
@@ -208,7 +208,7 @@ fn phases(checks: Vec<Check>) -> Vec<Vec<Check>> {
 #[allow(clippy::too_many_arguments)]
 fn phase(
     runtime: &tokio::runtime::Handle,
-    env: &Arc<Env>,
+    cx: &Arc<Context>,
     checks: Vec<Check>,
     options: &RunOptions,
     wait_until: Option<Instant>,
@@ -221,7 +221,7 @@ fn phase(
     for check in checks {
         if let Some(reason) = check.requires.iter().find_map(|p| unmet.get(p)) {
             let r = redact(
-                env,
+                cx,
                 CheckResult::skipped(&check.name, check.layer, format!("skipped: {reason}")),
             );
             let _ = finished.send(r.clone());
@@ -230,13 +230,13 @@ fn phase(
             }
             continue;
         }
-        let (env, options, stopper) = (Arc::clone(env), options.clone(), stopper.clone());
+        let (cx, options, stopper) = (Arc::clone(cx), options.clone(), stopper.clone());
         let handle = runtime.clone();
         let (finished, recorded) = (finished.clone(), Arc::clone(&recorded));
         trials.push(Trial::test(check.name.clone(), move || {
             let (result, broken) =
-                handle.block_on(execute(&check, env.clone(), &options, wait_until, &stopper));
-            let result = redact(&env, result);
+                handle.block_on(execute(&check, cx.clone(), &options, wait_until, &stopper));
+            let result = redact(&cx, result);
             let _ = finished.send(result.clone());
             if let Ok(mut map) = recorded.lock() {
                 map.insert(result.name.clone(), (result, broken));
@@ -261,8 +261,8 @@ const NULL_DEVICE: &str = "/dev/null";
 #[cfg(not(unix))]
 const NULL_DEVICE: &str = "NUL";
 
-fn redact(env: &Env, mut r: CheckResult) -> CheckResult {
-    let red = &env.redactor;
+fn redact(cx: &Context, mut r: CheckResult) -> CheckResult {
+    let red = &cx.redactor;
     r.summary = red.redact(&r.summary);
     r.details = r.details.map(|d| red.redact(&d));
     r.hint = r.hint.map(|h| red.redact(&h));
@@ -277,7 +277,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Runs one check: attempts until it passes, `--wait` runs out, or the run is stopped.
 async fn execute(
     check: &Check,
-    env: Arc<Env>,
+    cx: Arc<Context>,
     options: &RunOptions,
     wait_until: Option<Instant>,
     stopper: &Stopper,
@@ -288,15 +288,15 @@ async fn execute(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let ctx = Ctx::until(Instant::now() + options.timeout);
+        let attempt = Attempt::until(Instant::now() + options.timeout);
         let probed = if let Some(stop) = stopper.reason() {
-            Err(stopped(stop, &ctx, false))
+            Err(stopped(stop, &attempt, false))
         } else {
             tokio::select! {
                 biased;
-                _ = stopper.cancelled() => Err(stopped(stopper.reason().unwrap_or(Stop::Signal("a signal")), &ctx, true)),
-                r = tokio::time::timeout(options.timeout, (check.probe)(Arc::clone(&env), ctx.clone())) => {
-                    r.unwrap_or_else(|_| Err(timed_out(options.timeout, &ctx)))
+                _ = stopper.cancelled() => Err(stopped(stopper.reason().unwrap_or(Stop::Signal("a signal")), &attempt, true)),
+                r = tokio::time::timeout(options.timeout, (check.probe)(Arc::clone(&cx), attempt.clone())) => {
+                    r.unwrap_or_else(|_| Err(timed_out(options.timeout, &attempt)))
                 }
             }
         };
@@ -363,19 +363,19 @@ fn pick(failures: &mut Vec<Failure>) -> Failure {
     }
 }
 
-fn timed_out(timeout: Duration, ctx: &Ctx) -> Failure {
+fn timed_out(timeout: Duration, attempt: &Attempt) -> Failure {
     let mut f = Failure::new(
         Cause::Timeout,
         format!("no answer within {}", humantime::format_duration(timeout)),
     )
     .hint("raise --timeout if the cluster is slow, or look at what the check was waiting for");
-    if let Some(state) = ctx.last_observed() {
+    if let Some(state) = attempt.last_observed() {
         f = f.details(format!("last observed: {state}"));
     }
     f
 }
 
-fn stopped(stop: Stop, ctx: &Ctx, was_running: bool) -> Failure {
+fn stopped(stop: Stop, attempt: &Attempt, was_running: bool) -> Failure {
     let (cause, why) = stop.describe();
     let summary = if was_running {
         format!("{why} while this check was running")
@@ -383,7 +383,7 @@ fn stopped(stop: Stop, ctx: &Ctx, was_running: bool) -> Failure {
         format!("not run: {why}")
     };
     let mut f = Failure::new(cause, summary);
-    if let Some(state) = ctx.last_observed() {
+    if let Some(state) = attempt.last_observed() {
         f = f.details(format!("last observed: {state}"));
     }
     f
@@ -449,11 +449,14 @@ mod tests {
 
     #[test]
     fn an_attempt_knows_its_time_left() {
-        let ctx = Ctx::until(Instant::now() + Duration::from_secs(5));
-        let left = ctx.remaining().expect("a deadline");
+        let attempt = Attempt::until(Instant::now() + Duration::from_secs(5));
+        let left = attempt.remaining().expect("a deadline");
         assert!(left <= Duration::from_secs(5) && left > Duration::from_secs(4));
-        assert_eq!(Ctx::until(Instant::now()).remaining(), Some(Duration::ZERO));
-        assert_eq!(Ctx::default().remaining(), None);
+        assert_eq!(
+            Attempt::until(Instant::now()).remaining(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(Attempt::default().remaining(), None);
     }
 
     #[test]

@@ -72,9 +72,9 @@ pub struct ArgoApp {
 #[serde(deny_unknown_fields, default)]
 pub struct Litellm {
     pub pods: Pods,
-    pub service: Service,
+    pub service: ServiceRef,
     pub secret: LitellmSecret,
-    pub config: ProxyConfig,
+    pub config: ProxyConfigMap,
     /// The Prisma migration Job (an Argo CD PreSync hook, often TTL-deleted); `null` to ignore.
     pub migration_job: Option<String>,
     /// The trimming guardrail; `null` for a deployment without one.
@@ -106,12 +106,12 @@ impl Default for Litellm {
                 min_ready: 1,
                 container: Some("litellm".into()),
             },
-            service: Service {
+            service: ServiceRef {
                 name: "litellm".into(),
                 port: Some(4000),
             },
             secret: LitellmSecret::default(),
-            config: ProxyConfig::default(),
+            config: ProxyConfigMap::default(),
             migration_job: Some("litellm-migrations".into()),
             guardrail: Some(Guardrail::default()),
             aliases: None,
@@ -133,9 +133,12 @@ pub struct Pods {
     pub container: Option<String>,
 }
 
+// A Service of the deployment as the suite names it (not the Kubernetes object). Doc comments
+// here are the JSON Schema's descriptions (suites/schema.json): this type has none.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Service {
+#[schemars(rename = "Service")]
+pub struct ServiceRef {
     pub name: String,
     /// A port the Service must expose.
     #[serde(default)]
@@ -163,16 +166,18 @@ impl Default for LitellmSecret {
 }
 
 /// Where the proxy's `config.yaml` lives.
+// A ConfigMap and its key; the parsed config is `proxy_config::ProxyConfig`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct ProxyConfig {
+#[schemars(rename = "ProxyConfig")]
+pub struct ProxyConfigMap {
     pub configmap: String,
     pub key: String,
 }
 
-impl Default for ProxyConfig {
+impl Default for ProxyConfigMap {
     fn default() -> Self {
-        ProxyConfig {
+        ProxyConfigMap {
             configmap: "litellm-config".into(),
             key: "config.yaml".into(),
         }
@@ -223,7 +228,7 @@ pub struct Database {
     pub cluster: String,
     pub pods: Pods,
     /// The read-write Service, which must select the primary.
-    pub service: Service,
+    pub service: ServiceRef,
     pub secret: DatabaseSecret,
     /// The database LiteLLM uses.
     pub name: String,
@@ -384,7 +389,7 @@ impl Default for Database {
                 min_ready: 1,
                 container: Some("postgres".into()),
             },
-            service: Service {
+            service: ServiceRef {
                 name: "cloudnative-pg-cluster-rw".into(),
                 port: Some(5432),
             },
@@ -420,7 +425,7 @@ impl Default for DatabaseSecret {
 #[serde(deny_unknown_fields)]
 pub struct Vllm {
     pub namespace: String,
-    pub service: Service,
+    pub service: ServiceRef,
     /// vLLM's own key; `null` where the harness may not read it (the key coupling is then only
     /// proven behaviourally by the vLLM layer).
     #[serde(default)]
@@ -727,7 +732,7 @@ mod defaults {
     pub fn vllm() -> Vec<super::Vllm> {
         vec![super::Vllm {
             namespace: "vllm".into(),
-            service: super::Service {
+            service: super::ServiceRef {
                 name: "vllm".into(),
                 port: Some(80),
             },

@@ -15,15 +15,19 @@ mod wire;
 use std::time::Instant;
 
 use crate::check::Check;
+use crate::checks::kubernetes;
 use crate::connect::Via;
-use crate::env::Env;
+use crate::context::Context;
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult, Verdict};
 use crate::suite::{Database, Suite};
 
 use session::{Session, Target};
 
 /// The check the others run after.
-const CONNECT: &str = "database::connect";
+pub const CONNECT: &str = "database::connect";
+pub const PRIMARY: &str = "database::primary";
+pub const MIGRATIONS: &str = "database::migrations";
+pub const SCHEMA: &str = "database::schema";
 
 /// Prisma's migration ledger.
 const LEDGER: &str = "_prisma_migrations";
@@ -44,12 +48,12 @@ enum Probe {
 }
 
 impl Probe {
-    async fn run(self, env: &Env, s: &Session, t: &Target, db: &Database) -> ProbeResult {
+    async fn run(self, cx: &Context, s: &Session, t: &Target, db: &Database) -> ProbeResult {
         match self {
-            Probe::Connect => connect(env, s, t).await,
+            Probe::Connect => connect(cx, s, t).await,
             Probe::Primary => primary(s, t),
-            Probe::Migrations => migrations(env, s, t).await,
-            Probe::Schema => schema(env, s, t, db).await,
+            Probe::Migrations => migrations(cx, s, t).await,
+            Probe::Schema => schema(cx, s, t, db).await,
         }
     }
 }
@@ -61,16 +65,16 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
     let ns = suite.namespace.clone();
     let build = |name: &str, probe: Probe| {
         let db = db.clone();
-        let check = Check::new(name, Layer::Database, move |env, ctx| {
+        let check = Check::new(name, Layer::Database, move |cx, attempt| {
             let db = db.clone();
             async move {
-                let Some(target) = Target::of(&env, &db) else {
+                let Some(target) = Target::of(&cx, &db) else {
                     return Ok(Verdict::skip("the suite has no database endpoint"));
                 };
-                let session = session::open(&env, &target, &ctx).await?;
-                ctx.observe(format!("querying {}", target.reached()));
-                let outcome = probe.run(&env, &session, &target, &db).await;
-                session.close(&ctx).await;
+                let session = session::open(&cx, &target, &attempt).await?;
+                attempt.observe(format!("querying {}", target.reached()));
+                let outcome = probe.run(&cx, &session, &target, &db).await;
+                session.close(&attempt).await;
                 outcome
             }
         })
@@ -83,9 +87,9 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
     };
     vec![
         build(CONNECT, Probe::Connect),
-        build("database::primary", Probe::Primary),
-        build("database::migrations", Probe::Migrations),
-        build("database::schema", Probe::Schema),
+        build(PRIMARY, Probe::Primary),
+        build(MIGRATIONS, Probe::Migrations),
+        build(SCHEMA, Probe::Schema),
     ]
 }
 
@@ -96,10 +100,10 @@ fn base_metrics(s: &Session) -> Metrics {
 }
 
 /// TCP, TLS and login worked; a `SELECT 1` measures the round trip.
-async fn connect(env: &Env, s: &Session, t: &Target) -> ProbeResult {
+async fn connect(cx: &Context, s: &Session, t: &Target) -> ProbeResult {
     let started = Instant::now();
     if let Err(e) = s.client.simple_query("SELECT 1").await {
-        return Err(s.failure(env, t, "SELECT 1", &e));
+        return Err(s.failure(cx, t, "SELECT 1", &e));
     }
     let round_trip = started.elapsed();
     let f = &s.facts;
@@ -137,12 +141,17 @@ fn primary(s: &Session, t: &Target) -> ProbeResult {
     let metrics = base_metrics(s);
     let service_hint = match t.via {
         Via::Suite | Via::PortForward => format!(
-            "the rw Service {}/{} routes to a replica: see kubernetes::cnpg::{} and kubernetes::services::{} (a failover not finished, or a selector changed by hand); every LiteLLM write fails until it routes to the primary",
-            t.namespace, t.service, t.cluster, t.service
+            "the rw Service {}/{} routes to a replica: see {} and {} (a failover not finished, or a selector changed by hand); every LiteLLM write fails until it routes to the primary",
+            t.namespace,
+            t.service,
+            kubernetes::cnpg_name(&t.cluster),
+            kubernetes::services_name(&t.service)
         ),
         Via::Flag => format!(
-            "the rw Service routes to a replica, or --endpoint points at one (a port-forward to a replica pod instead of svc/{}): see kubernetes::cnpg::{} and kubernetes::services::{}; every LiteLLM write fails against a replica",
-            t.service, t.cluster, t.service
+            "the rw Service routes to a replica, or --endpoint points at one (a port-forward to a replica pod instead of svc/{}): see {} and {}; every LiteLLM write fails against a replica",
+            t.service,
+            kubernetes::cnpg_name(&t.cluster),
+            kubernetes::services_name(&t.service)
         ),
     };
     if f.in_recovery {
@@ -195,10 +204,10 @@ fn source_words(source: &str) -> String {
 /// Prisma's ledger: present, not empty, nothing unfinished or failed. Every value is read
 /// with its column checked: a NULL or another type in a hand-edited ledger is a failure that
 /// names the column, never a panic.
-async fn migrations(env: &Env, s: &Session, t: &Target) -> ProbeResult {
+async fn migrations(cx: &Context, s: &Session, t: &Target) -> ProbeResult {
     let c = &s.client;
     let mut metrics = base_metrics(s);
-    let fail = |e: &tokio_postgres::Error, what: &str| -> Failure { s.failure(env, t, what, e) };
+    let fail = |e: &tokio_postgres::Error, what: &str| -> Failure { s.failure(cx, t, what, e) };
     let ledger = format!("\"{LEDGER}\"");
     let row = c
         .query_one(
@@ -267,7 +276,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> ProbeResult {
             .hint(format!(
                 "the migration Job created the ledger and stopped before the first migration: read its log (kubectl logs -n {} job/{}) and sync again",
                 t.namespace,
-                env.suite.litellm.migration_job.as_deref().unwrap_or("litellm-migrations")))
+                cx.suite.litellm.migration_job.as_deref().unwrap_or("litellm-migrations")))
             .metrics(metrics));
     }
 
@@ -292,7 +301,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> ProbeResult {
     metrics.count("migrations_unfinished", unfinished.len() as u64);
     if let Some((name, started, logs)) = unfinished.iter().find(|(_, _, l)| !l.trim().is_empty()) {
         let mut details = format!("migration {name} (started {started}) failed; its logs:\n");
-        details.push_str(&head(&env.redactor.redact(logs), LOG_LINES));
+        details.push_str(&head(&cx.redactor.redact(logs), LOG_LINES));
         if unfinished.len() > 1 {
             details.push_str(&format!(
                 "\n({} unfinished migrations in all)",
@@ -384,7 +393,7 @@ fn head(text: &str, max: usize) -> String {
 }
 
 /// LiteLLM's core tables (the suite's list) exist.
-async fn schema(env: &Env, s: &Session, t: &Target, db: &Database) -> ProbeResult {
+async fn schema(cx: &Context, s: &Session, t: &Target, db: &Database) -> ProbeResult {
     let mut metrics = base_metrics(s);
     let rows = s
         .client
@@ -394,7 +403,7 @@ async fn schema(env: &Env, s: &Session, t: &Target, db: &Database) -> ProbeResul
             &[&db.tables],
         )
         .await
-        .map_err(|e| s.failure(env, t, "looking up LiteLLM's tables", &e))?;
+        .map_err(|e| s.failure(cx, t, "looking up LiteLLM's tables", &e))?;
     let mut missing: Vec<String> = Vec::new();
     for r in &rows {
         missing.push(s.column(
@@ -420,7 +429,7 @@ async fn schema(env: &Env, s: &Session, t: &Target, db: &Database) -> ProbeResul
                     missing.join(", ")),
             )
             .hint(format!(
-                "LiteLLM's migrations did not create them (see database::migrations), someone dropped them, or the suite's database.name ({}) is not LiteLLM's database; LiteLLM fails requests that read them",
+                "LiteLLM's migrations did not create them (see {MIGRATIONS}), someone dropped them, or the suite's database.name ({}) is not LiteLLM's database; LiteLLM fails requests that read them",
                 t.database
             ))
             .metrics(metrics));

@@ -28,9 +28,10 @@ use tokio_postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::check::Ctx;
+use crate::check::Attempt;
+use crate::checks::kubernetes;
 use crate::connect::Via;
-use crate::env::{Env, secret_value};
+use crate::context::{Context, secret_value};
 use crate::outcome::{Cause, Failure, Metrics};
 use crate::secret::SecretValue;
 use crate::suite::{CaSource, Database, SslMode};
@@ -69,10 +70,10 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn of(env: &Env, db: &Database) -> Option<Target> {
-        let ep = env.endpoints.database.as_ref()?;
+    pub fn of(cx: &Context, db: &Database) -> Option<Target> {
+        let ep = cx.endpoints.database.as_ref()?;
         Some(Target {
-            namespace: env.suite.namespace.clone(),
+            namespace: cx.suite.namespace.clone(),
             cluster: db.cluster.clone(),
             service: db.service.name.clone(),
             secret: db.secret.name.clone(),
@@ -208,8 +209,14 @@ pub struct Session {
 
 impl Session {
     /// A query that failed on this session, classified.
-    pub fn failure(&self, env: &Env, t: &Target, what: &str, e: &tokio_postgres::Error) -> Failure {
-        query_failure(env, t, &self.peer, what, e)
+    pub fn failure(
+        &self,
+        cx: &Context,
+        t: &Target,
+        what: &str,
+        e: &tokio_postgres::Error,
+    ) -> Failure {
+        query_failure(cx, t, &self.peer, what, e)
     }
 
     /// Column `i` of `row`, or the failure naming the column and what it held instead.
@@ -226,10 +233,10 @@ impl Session {
 
     /// Ends the session the polite way (Terminate, TLS close_notify), so the server logs no
     /// broken connection; bounded, and the drop aborts whatever is left.
-    pub async fn close(self, ctx: &Ctx) {
+    pub async fn close(self, attempt: &Attempt) {
         let Session { client, driver, .. } = self;
         drop(client);
-        let bound = ctx
+        let bound = attempt
             .remaining()
             .map_or(CLOSE_TIMEOUT, |left| left.min(CLOSE_TIMEOUT));
         let _ = tokio::time::timeout(bound, driver).await;
@@ -250,10 +257,10 @@ fn millis(d: Duration) -> u128 {
 }
 
 /// Opens a read-only session to the suite's database, or the classified reason it cannot.
-pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> {
-    let (user, password) = credentials(env, t, ctx).await?;
+pub async fn open(cx: &Context, t: &Target, attempt: &Attempt) -> Result<Session, Failure> {
+    let (user, password) = credentials(cx, t, attempt).await?;
     let ca = if t.sslmode.verifies() {
-        read_ca(env, t, ctx).await?
+        read_ca(cx, t, attempt).await?
     } else {
         Vec::new()
     };
@@ -275,7 +282,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
     }
 
     let started = Instant::now();
-    let addr = resolve(t, ctx).await.map_err(|p| p.failure(t, &user))?;
+    let addr = resolve(t, attempt).await.map_err(|p| p.failure(t, &user))?;
 
     let mut config = tokio_postgres::Config::new();
     config
@@ -305,10 +312,10 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
     let watch = Watch::new(t.sslmode != SslMode::Disable);
 
     let login = async {
-        ctx.observe(format!("connecting to {} (TCP)", t.reached()));
+        attempt.observe(format!("connecting to {} (TCP)", t.reached()));
         let stream = TcpStream::connect(addr).await.map_err(Problem::from_io)?;
         let _ = stream.set_nodelay(true);
-        ctx.observe(format!(
+        attempt.observe(format!(
             "TLS (sslmode {}) and login as {user} to database {} at {}",
             t.sslmode.as_str(),
             t.database,
@@ -323,7 +330,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         Ok(Ok(pair)) => pair,
         Ok(Err(problem)) => return Err(problem.failure(t, &user)),
         Err(_) => {
-            let step = if ctx
+            let step = if attempt
                 .last_observed()
                 .is_some_and(|s| s.starts_with("connecting"))
             {
@@ -361,7 +368,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         tls_used && (t.binding_required() || auth == Some(AuthRequest::Sasl { plus: true }));
 
     let (statement_timeout, lock_timeout) =
-        server_timeouts(ctx.remaining().unwrap_or(DEFAULT_BUDGET));
+        server_timeouts(attempt.remaining().unwrap_or(DEFAULT_BUDGET));
     let peer = Peer {
         watch,
         user,
@@ -369,7 +376,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         lock_timeout,
     };
     // First, so that no statement of this session outlives the check on the server.
-    ctx.observe(format!(
+    attempt.observe(format!(
         "setting the session's time limits at {}",
         t.reached()
     ));
@@ -380,9 +387,9 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             millis(lock_timeout)
         ))
         .await
-        .map_err(|e| query_failure(env, t, &peer, "setting the session's time limits", &e))?;
+        .map_err(|e| query_failure(cx, t, &peer, "setting the session's time limits", &e))?;
 
-    ctx.observe(format!("reading server settings at {}", t.reached()));
+    attempt.observe(format!("reading server settings at {}", t.reached()));
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), \
@@ -392,7 +399,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             &[],
         )
         .await
-        .map_err(|e| query_failure(env, t, &peer, "reading the server's settings", &e))?;
+        .map_err(|e| query_failure(cx, t, &peer, "reading the server's settings", &e))?;
     let facts = Facts {
         user: peer.user.clone(),
         protection,
@@ -419,7 +426,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
     client
         .batch_execute("SET default_transaction_read_only = on")
         .await
-        .map_err(|e| query_failure(env, t, &peer, "making the session read-only", &e))?;
+        .map_err(|e| query_failure(cx, t, &peer, "making the session read-only", &e))?;
     Ok(Session {
         client,
         facts,
@@ -430,12 +437,16 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
 
 /// The user name and password from the suite's Secret; the password is registered with the
 /// redactor before anything else happens with it.
-async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, SecretValue), Failure> {
-    let Some(db) = env.suite.database.as_ref() else {
+async fn credentials(
+    cx: &Context,
+    t: &Target,
+    attempt: &Attempt,
+) -> Result<(String, SecretValue), Failure> {
+    let Some(db) = cx.suite.database.as_ref() else {
         return Err(Failure::new(Cause::Setup, "the suite has no database"));
     };
-    ctx.observe(format!("getting secret {}/{}", t.namespace, t.secret));
-    let secret = env
+    attempt.observe(format!("getting secret {}/{}", t.namespace, t.secret));
+    let secret = cx
         .cluster
         .get::<Secret>(&t.namespace, &t.secret)
         .await?
@@ -448,8 +459,8 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
                 ),
             )
             .hint(format!(
-                "see kubernetes::secrets::{}: CloudNativePG creates it for the application user (spec.bootstrap.initdb.secret)",
-                t.secret
+                "see {}: CloudNativePG creates it for the application user (spec.bootstrap.initdb.secret)",
+                kubernetes::secrets_name(&t.secret)
             ))
         })?;
     let key = |key: &str| -> Result<SecretValue, Failure> {
@@ -458,17 +469,17 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
                 Cause::MissingKey,
                 format!("secret {}/{} has no key {key}", t.namespace, t.secret),
             )
-            .hint(format!("see kubernetes::secrets::{}", t.secret))),
+            .hint(format!("see {}", kubernetes::secrets_name(&t.secret)))),
             Some(v) if v.is_empty() => Err(Failure::new(
                 Cause::EmptyKey,
                 format!("secret {}/{}: key {key} is empty", t.namespace, t.secret),
             )
-            .hint(format!("see kubernetes::secrets::{}", t.secret))),
+            .hint(format!("see {}", kubernetes::secrets_name(&t.secret)))),
             Some(v) => Ok(v),
         }
     };
     let password = key(&db.secret.password)?;
-    env.redactor.register(&password);
+    cx.redactor.register(&password);
     let user = key(&db.secret.username)?;
     let user = user.expose().map(|u| u.trim().to_string()).ok_or_else(|| {
         Failure::new(
@@ -495,13 +506,13 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
 /// a ConfigMap holding only the certificate (so the hook need not read the CA's private key,
 /// which that Secret holds too).
 async fn read_ca(
-    env: &Env,
+    cx: &Context,
     t: &Target,
-    ctx: &Ctx,
+    attempt: &Attempt,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Failure> {
     let origin = t.ca_origin();
     let key = t.ca.key();
-    ctx.observe(format!("getting CA {origin}"));
+    attempt.observe(format!("getting CA {origin}"));
     let mode = t.sslmode.as_str();
     let not_found = || {
         let f = Failure::new(
@@ -520,7 +531,7 @@ async fn read_ca(
         }
     };
     let pem: Option<String> = match &t.ca {
-        CaSource::Secret { name, .. } => env
+        CaSource::Secret { name, .. } => cx
             .cluster
             .get::<Secret>(&t.namespace, name)
             .await?
@@ -529,7 +540,7 @@ async fn read_ca(
                 secret_value(&secret, key).map(|v| v.expose().unwrap_or_default().to_string())
             })?,
         CaSource::ConfigMap { name, .. } => {
-            let map = env
+            let map = cx
                 .cluster
                 .get::<ConfigMap>(&t.namespace, name)
                 .await?
@@ -555,11 +566,11 @@ async fn read_ca(
         .map_err(|why| Failure::new(Cause::DbCaInvalid, format!("CA {origin} key {key} {why}")))
 }
 
-async fn resolve(t: &Target, ctx: &Ctx) -> Result<SocketAddr, Problem> {
+async fn resolve(t: &Target, attempt: &Attempt) -> Result<SocketAddr, Problem> {
     if let Ok(ip) = t.host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, t.port));
     }
-    ctx.observe(format!("resolving {}", t.host));
+    attempt.observe(format!("resolving {}", t.host));
     let mut addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
         .await
         .map_err(|e| Problem::Dns(e.to_string()))?;
@@ -571,7 +582,7 @@ async fn resolve(t: &Target, ctx: &Ctx) -> Result<SocketAddr, Problem> {
 /// A query that failed on an open session: the stream cut by the watch, a lock wait or a
 /// statement the server ended at the session's limits, or the server's error as it is.
 fn query_failure(
-    env: &Env,
+    cx: &Context,
     t: &Target,
     peer: &Peer,
     what: &str,
@@ -586,11 +597,11 @@ fn query_failure(
             Cause::DbError,
             format!(
                 "{what} failed at {at}: {}",
-                env.redactor.redact(&error_chain(e))
+                cx.redactor.redact(&error_chain(e))
             ),
         );
     };
-    let message = env.redactor.redact(db.message());
+    let message = cx.redactor.redact(db.message());
     let limit = |d: Duration| humantime::format_duration(Duration::from_millis(millis(d) as u64));
     match db.code() {
         c if *c == SqlState::LOCK_NOT_AVAILABLE => Failure::new(
@@ -752,8 +763,9 @@ impl Problem {
         let ns = &t.namespace;
         let mode = t.sslmode.as_str();
         let status_hint = format!(
-            "see kubernetes::services::{} and kubernetes::cnpg::{}",
-            t.service, t.cluster
+            "see {} and {}",
+            kubernetes::services_name(&t.service),
+            kubernetes::cnpg_name(&t.cluster)
         );
         match self {
             Problem::Dns(why) => {
@@ -834,8 +846,8 @@ impl Problem {
             )
             .details(why.clone())
             .hint(format!(
-                "CloudNativePG renews its certificates itself: an expired one means the operator is not running (kubectl get pods -A -l app.kubernetes.io/name=cloudnative-pg); see kubernetes::cnpg::{}",
-                t.cluster
+                "CloudNativePG renews its certificates itself: an expired one means the operator is not running (kubectl get pods -A -l app.kubernetes.io/name=cloudnative-pg); see {}",
+                kubernetes::cnpg_name(&t.cluster)
             )),
             Problem::Tls(TlsProblem::Handshake(why)) => Failure::new(
                 Cause::DbTls,
@@ -895,8 +907,8 @@ impl Problem {
             )
             .details(message.clone())
             .hint(format!(
-                "a restart or failover is in progress: see kubernetes::cnpg::{}, and rerun with --wait",
-                t.cluster
+                "a restart or failover is in progress: see {}, and rerun with --wait",
+                kubernetes::cnpg_name(&t.cluster)
             )),
             Problem::Server(code, message) => Failure::new(
                 Cause::DbError,

@@ -14,11 +14,12 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::check::{Check, Ctx, Family};
+use crate::check::{ALIAS, Attempt, Check, Family};
 use crate::checks::keys::{self, Key, Loaded};
 use crate::checks::litellm::classify::{self, ProxyError};
-use crate::checks::litellm::{any_guardrail, no_answer};
-use crate::env::Env;
+use crate::checks::litellm::{self, any_guardrail, no_answer};
+use crate::checks::vllm;
+use crate::context::Context;
 use crate::http::{Answer, HttpError, MAX_ANSWER, TooLarge, excerpt, header};
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
 use crate::text::size;
@@ -35,25 +36,45 @@ const MAX_CONTENT: usize = 64 << 10;
 /// The header LiteLLM names the guardrails a request went through in.
 pub(crate) const APPLIED_GUARDRAILS: &str = "x-litellm-applied-guardrails";
 
+/// `e2e::chat::<alias>`.
+pub fn chat_name(alias: &str) -> String {
+    format!("e2e::chat::{alias}")
+}
+
+/// `e2e::chat::<alias>::stream`.
+pub fn stream_name(alias: &str) -> String {
+    format!("e2e::chat::{alias}::stream")
+}
+
+/// `e2e::trimming::<alias>`.
+pub fn trimming_name(alias: &str) -> String {
+    format!("e2e::trimming::{alias}")
+}
+
+/// `e2e::trimming::<alias>::control`.
+pub fn control_name(alias: &str) -> String {
+    format!("e2e::trimming::{alias}::control")
+}
+
 pub fn families() -> Vec<Family> {
     vec![
-        Family::new("e2e::chat::<alias>", |env, alias| {
-            let name = format!("e2e::chat::{alias}");
+        Family::new(chat_name(ALIAS), |cx, alias| {
+            let name = chat_name(alias);
             let alias = alias.to_string();
-            let check = Check::new(name, Layer::E2e, move |env, ctx| {
+            let check = Check::new(name, Layer::E2e, move |cx, attempt| {
                 let alias = alias.clone();
-                async move { chat(&env, &ctx, &alias).await }
+                async move { chat(&cx, &attempt, &alias).await }
             });
-            Some(after(check, env, "", false))
+            Some(after(check, cx, "", false))
         }),
-        Family::new("e2e::chat::<alias>::stream", |env, alias| {
-            let name = format!("e2e::chat::{alias}::stream");
+        Family::new(stream_name(ALIAS), |cx, alias| {
+            let name = stream_name(alias);
             let alias = alias.to_string();
-            let check = Check::new(name, Layer::E2e, move |env, ctx| {
+            let check = Check::new(name, Layer::E2e, move |cx, attempt| {
                 let alias = alias.clone();
-                async move { stream(&env, &ctx, &alias).await }
+                async move { stream(&cx, &attempt, &alias).await }
             });
-            Some(after(check, env, "", false))
+            Some(after(check, cx, "", false))
         }),
         trimming::family(),
         trimming::control_family(),
@@ -63,30 +84,27 @@ pub fn families() -> Vec<Family> {
 /// What an alias's end-to-end checks run after (and are skipped by, when it fails): a live
 /// proxy, and, where the context window is read from vLLM, `vllm::models` of its backend.
 /// Without this, a dead proxy or a rejected key would fail every alias's checks in cascade.
-pub(crate) fn after(mut check: Check, env: &Env, alias: &str, needs_window: bool) -> Check {
-    check = check.requires(Prerequisite::Check(crate::checks::litellm::LIVE.into()));
+pub(crate) fn after(mut check: Check, cx: &Context, alias: &str, needs_window: bool) -> Check {
+    check = check.requires(Prerequisite::Check(litellm::LIVE.into()));
     if !needs_window {
         return check;
     }
-    let backend = env
-        .proxy
+    let backend = cx
+        .proxy_config
         .as_ref()
         .ok()
         .and_then(|c| c.alias(alias))
         .and_then(|a| a.api_base.as_deref())
-        .and_then(|base| env.endpoints.vllm(base).ok())
+        .and_then(|base| cx.endpoints.vllm(base).ok())
         .and_then(|t| {
-            env.suite
+            cx.suite
                 .vllm
                 .iter()
                 .position(|v| v.namespace == t.namespace && v.service.name == t.service)
         });
     match backend {
-        Some(i) if env.suite.vllm[i].max_model_len.is_none() => {
-            check.requires(Prerequisite::Check(format!(
-                "vllm::models{}",
-                crate::checks::vllm::suffix(&env.suite, i)
-            )))
+        Some(i) if cx.suite.vllm[i].max_model_len.is_none() => {
+            check.requires(Prerequisite::Check(vllm::models_name(&cx.suite, i)))
         }
         _ => check,
     }
@@ -104,18 +122,18 @@ fn chat_body(alias: &str, content: &str, max_tokens: u32) -> Value {
 }
 
 /// Chat key and URL, or the failure to report.
-async fn prepare(env: &Env, ctx: &Ctx) -> Result<(Loaded, String), Failure> {
-    ctx.observe("reading the chat key");
-    let key = keys::load(env, Key::Chat).await?;
-    Ok((key, env.endpoints.litellm.url("/v1/chat/completions")))
+async fn prepare(cx: &Context, attempt: &Attempt) -> Result<(Loaded, String), Failure> {
+    attempt.observe("reading the chat key");
+    let key = keys::load(cx, Key::Chat).await?;
+    Ok((key, cx.endpoints.litellm.url("/v1/chat/completions")))
 }
 
 /// An error answer of the proxy for `alias`, attributed.
-pub(crate) fn proxy_failure(env: &Env, alias: &str, key: &Loaded, a: &Answer) -> Failure {
-    let e = ProxyError::parse(a.status, &a.text, &env.redactor);
-    let guardrail = any_guardrail(env, alias);
-    let coupling = crate::checks::keys::coupling_hint(&env.suite);
-    let logs = crate::checks::keys::proxy_logs(&env.suite);
+pub(crate) fn proxy_failure(cx: &Context, alias: &str, key: &Loaded, a: &Answer) -> Failure {
+    let e = ProxyError::parse(a.status, &a.text, &cx.redactor);
+    let guardrail = any_guardrail(cx, alias);
+    let coupling = crate::checks::keys::coupling_hint(&cx.suite);
+    let logs = crate::checks::keys::proxy_logs(&cx.suite);
     let mut f = classify::classify(
         &e,
         &classify::Request {
@@ -130,7 +148,7 @@ pub(crate) fn proxy_failure(env: &Env, alias: &str, key: &Loaded, a: &Answer) ->
         "the proxy answered {} after {} ms: {}",
         a.status,
         a.elapsed.as_millis(),
-        excerpt(&env.redactor, &a.text)
+        excerpt(&cx.redactor, &a.text)
     ));
     f.metrics.millis("latency_ms", a.elapsed);
     f
@@ -165,10 +183,10 @@ fn guardrail_note(headers: &reqwest::header::HeaderMap) -> Option<String> {
     header(headers, APPLIED_GUARDRAILS).map(|g| format!("guardrails applied: {g}"))
 }
 
-async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
-    let (key, url) = prepare(env, ctx).await?;
-    ctx.observe(format!("waiting for POST {url} (alias {alias})"));
-    let a = env
+async fn chat(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
+    let (key, url) = prepare(cx, attempt).await?;
+    attempt.observe(format!("waiting for POST {url} (alias {alias})"));
+    let a = cx
         .http
         .post(
             &url,
@@ -176,13 +194,13 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
             &chat_body(alias, PROMPT, MAX_TOKENS),
         )
         .await
-        .map_err(|t| no_answer(env, &url, &t))?;
+        .map_err(|t| no_answer(cx, &url, &t))?;
     if !a.ok() {
-        return Err(proxy_failure(env, alias, &key, &a));
+        return Err(proxy_failure(cx, alias, &key, &a));
     }
     let bad = |what: &str| -> Failure {
         let mut f = Failure::new(Cause::BadResponse, format!("alias {alias}: 200 {what}"))
-            .details(excerpt(&env.redactor, &a.text));
+            .details(excerpt(&cx.redactor, &a.text));
         f.metrics.millis("latency_ms", a.elapsed);
         f
     };
@@ -211,7 +229,7 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
         .millis("latency_ms", a.elapsed)
         .count("prompt_tokens", u64::from(prompt))
         .count("completion_tokens", u64::from(completion));
-    let said = env.redactor.cut(&content, 60);
+    let said = cx.redactor.cut(&content, 60);
     let mut p = Passed {
         summary: format!(
             "alias {alias} answered in {} ms: {said:?} ({prompt}+{completion} tokens)",
@@ -226,20 +244,20 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
     Ok(p.into())
 }
 
-async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
-    let (key, url) = prepare(env, ctx).await?;
+async fn stream(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
+    let (key, url) = prepare(cx, attempt).await?;
     let mut body = chat_body(alias, PROMPT, MAX_TOKENS);
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    ctx.observe(format!(
+    attempt.observe(format!(
         "waiting for the stream's headers from POST {url} (alias {alias})"
     ));
     let started = Instant::now();
-    let resp = env
+    let resp = cx
         .http
         .post_streaming(&url, Some(&key.value), &body)
         .await
-        .map_err(|e| no_answer(env, &url, &e))?;
+        .map_err(|e| no_answer(cx, &url, &e))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     if !(200..300).contains(&status) {
@@ -256,7 +274,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
             text,
             elapsed: started.elapsed(),
         };
-        return Err(proxy_failure(env, alias, &key, &a));
+        return Err(proxy_failure(cx, alias, &key, &a));
     }
     let content_type = header(&headers, "content-type").unwrap_or_default();
     if !content_type.starts_with("text/event-stream") {
@@ -269,7 +287,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
             Cause::BadResponse,
             format!("alias {alias}: a streaming request got {status} {content_type:?}, not text/event-stream"),
         )
-        .details(excerpt(&env.redactor, &text)));
+        .details(excerpt(&cx.redactor, &text)));
     }
 
     let mut parser = sse::Parser::default();
@@ -290,7 +308,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
             how,
         })
     };
-    ctx.observe(format!(
+    attempt.observe(format!(
         "alias {alias}: stream open, waiting for the first token"
     ));
     // Read until [DONE], and not a byte further: a server may hold the stream open after it.
@@ -347,7 +365,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
                     Cause::BadResponse,
                     format!("alias {alias}: a stream event is not JSON"),
                 )
-                .details(excerpt(&env.redactor, &event)));
+                .details(excerpt(&cx.redactor, &event)));
             };
             if chunk.get("error").is_some() {
                 // A failure after the stream opened arrives as an error event.
@@ -357,7 +375,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
                     text: event.clone(),
                     elapsed: started.elapsed(),
                 };
-                let mut f = proxy_failure(env, alias, &key, &a);
+                let mut f = proxy_failure(cx, alias, &key, &a);
                 f.summary = format!("{} (an error event in the stream)", f.summary);
                 return Err(f);
             }
@@ -391,11 +409,11 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
                         Cause::BadResponse,
                         format!("alias {alias}: the stream's usage chunk says {why}"),
                     )
-                    .details(excerpt(&env.redactor, &event)));
+                    .details(excerpt(&cx.redactor, &event)));
                 }
                 usage = chunk.get("usage").cloned();
             }
-            ctx.observe(format!(
+            attempt.observe(format!(
                 "alias {alias}: {chunks} chunks, {deltas} with content, waiting for [DONE]"
             ));
         }
@@ -434,7 +452,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
     {
         metrics.count("completion_tokens", n);
     }
-    let said = env.redactor.cut(content.trim(), 60);
+    let said = cx.redactor.cut(content.trim(), 60);
     let mut p = Passed {
         summary: format!(
             "alias {alias} streamed {deltas} content deltas, first token after {} ms, [DONE] after {} ms: {said:?}",

@@ -11,12 +11,12 @@
 
 use serde_json::Value;
 
-use crate::check::{Check, Ctx, Family};
+use crate::check::{ALIAS, Attempt, Check, Family};
 use crate::checks::keys::{self, Key};
 use crate::checks::litellm::{no_answer, trimming_guardrail};
-use crate::checks::vllm::{coupling_failure, served_models};
+use crate::checks::vllm::{self, coupling_failure, served_models};
 use crate::connect::VllmTarget;
-use crate::env::Env;
+use crate::context::Context;
 use crate::http::{HttpError, excerpt};
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, ProbeResult, Verdict};
 use crate::suite::Guardrail;
@@ -31,28 +31,28 @@ const MIN_OVERSHOOT: u32 = 256;
 const WORD: &str = "word";
 
 pub fn family() -> Family {
-    Family::new("e2e::trimming::<alias>", |env, alias| {
-        let guardrail = trimming_guardrail(env, alias)?;
-        let name = format!("e2e::trimming::{alias}");
+    Family::new(super::trimming_name(ALIAS), |cx, alias| {
+        let guardrail = trimming_guardrail(cx, alias)?;
+        let name = super::trimming_name(alias);
         let owned = alias.to_string();
-        let check = Check::new(name, Layer::E2e, move |env, ctx| {
+        let check = Check::new(name, Layer::E2e, move |cx, attempt| {
             let (alias, guardrail) = (owned.clone(), guardrail.clone());
-            async move { trimming(&env, &ctx, &alias, &guardrail).await }
+            async move { trimming(&cx, &attempt, &alias, &guardrail).await }
         });
-        Some(super::after(check, env, alias, true))
+        Some(super::after(check, cx, alias, true))
     })
 }
 
 pub fn control_family() -> Family {
-    Family::new("e2e::trimming::<alias>::control", |env, alias| {
-        trimming_guardrail(env, alias)?;
-        let name = format!("e2e::trimming::{alias}::control");
+    Family::new(super::control_name(ALIAS), |cx, alias| {
+        trimming_guardrail(cx, alias)?;
+        let name = super::control_name(alias);
         let owned = alias.to_string();
-        let check = Check::new(name, Layer::E2e, move |env, ctx| {
+        let check = Check::new(name, Layer::E2e, move |cx, attempt| {
             let alias = owned.clone();
-            async move { control(&env, &ctx, &alias).await }
+            async move { control(&cx, &attempt, &alias).await }
         });
-        Some(super::after(check, env, alias, true))
+        Some(super::after(check, cx, alias, true))
     })
 }
 
@@ -88,11 +88,11 @@ impl Window {
     }
 }
 
-async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Failure> {
-    let config = env
-        .proxy
+async fn window(cx: &Context, attempt: &Attempt, alias: &str) -> Result<Window, Failure> {
+    let config = cx
+        .proxy_config
         .as_ref()
-        .map_err(|e| Failure::new(Cause::ConfigInvalid, e.clone()))?;
+        .map_err(|e| Failure::new(Cause::ConfigInvalid, e.to_string()))?;
     let a = config.alias(alias).ok_or_else(|| {
         Failure::new(
             Cause::AliasMissing,
@@ -103,17 +103,17 @@ async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Failure> {
     let target = a
         .api_base
         .as_deref()
-        .map(|b| env.endpoints.vllm(b))
+        .map(|b| cx.endpoints.vllm(b))
         .transpose()
         .map_err(|why| {
             Failure::new(
                 Cause::ContextUnknown,
                 format!("cannot size the oversized prompt for alias {alias}: {why}"),
             )
-            .hint("see vllm::api_base for this alias")
+            .hint(format!("see {}", vllm::api_base_name(alias)))
         })?;
     let suite_value = target.as_ref().and_then(|t| {
-        env.suite
+        cx.suite
             .vllm
             .iter()
             .find(|v| v.namespace == t.namespace && v.service.name == t.service)
@@ -121,12 +121,12 @@ async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Failure> {
     });
     let mut unreadable = None;
     if let Some(t) = &target {
-        ctx.observe(format!(
+        attempt.observe(format!(
             "reading max_model_len from {}/models",
             t.endpoint.base
         ));
-        let key = keys::load(env, Key::Vllm).await?;
-        match served_models(env, t, &key).await {
+        let key = keys::load(cx, Key::Vllm).await?;
+        match served_models(cx, t, &key).await {
             Ok((served, _)) => {
                 if let Some(n) = served
                     .iter()
@@ -169,8 +169,8 @@ async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Failure> {
 
 /// Both trimming checks are skipped for a window over the suite's `max_window`: the proof
 /// would cost a prompt over it and a prefill of all of it, on every run.
-fn over_limit(env: &Env, alias: &str, w: &Window) -> Option<Verdict> {
-    let limit = env
+fn over_limit(cx: &Context, alias: &str, w: &Window) -> Option<Verdict> {
+    let limit = cx
         .suite
         .litellm
         .guardrail
@@ -185,18 +185,18 @@ fn over_limit(env: &Env, alias: &str, w: &Window) -> Option<Verdict> {
     })
 }
 
-async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> ProbeResult {
-    let w = window(env, ctx, alias).await?;
-    if let Some(skip) = over_limit(env, alias, &w) {
+async fn trimming(cx: &Context, attempt: &Attempt, alias: &str, guardrail: &str) -> ProbeResult {
+    let w = window(cx, attempt, alias).await?;
+    if let Some(skip) = over_limit(cx, alias, &w) {
         return Ok(skip);
     }
-    let (key, url) = prepare(env, ctx).await?;
+    let (key, url) = prepare(cx, attempt).await?;
     let words = w.prompt_words();
-    ctx.observe(format!(
+    attempt.observe(format!(
         "waiting for POST {url} with a {words}-word prompt (alias {alias}, max_model_len {})",
         w.max_model_len
     ));
-    let a = env
+    let a = cx
         .http
         .post(
             &url,
@@ -204,14 +204,14 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> ProbeRe
             &chat_body(alias, &w.prompt(), MAX_TOKENS),
         )
         .await
-        .map_err(|t| no_answer(env, &url, &t))?;
+        .map_err(|t| no_answer(cx, &url, &t))?;
     let mut metrics = Metrics::default();
     metrics
         .millis("latency_ms", a.elapsed)
         .count("max_model_len", u64::from(w.max_model_len))
         .count("prompt_words", u64::from(words));
     if !a.ok() {
-        let mut f = proxy_failure(env, alias, &key, &a);
+        let mut f = proxy_failure(cx, alias, &key, &a);
         if f.cause == Cause::ContextWindow {
             f.summary = format!(
                 "guardrail {guardrail} did not trim: vLLM refused the {words}-word prompt as over its {}-token window (400 ContextWindowExceededError)",
@@ -230,7 +230,7 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> ProbeRe
             Cause::BadResponse,
             format!("alias {alias}: 200, but {why}: cannot tell whether the prompt was trimmed"),
         )
-        .details(excerpt(&env.redactor, &a.text))
+        .details(excerpt(&cx.redactor, &a.text))
     };
     let prompt_tokens = match a.json().map(|b| usage_tokens(&b, "prompt_tokens")) {
         Some(Ok(Some(n))) => n,
@@ -271,9 +271,9 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> ProbeRe
     Ok(p.into())
 }
 
-async fn control(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
-    let w = window(env, ctx, alias).await?;
-    if let Some(skip) = over_limit(env, alias, &w) {
+async fn control(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
+    let w = window(cx, attempt, alias).await?;
+    if let Some(skip) = over_limit(cx, alias, &w) {
         return Ok(skip);
     }
     let Some(target) = &w.target else {
@@ -287,15 +287,15 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
             target.namespace, target.service
         )));
     }
-    let key = keys::load(env, Key::Vllm).await?;
+    let key = keys::load(cx, Key::Vllm).await?;
     let url = format!("{}/chat/completions", target.endpoint.base);
     let words = w.prompt_words();
-    ctx.observe(format!("waiting for POST {url} with a {words}-word prompt"));
+    attempt.observe(format!("waiting for POST {url} with a {words}-word prompt"));
     let mut body = chat_body(&w.served_model, &w.prompt(), MAX_TOKENS);
     if let Some(o) = body.as_object_mut() {
         o.remove("num_retries");
     }
-    let a = match env.http.post(&url, Some(&key.value), &body).await {
+    let a = match cx.http.post(&url, Some(&key.value), &body).await {
         Err(HttpError::NoAnswer(t)) => {
             return Ok(Verdict::skip(format!(
                 "vLLM {}/{} is not reachable from here: {t}",
@@ -320,7 +320,7 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
             })
             .unwrap_or_else(|| a.text.clone());
         let first = message.split(". ").next().unwrap_or_default();
-        let first = env.redactor.cut(first.trim(), 300);
+        let first = cx.redactor.cut(first.trim(), 300);
         return Ok(Passed {
             summary: format!("vLLM refuses the {words}-word prompt on its own: {first}"),
             metrics,
@@ -329,7 +329,7 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
         .into());
     }
     if a.status == 401 {
-        return Err(coupling_failure(env, target, &key, &a));
+        return Err(coupling_failure(cx, target, &key, &a));
     }
     if a.ok() {
         let used = a
@@ -340,7 +340,8 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
         let mut f = Failure::new(
             Cause::NotOversized,
             format!(
-                "vLLM accepted the {words}-word prompt{used}: it is not over the window, so e2e::trimming::{alias} proves nothing"
+                "vLLM accepted the {words}-word prompt{used}: it is not over the window, so {} proves nothing",
+                super::trimming_name(alias)
             ),
         )
         .details(format!("max_model_len {} from {}", w.max_model_len, w.source))
@@ -355,7 +356,7 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> ProbeResult {
             a.status
         ),
     )
-    .details(excerpt(&env.redactor, &a.text));
+    .details(excerpt(&cx.redactor, &a.text));
     f.metrics = metrics;
     Err(f)
 }

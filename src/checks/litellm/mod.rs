@@ -7,39 +7,43 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::check::Check;
 use crate::checks::keys::{self, Key};
-use crate::env::Env;
+use crate::checks::kubernetes;
+use crate::context::Context;
 use crate::http::{Answer, HttpError, excerpt, listed};
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
 use crate::suite::Suite;
 
 /// The check the others run after: a proxy that is not alive fails once, here.
 pub const LIVE: &str = "litellm::live";
+pub const READY: &str = "litellm::ready";
+pub const AUTH: &str = "litellm::auth";
+pub const MODELS: &str = "litellm::models";
 
 pub fn checks(suite: &Suite) -> Vec<Check> {
     let ns = suite.namespace.clone();
     let prerequisite = || Prerequisite::Namespace(ns.clone());
     vec![
-        Check::new(LIVE, Layer::Litellm, |env, ctx| async move {
-            let url = env.endpoints.litellm.url("/health/liveliness");
-            ctx.observe(format!("waiting for GET {url}"));
-            live(&env, &url).await
+        Check::new(LIVE, Layer::Litellm, |cx, attempt| async move {
+            let url = cx.endpoints.litellm.url("/health/liveliness");
+            attempt.observe(format!("waiting for GET {url}"));
+            live(&cx, &url).await
         })
         .requires(prerequisite()),
-        Check::new("litellm::ready", Layer::Litellm, |env, ctx| async move {
-            let url = env.endpoints.litellm.url("/health/readiness");
-            ctx.observe(format!("waiting for GET {url}"));
-            ready(&env, &url).await
+        Check::new(READY, Layer::Litellm, |cx, attempt| async move {
+            let url = cx.endpoints.litellm.url("/health/readiness");
+            attempt.observe(format!("waiting for GET {url}"));
+            ready(&cx, &url).await
         })
         .requires(prerequisite())
         .requires(Prerequisite::Check(LIVE.into())),
-        Check::new("litellm::auth", Layer::Litellm, |env, ctx| async move {
-            auth(&env, &ctx).await
+        Check::new(AUTH, Layer::Litellm, |cx, attempt| async move {
+            auth(&cx, &attempt).await
         })
         .requires(prerequisite())
         .requires(Prerequisite::Check(LIVE.into())),
-        Check::new("litellm::models", Layer::Litellm, |env, ctx| async move {
-            ctx.observe("reading the master key");
-            models(&env, &ctx).await
+        Check::new(MODELS, Layer::Litellm, |cx, attempt| async move {
+            attempt.observe("reading the master key");
+            models(&cx, &attempt).await
         })
         .requires(prerequisite())
         .requires(Prerequisite::Check(LIVE.into())),
@@ -47,7 +51,7 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
 }
 
 /// No answer from the proxy to judge: none at all, or one over its cap.
-pub(crate) fn no_answer(env: &Env, url: &str, e: &HttpError) -> Failure {
+pub(crate) fn no_answer(cx: &Context, url: &str, e: &HttpError) -> Failure {
     let t = match e {
         HttpError::TooLarge(t) => return crate::checks::too_large(t),
         HttpError::NoAnswer(t) => t,
@@ -56,19 +60,21 @@ pub(crate) fn no_answer(env: &Env, url: &str, e: &HttpError) -> Failure {
         Cause::Unreachable,
         format!("cannot reach LiteLLM at {url}: {t}"),
     )
-    .details(format!("address from the {}", env.endpoints.litellm.via))
-    .hint(
-        "is the proxy running? kubernetes::pods::litellm says why not (a crash loop's log names the error, e.g. ModuleNotFoundError when the guardrail script is not mounted where LiteLLM looks) and kubernetes::services::litellm whether the Service has ready endpoints",
-    )
+    .details(format!("address from the {}", cx.endpoints.litellm.via))
+    .hint(format!(
+        "is the proxy running? {} says why not (a crash loop's log names the error, e.g. ModuleNotFoundError when the guardrail script is not mounted where LiteLLM looks) and {} whether the Service has ready endpoints",
+        kubernetes::pods_name("litellm"),
+        kubernetes::services_name(&cx.suite.litellm.service.name),
+    ))
 }
 
 /// "the proxy answered 503" with the redacted body as details.
-pub(crate) fn unexpected(env: &Env, cause: Cause, summary: String, a: &Answer) -> Failure {
+pub(crate) fn unexpected(cx: &Context, cause: Cause, summary: String, a: &Answer) -> Failure {
     Failure::new(cause, summary).details(format!(
         "the proxy answered {} after {} ms: {}",
         a.status,
         a.elapsed.as_millis(),
-        excerpt(&env.redactor, &a.text)
+        excerpt(&cx.redactor, &a.text)
     ))
 }
 
@@ -78,9 +84,9 @@ pub(crate) fn latency(a: &Answer) -> Metrics {
     m
 }
 
-async fn live(env: &Env, url: &str) -> ProbeResult {
-    match env.http.get(url, None).await {
-        Err(t) => Err(no_answer(env, url, &t)),
+async fn live(cx: &Context, url: &str) -> ProbeResult {
+    match cx.http.get(url, None).await {
+        Err(t) => Err(no_answer(cx, url, &t)),
         Ok(a) if a.status == 200 => Ok(Passed {
             summary: format!("alive ({url})"),
             metrics: latency(&a),
@@ -88,7 +94,7 @@ async fn live(env: &Env, url: &str) -> ProbeResult {
         }
         .into()),
         Ok(a) => Err(unexpected(
-            env,
+            cx,
             Cause::HttpStatus,
             format!("liveliness answered {} instead of 200", a.status),
             &a,
@@ -96,15 +102,15 @@ async fn live(env: &Env, url: &str) -> ProbeResult {
     }
 }
 
-async fn ready(env: &Env, url: &str) -> ProbeResult {
-    let a = env
+async fn ready(cx: &Context, url: &str) -> ProbeResult {
+    let a = cx
         .http
         .get(url, None)
         .await
-        .map_err(|t| no_answer(env, url, &t))?;
+        .map_err(|t| no_answer(cx, url, &t))?;
     if a.status != 200 {
         return Err(unexpected(
-            env,
+            cx,
             Cause::HttpStatus,
             format!("readiness answered {} instead of 200", a.status),
             &a,
@@ -112,7 +118,7 @@ async fn ready(env: &Env, url: &str) -> ProbeResult {
     }
     let Some(body) = a.json() else {
         return Err(unexpected(
-            env,
+            cx,
             Cause::BadResponse,
             "readiness answered 200 but not JSON".into(),
             &a,
@@ -128,9 +134,9 @@ async fn ready(env: &Env, url: &str) -> ProbeResult {
         .and_then(|v| v.as_str())
         .map(|v| format!(", LiteLLM {v}"))
         .unwrap_or_default();
-    if env.suite.litellm.expect_db && db != "connected" {
+    if cx.suite.litellm.expect_db && db != "connected" {
         return Err(unexpected(
-            env,
+            cx,
             Cause::DbDisconnected,
             format!("readiness answers 200 but its db field is {db:?}, not \"connected\""),
             &a,
@@ -145,7 +151,7 @@ async fn ready(env: &Env, url: &str) -> ProbeResult {
         metrics: latency(&a),
         ..Passed::default()
     };
-    if !env.suite.litellm.expect_db {
+    if !cx.suite.litellm.expect_db {
         p = p.note("the database is not required (litellm.expect_db: false)");
     }
     Ok(p.into())
@@ -160,8 +166,8 @@ fn bogus_key() -> crate::secret::SecretValue {
     crate::secret::SecretValue::new(format!("sk-smokecheck-bogus-{nanos:x}").into_bytes())
 }
 
-fn said(env: &Env, a: &Answer) -> String {
-    let e = classify::ProxyError::parse(a.status, &a.text, &env.redactor);
+fn said(cx: &Context, a: &Answer) -> String {
+    let e = classify::ProxyError::parse(a.status, &a.text, &cx.redactor);
     if e.kind.is_empty() || e.kind == "None" {
         format!("{}", a.status)
     } else {
@@ -169,18 +175,18 @@ fn said(env: &Env, a: &Answer) -> String {
     }
 }
 
-async fn auth(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
-    let url = env.endpoints.litellm.url("/v1/models");
-    ctx.observe(format!("waiting for GET {url} without a key"));
-    let none = env
+async fn auth(cx: &Context, attempt: &crate::check::Attempt) -> ProbeResult {
+    let url = cx.endpoints.litellm.url("/v1/models");
+    attempt.observe(format!("waiting for GET {url} without a key"));
+    let none = cx
         .http
         .get(&url, None)
         .await
-        .map_err(|t| no_answer(env, &url, &t))?;
+        .map_err(|t| no_answer(cx, &url, &t))?;
     let open_hint = "set general_settings.master_key: os.environ/PROXY_MASTER_KEY in the proxy config and PROXY_MASTER_KEY in the pod's env (from the proxy Secret), then restart the proxy; until then anyone who reaches it can spend its models";
     if none.ok() {
         return Err(unexpected(
-            env,
+            cx,
             Cause::ProxyOpen,
             format!(
                 "CRITICAL: the proxy answered {} to a request without a key: it is open to anyone who can reach it",
@@ -190,15 +196,15 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
         )
         .hint(open_hint));
     }
-    ctx.observe(format!("waiting for GET {url} with a bogus key"));
-    let bogus = env
+    attempt.observe(format!("waiting for GET {url} with a bogus key"));
+    let bogus = cx
         .http
         .get(&url, Some(&bogus_key()))
         .await
-        .map_err(|t| no_answer(env, &url, &t))?;
+        .map_err(|t| no_answer(cx, &url, &t))?;
     if bogus.ok() {
         return Err(unexpected(
-            env,
+            cx,
             Cause::ProxyOpen,
             format!(
                 "CRITICAL: the proxy answered {} to a request with a bogus key: it accepts any key",
@@ -210,7 +216,7 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
     }
     if none.status != 401 {
         return Err(unexpected(
-            env,
+            cx,
             Cause::HttpStatus,
             format!(
                 "the proxy refused a request without a key with {} instead of 401",
@@ -222,17 +228,17 @@ async fn auth(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
     }
     Ok(Passed::new(format!(
         "refuses a request without a key ({}) and with a bogus key ({})",
-        said(env, &none),
-        said(env, &bogus)
+        said(cx, &none),
+        said(cx, &bogus)
     ))
     .into())
 }
 
-async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
-    let key = keys::load(env, Key::Master).await?;
-    let expected = env.aliases();
+async fn models(cx: &Context, attempt: &crate::check::Attempt) -> ProbeResult {
+    let key = keys::load(cx, Key::Master).await?;
+    let expected = cx.aliases();
     if expected.is_empty() {
-        let why = match &env.proxy {
+        let why = match &cx.proxy_config {
             Err(e) => {
                 format!("the proxy config cannot be read ({e}) and the suite names no aliases")
             }
@@ -241,13 +247,13 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
         return Err(Failure::new(Cause::ConfigInvalid, format!("no aliases to expect: {why}"))
             .hint("fix the proxy config ConfigMap, or list the aliases in the suite (litellm.aliases)"));
     }
-    let url = env.endpoints.litellm.url("/v1/models");
-    ctx.observe(format!("waiting for GET {url}"));
-    let a = env
+    let url = cx.endpoints.litellm.url("/v1/models");
+    attempt.observe(format!("waiting for GET {url}"));
+    let a = cx
         .http
         .get(&url, Some(&key.value))
         .await
-        .map_err(|t| no_answer(env, &url, &t))?;
+        .map_err(|t| no_answer(cx, &url, &t))?;
     if !a.ok() {
         let cause = match a.status {
             401 | 403 => Cause::ProxyAuth,
@@ -255,7 +261,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
             _ => Cause::HttpStatus,
         };
         let mut f = unexpected(
-            env,
+            cx,
             cause,
             format!(
                 "GET /v1/models with the {} answered {}",
@@ -275,7 +281,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
         .and_then(|d| d.as_array())
     else {
         return Err(unexpected(
-            env,
+            cx,
             Cause::BadResponse,
             "GET /v1/models answered 200 without a model list (JSON with a data array)".into(),
             &a,
@@ -295,7 +301,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
         .filter(|s| !expected.contains(s))
         .map(String::as_str)
         .collect();
-    let source = if env.suite.litellm.aliases.is_some() {
+    let source = if cx.suite.litellm.aliases.is_some() {
         "the suite's litellm.aliases"
     } else {
         "the proxy config's model_list"
@@ -307,7 +313,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
                 "the proxy does not serve {} (expected from {source})",
                 missing.join(", ")),
         )
-        .details(format!("served: {}", listed(&env.redactor, &served)))
+        .details(format!("served: {}", listed(&cx.redactor, &served)))
         .hint(
             "the running proxy's model_list lacks them: is the ConfigMap synced, and was the proxy restarted after it changed? A typo in the suite's litellm.aliases shows here too",
         );
@@ -327,7 +333,7 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
     if !extra.is_empty() {
         p = p.note(format!(
             "served but not expected: {}",
-            listed(&env.redactor, &extra)
+            listed(&cx.redactor, &extra)
         ));
     }
     Ok(p.into())
@@ -335,9 +341,9 @@ async fn models(env: &Env, ctx: &crate::check::Ctx) -> ProbeResult {
 
 /// The trimming guardrail (the suite's `litellm.guardrail.name`) if requests to `alias` go
 /// through it.
-pub(crate) fn trimming_guardrail(env: &Env, alias: &str) -> Option<String> {
-    let g = env.suite.litellm.guardrail.as_ref()?;
-    match &env.proxy {
+pub(crate) fn trimming_guardrail(cx: &Context, alias: &str) -> Option<String> {
+    let g = cx.suite.litellm.guardrail.as_ref()?;
+    match &cx.proxy_config {
         Ok(c) if c.guarded(alias, &g.name) => Some(g.name.clone()),
         _ => None,
     }
@@ -345,9 +351,9 @@ pub(crate) fn trimming_guardrail(env: &Env, alias: &str) -> Option<String> {
 
 /// Any guardrail requests to `alias` go through (a 500 from the proxy's own code is then the
 /// guardrail raising): the trimming one first, else the first the config enables on it.
-pub(crate) fn any_guardrail(env: &Env, alias: &str) -> Option<String> {
-    trimming_guardrail(env, alias).or_else(|| {
-        let c = env.proxy.as_ref().ok()?;
+pub(crate) fn any_guardrail(cx: &Context, alias: &str) -> Option<String> {
+    trimming_guardrail(cx, alias).or_else(|| {
+        let c = cx.proxy_config.as_ref().ok()?;
         let on_alias = c.alias(alias).and_then(|a| a.guardrails.first().cloned());
         on_alias.or_else(|| {
             c.guardrails

@@ -10,17 +10,18 @@ use crate::check::Check;
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Verdict};
 use crate::suite::{self, Suite};
 
-use super::{in_namespace, name};
+use super::{in_namespace, services_name};
+use crate::checks::qualified;
 
-pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
-    let check_name = name(s, "services", namespace, &svc.name);
+pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::ServiceRef) -> Check {
+    let check_name = services_name(&qualified(s, namespace, &svc.name));
     let (ns, svc) = (namespace.to_string(), svc.clone());
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, svc) = (ns.clone(), svc.clone());
             async move {
-                ctx.observe(format!("getting service {ns}/{}", svc.name));
-                let Some(service) = env.cluster.get::<Service>(&ns, &svc.name).await? else {
+                attempt.observe(format!("getting service {ns}/{}", svc.name));
+                let Some(service) = cx.cluster.get::<Service>(&ns, &svc.name).await? else {
                     return Err(Failure::new(
                         Cause::NotFound,
                         format!("service {ns}/{} not found", svc.name),
@@ -61,8 +62,8 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                         spec.external_name.unwrap_or_default()
                     )));
                 }
-                ctx.observe(format!("listing endpoint slices of {ns}/{}", svc.name));
-                let slices = env.cluster.endpoint_slices(&ns, &svc.name).await?;
+                attempt.observe(format!("listing endpoint slices of {ns}/{}", svc.name));
+                let slices = cx.cluster.endpoint_slices(&ns, &svc.name).await?;
                 let (ready, total) = count_endpoints(&slices);
                 let mut metrics = Metrics::default();
                 metrics
@@ -92,7 +93,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                     )
                     .hint("its endpoints are managed by hand or by another controller: check them"),
                     Some(sel) => {
-                        let matching = env.cluster.list::<Pod>(&ns, Some(&sel)).await;
+                        let matching = cx.cluster.list::<Pod>(&ns, Some(&sel)).await;
                         let seen = match &matching {
                             Ok(pods) if pods.is_empty() => "matches no pod".to_string(),
                             Ok(pods) => format!("matches {} pod(s), none ready", pods.len()),

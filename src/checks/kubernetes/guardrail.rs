@@ -12,6 +12,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
 
 use crate::check::Check;
+use crate::context::ProxyConfigError;
 use crate::outcome::{Cause, Failure, Layer, Passed, ProbeResult, Verdict};
 use crate::proxy_config::ProxyConfig;
 use crate::suite::{Guardrail, Suite};
@@ -19,41 +20,20 @@ use crate::suite::{Guardrail, Suite};
 use super::in_namespace;
 
 pub fn check(suite: &Arc<Suite>, guardrail: &Guardrail) -> Check {
-    let check_name = format!("kubernetes::guardrail::{}", guardrail.name);
+    let check_name = super::guardrail_name(&guardrail.name);
     let s = Arc::clone(suite);
     let g = guardrail.clone();
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (s, g) = (Arc::clone(&s), g.clone());
             async move {
                 let ns = &s.namespace;
                 let l = &s.litellm;
-                ctx.observe(format!("getting configmap {ns}/{}", l.config.configmap));
-                let Some(config) = env
-                    .cluster
-                    .get::<ConfigMap>(ns, &l.config.configmap)
-                    .await?
-                else {
-                    return Err(Failure::new(
-                        Cause::NotFound,
-                        format!(
-                            "configmap {ns}/{} (the proxy config) not found",
-                            l.config.configmap
-                        ),
-                    ));
-                };
-                let Some(text) = config.data.as_ref().and_then(|d| d.get(&l.config.key)) else {
-                    return Err(Failure::new(
-                        Cause::ConfigInvalid,
-                        format!(
-                            "configmap {ns}/{} has no key {}",
-                            l.config.configmap, l.config.key
-                        ),
-                    ));
-                };
-                let declared = declaration(text, &g.name)?;
-                ctx.observe(format!("getting configmap {ns}/{}", g.configmap));
-                let Some(module_cm) = env.cluster.get::<ConfigMap>(ns, &g.configmap).await? else {
+                // The run read the proxy config once; its declaration is judged from that.
+                let config = cx.proxy_config.as_ref().map_err(unreadable)?;
+                let declared = declaration(config, &g.name)?;
+                attempt.observe(format!("getting configmap {ns}/{}", g.configmap));
+                let Some(module_cm) = cx.cluster.get::<ConfigMap>(ns, &g.configmap).await? else {
                     return Err(Failure::new(
                             Cause::NotFound,
                             format!("configmap {ns}/{} (the guardrail module) not found", g.configmap),
@@ -66,12 +46,13 @@ pub fn check(suite: &Arc<Suite>, guardrail: &Guardrail) -> Check {
                     .flat_map(|d| d.keys().cloned())
                     .chain(module_cm.binary_data.iter().flat_map(|d| d.keys().cloned()))
                     .collect();
-                ctx.observe(format!("listing LiteLLM pods {}", l.pods.selector));
-                let pods = env.cluster.list::<Pod>(ns, Some(&l.pods.selector)).await?;
+                attempt.observe(format!("listing LiteLLM pods {}", l.pods.selector));
+                let pods = cx.cluster.list::<Pod>(ns, Some(&l.pods.selector)).await?;
                 let Some(pod) = newest(&pods) else {
-                    return Ok(Verdict::skip(
-                        "no LiteLLM pod to inspect (see kubernetes::pods::litellm)".to_string(),
-                    ));
+                    return Ok(Verdict::skip(format!(
+                        "no LiteLLM pod to inspect (see {})",
+                        super::pods_name("litellm")
+                    )));
                 };
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 let Some(spec) = pod.spec.as_ref() else {
@@ -101,12 +82,27 @@ struct Declared {
     default_on: bool,
 }
 
-fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> {
-    let config = ProxyConfig::parse(config_text).map_err(|e| {
-        Failure::new(Cause::ConfigInvalid, "the proxy config is not valid YAML")
-            .details(e)
-            .hint("fix config.yaml in the Helm values; LiteLLM will not start with it")
-    })?;
+/// Why the guardrail's declaration cannot be judged: the run has no proxy config.
+fn unreadable(e: &ProxyConfigError) -> Failure {
+    match e {
+        ProxyConfigError::Unreadable(f) => f.clone(),
+        ProxyConfigError::NotFound { configmap } => Failure::new(
+            Cause::NotFound,
+            format!("configmap {configmap} (the proxy config) not found"),
+        ),
+        ProxyConfigError::NoKey { configmap, key } => Failure::new(
+            Cause::ConfigInvalid,
+            format!("configmap {configmap} has no key {key}"),
+        ),
+        ProxyConfigError::Invalid { error, .. } => {
+            Failure::new(Cause::ConfigInvalid, "the proxy config is not valid YAML")
+                .details(error.clone())
+                .hint("fix config.yaml in the Helm values; LiteLLM will not start with it")
+        }
+    }
+}
+
+fn declaration(config: &ProxyConfig, guardrail: &str) -> Result<Declared, Failure> {
     let Some(decl) = config.guardrails.iter().find(|g| g.name == guardrail) else {
         return Err(Failure::new(
             Cause::GuardrailNotDeclared,
@@ -370,6 +366,10 @@ guardrails:
     litellm_params: {guardrail: custom_guardrails.message_overflow.MessageTrimming, mode: pre_call}
 ";
 
+    fn config(text: &str) -> ProxyConfig {
+        ProxyConfig::parse(text).expect("a proxy config")
+    }
+
     fn spec(json: serde_json::Value) -> PodSpec {
         serde_json::from_value(json).expect("pod spec fixture")
     }
@@ -383,7 +383,7 @@ guardrails:
     }
 
     fn judge(spec: &PodSpec) -> ProbeResult {
-        let declared = declaration(CONFIG, "message_trimming").expect("declared");
+        let declared = declaration(&config(CONFIG), "message_trimming").expect("declared");
         wiring(
             &declared,
             spec,
@@ -396,7 +396,7 @@ guardrails:
 
     #[test]
     fn declaration_lists_the_models_that_enable_it() {
-        let d = declaration(CONFIG, "message_trimming").expect("declared");
+        let d = declaration(&config(CONFIG), "message_trimming").expect("declared");
         assert_eq!(
             d.target,
             "custom_guardrails.message_overflow.MessageTrimming"
@@ -473,11 +473,11 @@ guardrails:
 
     #[test]
     fn a_top_level_module_beside_the_config_file_is_accepted() {
-        let config = CONFIG.replace(
+        let text = CONFIG.replace(
             "custom_guardrails.message_overflow.MessageTrimming",
             "custom_guardrail.MyGuardrail",
         );
-        let declared = declaration(&config, "message_trimming").expect("declared");
+        let declared = declaration(&config(&text), "message_trimming").expect("declared");
         let s = pod_with_mount(
             serde_json::json!({"name": "guard", "mountPath": "/etc/litellm/custom_guardrail.py", "subPath": "message_overflow.py"}),
             serde_json::json!([]),
@@ -502,8 +502,45 @@ guardrails:
     }
 
     #[test]
+    fn a_proxy_config_the_run_could_not_read_fails_the_check_in_its_own_words() {
+        let configmap = "litellm/litellm-config".to_string();
+        let missing = unreadable(&ProxyConfigError::NotFound {
+            configmap: configmap.clone(),
+        });
+        assert_eq!(missing.cause, Cause::NotFound);
+        assert_eq!(
+            missing.summary,
+            "configmap litellm/litellm-config (the proxy config) not found"
+        );
+        let no_key = unreadable(&ProxyConfigError::NoKey {
+            configmap: configmap.clone(),
+            key: "config.yaml".into(),
+        });
+        assert_eq!(no_key.cause, Cause::ConfigInvalid);
+        assert_eq!(
+            no_key.summary,
+            "configmap litellm/litellm-config has no key config.yaml"
+        );
+        let invalid = unreadable(&ProxyConfigError::Invalid {
+            configmap,
+            key: "config.yaml".into(),
+            error: "line 2: mapping values are not allowed here".into(),
+        });
+        assert_eq!(invalid.summary, "the proxy config is not valid YAML");
+        assert_eq!(
+            invalid.details.as_deref(),
+            Some("line 2: mapping values are not allowed here")
+        );
+        let forbidden = Failure::new(Cause::Forbidden, "forbidden: cannot get configmaps");
+        assert_eq!(
+            unreadable(&ProxyConfigError::Unreadable(forbidden.clone())),
+            forbidden
+        );
+    }
+
+    #[test]
     fn undeclared_guardrail_fails() {
-        let err = declaration("model_list: []\n", "message_trimming").unwrap_err();
+        let err = declaration(&config("model_list: []\n"), "message_trimming").unwrap_err();
         assert_eq!(err.cause, Cause::GuardrailNotDeclared);
     }
 }

@@ -13,22 +13,22 @@ use super::{excerpt, in_namespace};
 const LOG_LINES: i64 = 20;
 
 pub fn check(label: &str, namespace: &str, pods: &Pods) -> Check {
-    let name = format!("kubernetes::pods::{label}");
+    let name = super::pods_name(label);
     let namespace = namespace.to_string();
     let spec = pods.clone();
     let ns = namespace.clone();
     in_namespace(
-        Check::new(name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, spec) = (ns.clone(), spec.clone());
             async move {
-                ctx.observe(format!("listing pods {} in {ns}", spec.selector));
-                let pods = env.cluster.list::<Pod>(&ns, Some(&spec.selector)).await?;
+                attempt.observe(format!("listing pods {} in {ns}", spec.selector));
+                let pods = cx.cluster.list::<Pod>(&ns, Some(&spec.selector)).await?;
                 let mut probed = judge(&ns, &spec, &pods);
                 if let Err(f) = &mut probed
                     && let Some((pod, container, previous)) = log_source(&pods, &spec)
                 {
-                    ctx.observe(format!("reading the log of {ns}/{pod} ({container})"));
-                    let tail = env
+                    attempt.observe(format!("reading the log of {ns}/{pod} ({container})"));
+                    let tail = cx
                         .cluster
                         .log_tail(&ns, &pod, &container, previous, LOG_LINES)
                         .await;
@@ -39,7 +39,7 @@ pub fn check(label: &str, namespace: &str, pods: &Pods) -> Check {
                         }
                         Ok(text) => format!(
                             "last {LOG_LINES} log lines of {pod} ({which}container {container}):\n{}",
-                            excerpt(&env.redactor, &text, LOG_LINES as usize)
+                            excerpt(&cx.redactor, &text, LOG_LINES as usize)
                         ),
                         Err(e) => format!("log of {pod} unavailable: {}", e.summary),
                     };

@@ -11,14 +11,14 @@ use crate::outcome::{Cause, Failure, Layer, Passed, Verdict};
 use super::{excerpt, in_namespace};
 
 pub fn check(namespace: &str, job: &str) -> Check {
-    let check_name = format!("kubernetes::jobs::{job}");
+    let check_name = super::jobs_name(job);
     let (ns, job) = (namespace.to_string(), job.to_string());
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, job) = (ns.clone(), job.clone());
             async move {
-                ctx.observe(format!("getting job {ns}/{job}"));
-                let found = env.cluster.get::<Job>(&ns, &job).await?;
+                attempt.observe(format!("getting job {ns}/{job}"));
+                let found = cx.cluster.get::<Job>(&ns, &job).await?;
                 let Some(found) = found else {
                     return Ok(Passed::new("not present (already cleaned up)")
                         .note(format!(
@@ -49,8 +49,8 @@ pub fn check(namespace: &str, job: &str) -> Check {
                     .hint(format!(
                         "read why the migration failed: kubectl logs -n {ns} job/{job}; fix the cause (database reachable? credentials?) and re-sync the Application to run it again"
                     ));
-                    ctx.observe(format!("reading the log of the last pod of job {ns}/{job}"));
-                    f = f.details(last_pod_log(&env, &ns, &job).await);
+                    attempt.observe(format!("reading the log of the last pod of job {ns}/{job}"));
+                    f = f.details(last_pod_log(&cx, &ns, &job).await);
                     return Err(f);
                 }
                 let active = status.active.unwrap_or(0);
@@ -66,12 +66,12 @@ pub fn check(namespace: &str, job: &str) -> Check {
 }
 
 /// The log tail of the newest pod the Job created.
-async fn last_pod_log(env: &crate::env::Env, ns: &str, job: &str) -> String {
+async fn last_pod_log(cx: &crate::context::Context, ns: &str, job: &str) -> String {
     let selector = format!("batch.kubernetes.io/job-name={job}");
-    let mut pods = match env.cluster.list::<Pod>(ns, Some(&selector)).await {
+    let mut pods = match cx.cluster.list::<Pod>(ns, Some(&selector)).await {
         Ok(p) if !p.is_empty() => p,
         // Clusters before 1.27 label only `job-name`.
-        Ok(_) => match env
+        Ok(_) => match cx
             .cluster
             .list::<Pod>(ns, Some(&format!("job-name={job}")))
             .await
@@ -96,10 +96,10 @@ async fn last_pod_log(env: &crate::env::Env, ns: &str, job: &str) -> String {
         .and_then(|s| s.containers.first())
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    match env.cluster.log_tail(ns, &name, &container, false, 20).await {
+    match cx.cluster.log_tail(ns, &name, &container, false, 20).await {
         Ok(text) => format!(
             "last 20 log lines of {name} ({container}):\n{}",
-            excerpt(&env.redactor, &text, 20)
+            excerpt(&cx.redactor, &text, 20)
         ),
         Err(f) => format!("log of {name} unavailable: {}", f.summary),
     }

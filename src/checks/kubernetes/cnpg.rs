@@ -17,24 +17,24 @@ const GROUP: &str = "postgresql.cnpg.io";
 const HEALTHY: &str = "Cluster in healthy state";
 
 pub fn check(namespace: &str, db: &Database) -> Check {
-    let check_name = format!("kubernetes::cnpg::{}", db.cluster);
+    let check_name = super::cnpg_name(&db.cluster);
     let (ns, db) = (namespace.to_string(), db.clone());
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, db) = (ns.clone(), db.clone());
             async move {
-                if env.cluster.serves(&format!("{GROUP}/v1")) == Some(false) {
+                if cx.cluster.serves(&format!("{GROUP}/v1")) == Some(false) {
                     return Err(Failure::new(
                         Cause::CrdMissing,
                         format!("CloudNativePG is not installed: the API server does not serve {GROUP}/v1"),
                     )
                     .hint("install the CloudNativePG operator (its Argo CD Application) before LiteLLM's database"));
                 }
-                ctx.observe(format!("getting cluster {ns}/{}", db.cluster));
+                attempt.observe(format!("getting cluster {ns}/{}", db.cluster));
                 let gvk = GroupVersionKind::gvk(GROUP, "v1", "Cluster");
                 let ar = ApiResource::from_gvk_with_plural(&gvk, "clusters");
                 let api: Api<DynamicObject> =
-                    Api::namespaced_with(env.cluster.client.clone(), &ns, &ar);
+                    Api::namespaced_with(cx.cluster.client.clone(), &ns, &ar);
                 let cluster = match api.get_opt(&db.cluster).await {
                     Ok(Some(c)) => c,
                     Ok(None) => {
@@ -94,11 +94,11 @@ pub fn check(namespace: &str, db: &Database) -> Check {
                         format!("CNPG cluster {ns}/{} names no current primary", db.cluster),
                     ));
                 };
-                ctx.observe(format!(
+                attempt.observe(format!(
                     "listing endpoint slices of {ns}/{}",
                     db.service.name
                 ));
-                let slices = env.cluster.endpoint_slices(&ns, &db.service.name).await?;
+                let slices = cx.cluster.endpoint_slices(&ns, &db.service.name).await?;
                 let targets = ready_targets(&slices);
                 if targets.iter().any(|t| t != &primary) || !targets.contains(&primary) {
                     let routed = if targets.is_empty() {
