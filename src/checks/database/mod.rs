@@ -8,11 +8,13 @@
 //! with the same classified cause, so a filtered run cannot pass on an unreachable database.
 //! A session is closed when its check ends, and aborted when the check is cut short.
 
+mod problem;
 mod session;
+mod target;
 mod tls;
 mod wire;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::check::Check;
 use crate::checks::kubernetes;
@@ -21,7 +23,8 @@ use crate::context::Context;
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult, Verdict};
 use crate::suite::{Database, Suite};
 
-use session::{Session, Target};
+use session::Session;
+use target::Target;
 
 /// The check the others run after.
 pub const CONNECT: &str = "database::connect";
@@ -29,6 +32,9 @@ pub const PRIMARY: &str = "database::primary";
 pub const MIGRATIONS: &str = "database::migrations";
 pub const SCHEMA: &str = "database::schema";
 
+/// How long TCP connect, TLS and login may take together. The runner's per-check timeout still
+/// bounds the whole probe; this one names the step that hung when it is the shorter.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prisma's migration ledger.
 const LEDGER: &str = "_prisma_migrations";
 /// Lines of a failed migration's `logs` shown in the details.
