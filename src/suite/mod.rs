@@ -7,8 +7,11 @@
 //! and the field.
 
 mod model;
+mod secrets;
+mod validate;
 
 pub use model::*;
+pub use secrets::SecretUse;
 
 use std::path::{Path, PathBuf};
 
