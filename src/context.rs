@@ -9,7 +9,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::cluster::Cluster;
-use crate::connect::Endpoints;
+use crate::endpoints::Endpoints;
 use crate::http::Http;
 use crate::outcome::Failure;
 use crate::plan::Hook;

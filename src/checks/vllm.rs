@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::Service;
 
 use crate::check::{ALIAS, Check, Family};
 use crate::checks::keys::{self, Key, Loaded};
-use crate::connect::VllmTarget;
 use crate::context::Context;
+use crate::endpoints::VllmTarget;
 use crate::http::{Answer, HttpError, TooLarge, excerpt, listed};
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
 use crate::proxy_config::Alias;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::check::Check;
 use crate::checks::kubernetes;
-use crate::connect::Via;
 use crate::context::Context;
+use crate::endpoints::Via;
 use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult, Verdict};
 use crate::suite::{Database, Suite};
 

@@ -6,7 +6,7 @@
 use tokio_postgres::error::SqlState;
 
 use crate::checks::kubernetes;
-use crate::connect::Via;
+use crate::endpoints::Via;
 use crate::outcome::{Cause, Failure};
 use crate::text::{error_chain, size};
 

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use crate::connect::Via;
 use crate::context::Context;
+use crate::endpoints::Via;
 use crate::suite::{CaSource, Database, SslMode};
 
 /// Where and as whom a session goes, for the session itself and for every message about it.
