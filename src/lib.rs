@@ -10,6 +10,8 @@
 // path; boxing it everywhere would only add noise.
 #![allow(clippy::result_large_err)]
 
+#[cfg(test)]
+mod architecture;
 pub mod check;
 pub mod checks;
 pub mod cli;
