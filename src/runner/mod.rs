@@ -286,7 +286,7 @@ async fn execute(
     let mut backoff = FIRST_BACKOFF;
     let mut failures: Vec<Failure> = Vec::new();
     let mut attempts = 0;
-    loop {
+    let outcome = loop {
         attempts += 1;
         let attempt = Attempt::until(Instant::now() + options.timeout);
         let probed = if let Some(stop) = stopper.reason() {
@@ -301,35 +301,30 @@ async fn execute(
             }
         };
         let failure = match probed {
-            Ok(verdict) => {
-                let earlier = failures.iter().map(|f| f.summary.clone()).collect();
-                let result = result_of(
-                    &check.name,
-                    check.layer,
-                    start.elapsed(),
-                    attempts,
-                    earlier,
-                    Ok(verdict),
-                );
-                return (result, Vec::new());
-            }
+            Ok(verdict) => break Ok(verdict),
             Err(f) => f,
         };
         let stopped_now = stopper.reason().is_some();
         failures.push(failure);
         let retry =
             !stopped_now && wait_until.is_some_and(|until| Instant::now() + backoff < until);
+        // Back off before the next attempt, unless the run is stopped meanwhile.
+        let retry = retry
+            && tokio::select! {
+                _ = stopper.cancelled() => false,
+                _ = tokio::time::sleep(backoff) => true,
+            };
         if !retry {
-            break;
-        }
-        tokio::select! {
-            _ = stopper.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
+            break Err(pick(&mut failures));
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
-    let reported = pick(&mut failures);
-    let unmet = reported.unmet.clone();
+    };
+    let unmet = outcome
+        .as_ref()
+        .err()
+        .map(|f| f.unmet.clone())
+        .unwrap_or_default();
+    // The other failed attempts: a passed check with some was flaky.
     let earlier = failures.iter().map(|f| f.summary.clone()).collect();
     let result = result_of(
         &check.name,
@@ -337,7 +332,7 @@ async fn execute(
         start.elapsed(),
         attempts,
         earlier,
-        Err(reported),
+        outcome,
     );
     (result, unmet)
 }
