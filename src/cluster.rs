@@ -8,7 +8,6 @@ pub mod answer;
 
 use std::any::Any;
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -21,18 +20,13 @@ use kube::{Client, Config, Resource};
 use serde::de::DeserializeOwned;
 
 use self::answer::{
-    CapLayer, LIST_PAGE, LOG_LIMIT, MAX_LIST, MAX_LIST_PAGES, Unreadable, size, unreadable,
+    CapLayer, LIST_PAGE, LOG_LIMIT, MAX_LIST, MAX_LIST_PAGES, Unreadable, unreadable,
 };
-use crate::check::{Cause, Failure, Outcome};
 use crate::kube_auth::{self, KubeconfigFileError, PluginError};
+use crate::outcome::{Cause, Failure};
+use crate::plan::KubeSelection;
 use crate::secret::{Redactor, SecretValue};
-
-/// Which cluster to talk to, as the user said it (kubectl's flags).
-#[derive(Debug, Clone, Default)]
-pub struct KubeSelection {
-    pub kubeconfig: Option<PathBuf>,
-    pub context: Option<String>,
-}
+use crate::text::{error_chain, size};
 
 /// Why no cluster could be reached at all; these end the run with exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -265,20 +259,6 @@ async fn served_versions(client: &Client) -> Result<BTreeSet<String>, kube::Erro
     Ok(served)
 }
 
-/// The error and its sources on one line, without repeating a cause a wrapper already printed.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 /// What a request tried to do, for error messages and RBAC hints.
 #[derive(Debug, Clone)]
 pub struct Access<'a> {
@@ -318,7 +298,7 @@ impl Access<'_> {
                     ("get", Some(name)) => format!(", resourceNames: [\"{name}\"]"),
                     _ => String::new(),
                 };
-                Outcome::fail(Cause::Forbidden, format!("forbidden: cannot {}", self.what()))
+                Failure::new(Cause::Forbidden, format!("forbidden: cannot {}", self.what()))
                     .details(status.message.clone())
                     .hint({
                         let rule = format!(
@@ -332,7 +312,7 @@ impl Access<'_> {
                         }
                     })
             }
-            kube::Error::Api(status) if status.code == 401 => Outcome::fail(
+            kube::Error::Api(status) if status.code == 401 => Failure::new(
                 Cause::Unauthorized,
                 format!(
                     "unauthorized: the API server rejected our credentials to {}",
@@ -341,7 +321,7 @@ impl Access<'_> {
             )
             .details(status.message.clone())
             .hint("refresh the kube credentials (token expired?) and rerun"),
-            kube::Error::Api(status) => Outcome::fail(
+            kube::Error::Api(status) => Failure::new(
                 Cause::ApiError,
                 format!(
                     "cannot {}: HTTP {} {}",
@@ -355,14 +335,14 @@ impl Access<'_> {
                 ),
             )
             .details(status.message.clone()),
-            kube::Error::Auth(e) => Outcome::fail(
+            kube::Error::Auth(e) => Failure::new(
                 Cause::Unauthorized,
                 format!("cannot {}: obtaining credentials failed", self.what()),
             )
             .details(kube_auth::describe_auth_error(&e))
             .hint("run the kubeconfig's credential plugin by hand to see why it fails"),
             // It answered: with something that is not the API's JSON.
-            e @ (kube::Error::SerdeError(_) | kube::Error::FromUtf8(_)) => Outcome::fail(
+            e @ (kube::Error::SerdeError(_) | kube::Error::FromUtf8(_)) => Failure::new(
                 Cause::BadResponse,
                 format!(
                     "cannot {}: the API server's answer is not the API's JSON",
@@ -370,7 +350,7 @@ impl Access<'_> {
                 ),
             )
             .details(error_chain(&e)),
-            other => Outcome::fail(
+            other => Failure::new(
                 Cause::ApiUnreachable,
                 format!("cannot {}: the API server did not answer", self.what()),
             )
@@ -380,14 +360,14 @@ impl Access<'_> {
 
     /// A LIST whose pages together are more than the run holds.
     fn over_budget(&self, why: String) -> Failure {
-        Outcome::fail(Cause::BodyTooLarge, format!("cannot {}: {why}", self.what())).hint(
+        Failure::new(Cause::BodyTooLarge, format!("cannot {}: {why}", self.what())).hint(
             "the selector matches far more objects than a LiteLLM deployment has: check the suite's selector",
         )
     }
 
     /// An answer refused unread or cut at its cap.
     fn unreadable(&self, u: &Unreadable) -> Failure {
-        let f = Outcome::fail(u.cause(), format!("cannot {}: {u}", self.what()));
+        let f = Failure::new(u.cause(), format!("cannot {}: {u}", self.what()));
         match u {
             Unreadable::TooLarge { .. } => f.hint(
                 "an honest API server never answers this much: look for a proxy or gateway in front of it, or a runaway object",
@@ -403,7 +383,7 @@ impl Access<'_> {
         if let Some(u) = unreadable(err) {
             return self.unreadable(u);
         }
-        Outcome::fail(
+        Failure::new(
             Cause::ApiUnreachable,
             format!(
                 "cannot {}: the API server did not finish its answer",

@@ -1,4 +1,4 @@
-//! The harness's HTTP client for LiteLLM and vLLM: one per run, held by [`crate::env::Env`],
+//! The harness's HTTP client for LiteLLM and vLLM: one per run, held by [`crate::context::Context`],
 //! with a connect timeout and a backstop request timeout. The runner's `--timeout` is the real
 //! limit of a check; the backstop only guarantees that no request outlives a stuck run.
 //!
@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+use crate::plan::Proxies;
 use crate::secret::{Redactor, SecretValue};
+use crate::text::{error_chain, size};
 
 /// Long enough for the slowest honest answer; the runner's `--timeout` cuts checks far earlier.
 const BACKSTOP: Duration = Duration::from_secs(600);
@@ -31,12 +33,6 @@ pub const MAX_ANSWER: usize = 1 << 20;
 #[derive(Clone)]
 pub struct Http {
     client: Result<reqwest::Client, String>,
-}
-
-impl Default for Http {
-    fn default() -> Self {
-        Http::new()
-    }
 }
 
 /// An HTTP answer, body read in full.
@@ -102,47 +98,24 @@ pub enum HttpError {
     TooLarge(TooLarge),
 }
 
-/// A size in words: "1 MiB", "64 KiB", "300 bytes".
-pub fn size(bytes: usize) -> String {
-    match bytes {
-        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
-        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
-        b => format!("{b} bytes"),
-    }
-}
-
 /// Hosts never sent through a proxy, whatever the environment says: loopback (port-forwards,
 /// `--endpoint` on this machine) and in-cluster names. A corporate `HTTP_PROXY` would otherwise
 /// receive the proxy master key and every chat.
 const ALWAYS_DIRECT: &str = "localhost,127.0.0.0/8,::1,svc,cluster.local";
 
-/// The environment's proxies (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, either case, as curl and
-/// reqwest read them), each skipping the hosts of `NO_PROXY` and [`ALWAYS_DIRECT`]. An unusable
-/// proxy URL is ignored, as reqwest's own environment handling does.
-fn with_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
-    let var = |names: [&str; 2]| {
-        names
-            .iter()
-            .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
-    };
-    let skip = match var(["NO_PROXY", "no_proxy"]) {
+/// The environment's proxies ([`Proxies`], read once into the plan), each skipping the hosts
+/// of `NO_PROXY` and [`ALWAYS_DIRECT`]. An unusable proxy URL is ignored, as reqwest's own
+/// environment handling does.
+fn with_proxies(builder: reqwest::ClientBuilder, proxies: &Proxies) -> reqwest::ClientBuilder {
+    let skip = match &proxies.no_proxy {
         Some(listed) => format!("{listed},{ALWAYS_DIRECT}"),
         None => ALWAYS_DIRECT.to_string(),
     };
     type Make = fn(String) -> reqwest::Result<reqwest::Proxy>;
     let proxies: [(Option<String>, Make); 3] = [
-        (
-            var(["HTTPS_PROXY", "https_proxy"]),
-            reqwest::Proxy::https::<String>,
-        ),
-        (
-            var(["HTTP_PROXY", "http_proxy"]),
-            reqwest::Proxy::http::<String>,
-        ),
-        (
-            var(["ALL_PROXY", "all_proxy"]),
-            reqwest::Proxy::all::<String>,
-        ),
+        (proxies.https.clone(), reqwest::Proxy::https::<String>),
+        (proxies.http.clone(), reqwest::Proxy::http::<String>),
+        (proxies.all.clone(), reqwest::Proxy::all::<String>),
     ];
     // `no_proxy()` drops reqwest's own reading of the environment, which knows no exceptions.
     let mut builder = builder.no_proxy();
@@ -155,29 +128,25 @@ fn with_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
 }
 
 impl Http {
-    pub fn new() -> Http {
-        Http::resolving(&[])
+    /// A client that goes through `proxies` (but for [`ALWAYS_DIRECT`] hosts).
+    pub fn new(proxies: &Proxies) -> Http {
+        Http::resolving(proxies, &[])
     }
 
     /// A client that connects each name of `local` to its address (a port-forward's local
     /// port) while keeping the name for TLS: SNI and certificate verification.
-    pub fn resolving(local: &[(String, std::net::SocketAddr)]) -> Http {
+    pub fn resolving(proxies: &Proxies, local: &[(String, std::net::SocketAddr)]) -> Http {
         let builder = local
             .iter()
             .fold(reqwest::Client::builder(), |b, (name, addr)| {
                 b.resolve(name, *addr)
             });
-        let client = with_proxies(builder)
+        let client = with_proxies(builder, proxies)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(BACKSTOP)
             .user_agent(concat!("smokecheck/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| {
-                format!(
-                    "building the HTTP client: {}",
-                    crate::cluster::error_chain(&e)
-                )
-            });
+            .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)));
         Http { client }
     }
 
@@ -254,7 +223,7 @@ pub async fn text(mut resp: reqwest::Response, method: &str) -> Result<String, H
     let too_large = |resp: &reqwest::Response, how: String| {
         HttpError::TooLarge(TooLarge {
             what: format!("the answer to {method} {}", resp.url()),
-            cap: size(MAX_ANSWER),
+            cap: size(MAX_ANSWER as u64),
             how,
         })
     };
@@ -273,7 +242,7 @@ pub async fn text(mut resp: reqwest::Response, method: &str) -> Result<String, H
         if body.len() + chunk.len() > MAX_ANSWER {
             return Err(too_large(
                 &resp,
-                format!("read {}, then stopped", size(MAX_ANSWER)),
+                format!("read {}, then stopped", size(MAX_ANSWER as u64)),
             ));
         }
         body.extend_from_slice(&chunk);
@@ -359,7 +328,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l.local_addr().expect("addr").port()
         };
-        let err = Http::new()
+        let err = Http::new(&Proxies::default())
             .get(&format!("http://127.0.0.1:{port}/health"), None)
             .await
             .expect_err("nothing listens");
@@ -395,7 +364,10 @@ mod tests {
     async fn an_answer_over_the_cap_is_too_large_not_truncated() {
         let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
         let url = serve_once(head.into(), MAX_ANSWER + 1).await;
-        let err = Http::new().get(&url, None).await.expect_err("over the cap");
+        let err = Http::new(&Proxies::default())
+            .get(&url, None)
+            .await
+            .expect_err("over the cap");
         assert_eq!(
             err.to_string(),
             format!("the answer to GET {url} is over 1 MiB (read 1 MiB, then stopped)")
@@ -407,7 +379,10 @@ mod tests {
     async fn an_answer_of_exactly_the_cap_is_read_whole() {
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {MAX_ANSWER}\r\n\r\n");
         let url = serve_once(head, MAX_ANSWER).await;
-        let a = Http::new().get(&url, None).await.expect("within the cap");
+        let a = Http::new(&Proxies::default())
+            .get(&url, None)
+            .await
+            .expect("within the cap");
         assert_eq!(a.text.len(), MAX_ANSWER);
     }
 
@@ -415,7 +390,7 @@ mod tests {
     async fn an_answer_announcing_a_gigabyte_is_not_read() {
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", 1u64 << 30);
         let url = serve_once(head, 16).await;
-        let err = Http::new()
+        let err = Http::new(&Proxies::default())
             .post(&url, None, &serde_json::json!({}))
             .await
             .expect_err("announced over the cap");
@@ -436,12 +411,5 @@ mod tests {
         assert!(shown.ends_with("m19, and 5 more"), "{shown}");
         let long = ["y".repeat(500)];
         assert_eq!(listed(&r, &long).chars().count(), NAME_CHARS + 1);
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(size(1 << 20), "1 MiB");
-        assert_eq!(size(64 << 10), "64 KiB");
-        assert_eq!(size(1000), "1000 bytes");
     }
 }

@@ -409,7 +409,7 @@ pub fn describe_auth_error(e: &kube::client::AuthError) -> String {
             "the kubeconfig's credential command printed no usable credential".into()
         }
         AuthError::AuthExec(_) => "running the kubeconfig's credential command failed".into(),
-        other => crate::cluster::error_chain(other),
+        other => crate::text::error_chain(other),
     }
 }
 
@@ -463,7 +463,7 @@ mod tests {
             bytes.extend(b"apiVersion: v1\n");
             std::fs::write(&path, &bytes).expect("writing the kubeconfig");
             let err = read(&path).expect_err("a kubeconfig cut inside a UTF-16 character loaded");
-            let message = crate::cluster::error_chain(&err);
+            let message = crate::text::error_chain(&err);
             assert!(matches!(err, KubeconfigFileError::Read { .. }), "{message}");
             assert!(message.contains("invalid UTF-16"), "{message}");
         }

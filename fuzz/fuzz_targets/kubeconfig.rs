@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use smokecheck::cluster::{self, KubeSelection};
+use smokecheck::cluster;
+use smokecheck::plan::KubeSelection;
 
 /// kube's client spawns its request buffer on a runtime when it is built.
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -49,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             Err(e) => {
-                let _ = cluster::error_chain(&e);
+                let _ = smokecheck::text::error_chain(&e);
             }
         }
     });

@@ -4,8 +4,9 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::check::{Cause, Failure, Outcome};
-use crate::env::{Env, secret_value};
+use crate::checks::{kubernetes, qualified};
+use crate::context::{Context, secret_value};
+use crate::outcome::{Cause, Failure};
 use crate::secret::SecretValue;
 
 /// The runbook for a broken key coupling (LiteLLM's copy of vLLM's key differs from vLLM's),
@@ -14,7 +15,8 @@ pub fn coupling_hint(suite: &crate::suite::Suite) -> String {
     let l = &suite.litellm;
     let ns = &suite.namespace;
     format!(
-        "the key coupling: {key} in {ns}/{secret} must equal vLLM's own key, or every chat request gets 401 from vLLM. Compare them (kubernetes::secrets::vllm-api-key), re-seal {secret} with vLLM's current key (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl -n {ns} rollout restart deploy -l {selector})",
+        "the key coupling: {key} in {ns}/{secret} must equal vLLM's own key, or every chat request gets 401 from vLLM. Compare them ({check}), re-seal {secret} with vLLM's current key (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl -n {ns} rollout restart deploy -l {selector})",
+        check = kubernetes::vllm_key_name(None),
         key = l.secret.vllm_api_key,
         secret = l.secret.name,
         selector = l.pods.selector,
@@ -55,8 +57,8 @@ pub struct Loaded {
 
 /// Reads `which` from its Secret. A Secret or key that is missing or empty is a failure naming
 /// the kubernetes::secrets check that says more.
-pub async fn load(env: &Env, which: Key) -> Result<Loaded, Failure> {
-    let suite = &env.suite;
+pub async fn load(cx: &Context, which: Key) -> Result<Loaded, Failure> {
+    let suite = &cx.suite;
     let ns = suite.namespace.as_str();
     let l = &suite.litellm.secret;
     let (what, secret, key) = match (which, &suite.litellm.chat_key) {
@@ -66,25 +68,22 @@ pub async fn load(env: &Env, which: Key) -> Result<Loaded, Failure> {
     };
     let source = format!("{ns}/{secret} {key}");
     let label = format!("{what} ({source})");
-    let see = format!(
-        "kubernetes::secrets::{}",
-        crate::checks::qualified(suite, ns, secret)
-    );
-    let found = env.cluster.get::<Secret>(ns, secret).await?;
+    let see = kubernetes::secrets_name(&qualified(suite, ns, secret));
+    let found = cx.cluster.get::<Secret>(ns, secret).await?;
     let Some(found) = found else {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::NotFound,
             format!("cannot read the {label}: secret {ns}/{secret} not found"),
         )
         .hint(format!("see {see}")));
     };
     match secret_value(&found, key) {
-        None => Err(Outcome::fail(
+        None => Err(Failure::new(
             Cause::MissingKey,
             format!("cannot read the {label}: secret {ns}/{secret} has no key {key}"),
         )
         .hint(format!("see {see}"))),
-        Some(v) if v.is_empty() => Err(Outcome::fail(
+        Some(v) if v.is_empty() => Err(Failure::new(
             Cause::EmptyKey,
             format!("cannot use the {label}: it is empty"),
         )
@@ -105,7 +104,7 @@ mod tests {
 
     #[test]
     fn runbook_commands_name_the_namespace_and_the_pods() {
-        let suite = crate::suite::parse(crate::cli::BUILTIN_SUITE, "builtin").expect("suite");
+        let suite = crate::suite::parse(crate::suite::BUILTIN_SUITE, "builtin").expect("suite");
         let hint = coupling_hint(&suite);
         assert!(
             hint.contains("CA_VLLM_LOCAL_API_KEY in litellm/litellm-secrets"),

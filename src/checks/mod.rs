@@ -4,18 +4,19 @@
 pub mod database;
 pub mod e2e;
 pub mod keys;
-pub mod kube;
+pub mod kubernetes;
 pub mod litellm;
 pub mod platform;
 pub mod vllm;
 
-use crate::check::{Catalog, Cause, Outcome};
+use crate::check::Catalog;
+use crate::outcome::{Cause, Failure};
 use crate::suite::Suite;
 
 /// Every check the suite describes, in report order.
 pub fn catalog(suite: &Suite) -> Catalog {
     let mut checks = platform::checks(suite);
-    checks.extend(kube::checks(suite));
+    checks.extend(kubernetes::checks(suite));
     checks.extend(database::checks(suite));
     checks.extend(litellm::checks(suite));
     checks.extend(vllm::checks(suite));
@@ -34,8 +35,7 @@ pub fn qualified(suite: &Suite, namespace: &str, name: &str) -> String {
 }
 
 /// The failure for an answer over its cap: a cause of its own, never a misread answer.
-pub(crate) fn too_large(t: &crate::http::TooLarge) -> Outcome {
-    Outcome::fail(Cause::BodyTooLarge, t.to_string())
+pub(crate) fn too_large(t: &crate::http::TooLarge) -> Failure {
+    Failure::new(Cause::BodyTooLarge, t.to_string())
         .hint("no honest answer to this request is that large: something between smokecheck and the server (an ingress or proxy error page, a port that is not the API's) or the server itself sends without end; request the URL by hand to see what answers")
-        .into()
 }

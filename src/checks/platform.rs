@@ -8,9 +8,10 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-use crate::check::{Cause, Check, Failure, Layer, Outcome, Passed, Prerequisite};
+use crate::check::Check;
 use crate::cluster::Access;
-use crate::env::{Env, suite_namespaces};
+use crate::context::{Context, suite_namespaces};
+use crate::outcome::{Cause, Failure, Layer, Passed, Prerequisite, ProbeResult, Verdict};
 use crate::suite::{ArgoApp, Suite, Workload};
 
 /// A custom resource the suite relies on: (group, version, plural, who installs it).
@@ -46,6 +47,12 @@ const ARGO: Crd = Crd {
     installer: "Argo CD",
 };
 
+pub const NAMESPACE: &str = "platform::namespace";
+pub const CRDS: &str = "platform::crds";
+pub const CNPG_OPERATOR: &str = "platform::cnpg-operator";
+pub const SEALED_SECRETS_CONTROLLER: &str = "platform::sealed-secrets-controller";
+pub const ARGOCD_APP: &str = "platform::argocd-app";
+
 /// The CNPG Cluster CRD's prerequisite, for the checks that read Clusters.
 pub fn cnpg_crd() -> Prerequisite {
     Prerequisite::Crd(CNPG.name())
@@ -59,15 +66,11 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
     let mut out = vec![namespaces(suite), crds(suite)];
     let p = &suite.platform;
     if let Some(w) = &p.cnpg_operator {
-        out.push(operator(
-            "platform::cnpg-operator",
-            "the CloudNativePG operator",
-            w,
-        ));
+        out.push(operator(CNPG_OPERATOR, "the CloudNativePG operator", w));
     }
     if let Some(w) = &p.sealed_secrets_controller {
         out.push(operator(
-            "platform::sealed-secrets-controller",
+            SEALED_SECRETS_CONTROLLER,
             "the Sealed Secrets controller",
             w,
         ));
@@ -80,13 +83,13 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
 
 fn namespaces(suite: &Suite) -> Check {
     let wanted = suite_namespaces(suite);
-    Check::new("platform::namespace", Layer::Platform, move |env, ctx| {
+    Check::new(NAMESPACE, Layer::Platform, move |cx, attempt| {
         let wanted = wanted.clone();
         async move {
-            let api: Api<Namespace> = Api::all(env.cluster.client.clone());
+            let api: Api<Namespace> = Api::all(cx.cluster.client.clone());
             let mut failure: Option<Failure> = None;
             for ns in &wanted {
-                ctx.observe(format!("getting namespace {ns}"));
+                attempt.observe(format!("getting namespace {ns}"));
                 let problem = match api.get_opt(ns).await {
                     Ok(Some(n)) if terminating(&n) => {
                         let since = n
@@ -120,21 +123,20 @@ fn namespaces(suite: &Suite) -> Check {
                         ),
                     )),
                     Err(e) => {
-                        return Access {
+                        return Err(Access {
                             verb: "get",
                             resource: "namespaces",
                             group: "",
                             namespace: "",
                             name: Some(ns),
                         }
-                        .failure(e)
-                        .into();
+                        .failure(e));
                     }
                 };
                 if let Some((cause, summary, hint)) = problem {
                     failure = Some(
                         match failure {
-                            None => Outcome::fail(cause, summary.clone()).hint(hint),
+                            None => Failure::new(cause, summary.clone()).hint(hint),
                             Some(mut f) => {
                                 f.summary = format!("{}; {summary}", f.summary);
                                 f
@@ -145,8 +147,11 @@ fn namespaces(suite: &Suite) -> Check {
                 }
             }
             match failure {
-                Some(f) => f.into(),
-                None => Outcome::pass(format!("{} exist and are Active", wanted.join(", "))),
+                Some(f) => Err(f),
+                None => Ok(Verdict::pass(format!(
+                    "{} exist and are Active",
+                    wanted.join(", ")
+                ))),
             }
         }
     })
@@ -170,14 +175,14 @@ fn crds(suite: &Suite) -> Check {
     if suite.platform.argocd.is_some() {
         wanted.push(&ARGO);
     }
-    Check::new("platform::crds", Layer::Platform, move |env, ctx| {
+    Check::new(CRDS, Layer::Platform, move |cx, attempt| {
         let wanted = wanted.clone();
         async move {
             let mut missing: Vec<&Crd> = Vec::new();
             for crd in &wanted {
                 let gv = format!("{}/{}", crd.group, crd.version);
-                ctx.observe(format!("discovering {gv}"));
-                match env.cluster.client.list_api_group_resources(&gv).await {
+                attempt.observe(format!("discovering {gv}"));
+                match cx.cluster.client.list_api_group_resources(&gv).await {
                     Ok(list) if list.resources.iter().any(|r| r.name == crd.plural) => {}
                     Ok(_) => missing.push(crd),
                     Err(kube::Error::Api(s)) if s.code == 404 => missing.push(crd),
@@ -185,72 +190,67 @@ fn crds(suite: &Suite) -> Check {
                         // An answer cut at its cap is that, whichever request it was.
                         let cause = crate::cluster::answer::unreadable(&e)
                             .map_or(Cause::ApiError, |u| u.cause());
-                        return Outcome::fail(cause, format!("API discovery of {gv} failed"))
-                            .details(crate::cluster::error_chain(&e))
-                            .into();
+                        return Err(Failure::new(cause, format!("API discovery of {gv} failed"))
+                            .details(crate::text::error_chain(&e)));
                     }
                 }
             }
             let names: Vec<String> = wanted.iter().map(|c| c.name()).collect();
             if missing.is_empty() {
-                return Outcome::pass(format!("served: {}", names.join(", ")));
+                return Ok(Verdict::pass(format!("served: {}", names.join(", "))));
             }
-            let mut f = Outcome::fail(
+            let mut f = Failure::new(
                 Cause::CrdMissing,
                 format!(
                     "not served by the API server: {}",
-                    missing.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
-                ),
+                    missing.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")),
             )
             .hint(format!(
                 "install {} (their Argo CD Applications sync before LiteLLM's); kubectl api-resources shows what is served",
-                missing.iter().map(|c| c.installer).collect::<Vec<_>>().join(" and ")
-            ));
+                missing.iter().map(|c| c.installer).collect::<Vec<_>>().join(" and ")));
             for crd in missing {
                 f = f.unmet(
                     Prerequisite::Crd(crd.name()),
                     format!("CRD {} is not served", crd.name()),
                 );
             }
-            f.into()
+            Err(f)
         }
     })
 }
 
 fn operator(name: &'static str, what: &'static str, w: &Workload) -> Check {
     let w = w.clone();
-    Check::new(name, Layer::Platform, move |env, ctx| {
+    Check::new(name, Layer::Platform, move |cx, attempt| {
         let w = w.clone();
         async move {
-            ctx.observe(format!(
+            attempt.observe(format!(
                 "getting deployment {}/{}",
                 w.namespace, w.deployment
             ));
-            let d = match env
+            let found = match cx
                 .cluster
                 .get::<Deployment>(&w.namespace, &w.deployment)
                 .await
             {
-                Ok(Some(d)) => d,
-                Ok(None) => {
-                    return Outcome::fail(
-                        Cause::OperatorUnavailable,
-                        format!("{what}: deployment {}/{} not found", w.namespace, w.deployment),
-                    )
-                    .hint(format!(
-                        "install {what}, or point the suite's platform section at where it runs (kubectl get deploy -A | grep -i {})",
-                        w.deployment
-                    ))
-                    .into();
-                }
                 // The hook's Role need not reach the operators' namespaces: say so, don't fail.
                 Err(f) if f.cause == Cause::Forbidden => {
-                    return Outcome::Skipped(format!(
+                    return Ok(Verdict::skip(format!(
                         "cannot read {what} ({}): {}",
                         f.summary, "smokecheck's RBAC does not reach that namespace"
-                    ));
+                    )));
                 }
-                Err(f) => return f.into(),
+                other => other?,
+            };
+            let Some(d) = found else {
+                return Err(Failure::new(
+                    Cause::OperatorUnavailable,
+                    format!("{what}: deployment {}/{} not found", w.namespace, w.deployment),
+                )
+                .hint(format!(
+                    "install {what}, or point the suite's platform section at where it runs (kubectl get deploy -A | grep -i {})",
+                    w.deployment
+                )));
             };
             let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let ready = d
@@ -260,7 +260,7 @@ fn operator(name: &'static str, what: &'static str, w: &Workload) -> Check {
                 .unwrap_or(0);
             // Available=True alone is not enough: a Deployment scaled to zero reports it.
             if ready >= 1 {
-                return Passed::new(format!("{ready}/{wanted} replicas ready")).into();
+                return Ok(Passed::new(format!("{ready}/{wanted} replicas ready")).into());
             }
             let summary = if wanted == 0 {
                 format!(
@@ -273,13 +273,13 @@ fn operator(name: &'static str, what: &'static str, w: &Workload) -> Check {
                     w.namespace, w.deployment
                 )
             };
-            Outcome::fail(Cause::OperatorUnavailable, summary)
+            Err(Failure::new(Cause::OperatorUnavailable, summary)
                 .details(conditions(&d))
                 .hint(format!(
                     "nothing reconciles its resources until it runs: kubectl -n {0} scale deploy/{1} --replicas=1, or kubectl -n {0} describe deploy/{1}",
                     w.namespace, w.deployment
                 ))
-                .into()
+                )
         }
     })
 }
@@ -305,40 +305,39 @@ fn conditions(d: &Deployment) -> String {
 
 fn argocd_app(app: &ArgoApp) -> Check {
     let app = app.clone();
-    Check::new("platform::argocd-app", Layer::Platform, move |env, ctx| {
+    Check::new(ARGOCD_APP, Layer::Platform, move |cx, attempt| {
         let app = app.clone();
         async move {
-            if env
+            if cx
                 .hook
                 .as_ref()
                 .is_some_and(|h| h.app_namespace == app.namespace && h.app_name == app.application)
             {
-                return Outcome::Skipped(format!(
+                return Ok(Verdict::skip(format!(
                     "running inside this Application's sync (PostSync hook of {}/{}): never waited on",
                     app.namespace, app.application
-                ));
+                )));
             }
-            ctx.observe(format!("getting application {}/{}", app.namespace, app.application));
-            application(&env, &app).await
+            attempt.observe(format!("getting application {}/{}", app.namespace, app.application));
+            application(&cx, &app).await
         }
     })
     .requires(argo_crd())
 }
 
-async fn application(env: &Env, app: &ArgoApp) -> Outcome {
+async fn application(cx: &Context, app: &ArgoApp) -> ProbeResult {
     let gvk = GroupVersionKind::gvk(ARGO.group, ARGO.version, "Application");
     let ar = ApiResource::from_gvk_with_plural(&gvk, ARGO.plural);
     let api: Api<DynamicObject> =
-        Api::namespaced_with(env.cluster.client.clone(), &app.namespace, &ar);
+        Api::namespaced_with(cx.cluster.client.clone(), &app.namespace, &ar);
     let obj = match api.get_opt(&app.application).await {
         Ok(Some(o)) => o,
         Ok(None) => {
-            return Outcome::fail(
+            return Err(Failure::new(
                 Cause::NotFound,
                 format!("Argo CD Application {}/{} not found", app.namespace, app.application),
             )
-            .hint("set platform.argocd in the suite to the Application that deploys LiteLLM, or null without Argo CD")
-            .into();
+            .hint("set platform.argocd in the suite to the Application that deploys LiteLLM, or null without Argo CD"));
         }
         Err(e) => {
             let f = Access {
@@ -350,12 +349,12 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
             }
             .failure(e);
             if f.cause == Cause::Forbidden {
-                return Outcome::Skipped(format!(
+                return Ok(Verdict::skip(format!(
                     "cannot read the Application ({}): smokecheck's RBAC does not reach namespace {}",
                     f.summary, app.namespace
-                ));
+                )));
             }
-            return f.into();
+            return Err(f);
         }
     };
     let status = obj.data.get("status").cloned().unwrap_or(Value::Null);
@@ -378,14 +377,14 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
     );
     if phase == Some("Running") {
         let message = at("/operationState/message");
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::AppSyncing,
             format!("Application {name} is syncing (operation Running: {message})"),
         )
         .hint(format!(
             "wait for the sync to finish (rerun with --wait), or, for the PostSync hook, set SMOKECHECK_ARGOCD_APP={name} so the hook never waits on its own sync; {hint_app}"
         ))
-        .into();
+        );
     }
     if sync != "Synced" {
         let drifted: Vec<String> = status
@@ -404,7 +403,7 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
                 format!("{} {ns}{}", g("kind"), g("name"))
             })
             .collect();
-        let mut f = Outcome::fail(
+        let mut f = Failure::new(
             Cause::AppOutOfSync,
             format!(
                 "Application {name} is {sync}{}",
@@ -419,16 +418,17 @@ async fn application(env: &Env, app: &ArgoApp) -> Outcome {
         if !drifted.is_empty() {
             f = f.details(drifted.join("\n"));
         }
-        return f.into();
+        return Err(f);
     }
     if health != "Healthy" {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::AppUnhealthy,
             format!("Application {name} is Synced but {health}"),
         )
         .details(at("/health/message"))
-        .hint(format!("{hint_app} shows which resource is not healthy"))
-        .into();
+        .hint(format!("{hint_app} shows which resource is not healthy")));
     }
-    Outcome::pass(format!("Application {name} is Synced and Healthy"))
+    Ok(Verdict::pass(format!(
+        "Application {name} is Synced and Healthy"
+    )))
 }

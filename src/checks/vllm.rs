@@ -6,16 +6,17 @@
 
 use k8s_openapi::api::core::v1::Service;
 
-use crate::check::{Cause, Check, Family, Layer, Metrics, Outcome, Passed, Prerequisite};
+use crate::check::{ALIAS, Check, Family};
 use crate::checks::keys::{self, Key, Loaded};
-use crate::connect::VllmTarget;
-use crate::env::Env;
+use crate::context::Context;
+use crate::endpoints::VllmTarget;
 use crate::http::{Answer, HttpError, TooLarge, excerpt, listed};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
 use crate::proxy_config::Alias;
 use crate::suite::Suite;
 
 /// `""` with one vLLM backend, else `::<ns>/<svc>`: how its checks are named.
-pub fn suffix(suite: &crate::suite::Suite, i: usize) -> String {
+fn suffix(suite: &Suite, i: usize) -> String {
     let v = &suite.vllm[i];
     if suite.vllm.len() > 1 {
         format!("::{}/{}", v.namespace, v.service.name)
@@ -24,43 +25,48 @@ pub fn suffix(suite: &crate::suite::Suite, i: usize) -> String {
     }
 }
 
+/// `vllm::health` of the suite's `vllm[i]` (`vllm::health::<ns>/<svc>` with several).
+pub fn health_name(suite: &Suite, i: usize) -> String {
+    format!("vllm::health{}", suffix(suite, i))
+}
+
+/// `vllm::models` of the suite's `vllm[i]` (`vllm::models::<ns>/<svc>` with several).
+pub fn models_name(suite: &Suite, i: usize) -> String {
+    format!("vllm::models{}", suffix(suite, i))
+}
+
+/// `vllm::api_base::<alias>`.
+pub fn api_base_name(alias: &str) -> String {
+    format!("vllm::api_base::{alias}")
+}
+
 pub fn checks(suite: &Suite) -> Vec<Check> {
     let mut out = Vec::new();
     for (i, v) in suite.vllm.iter().enumerate() {
-        let suffix = suffix(suite, i);
         let ns = Prerequisite::Namespace(v.namespace.clone());
         out.push(
             Check::new(
-                format!("vllm::health{suffix}"),
+                health_name(suite, i),
                 Layer::Vllm,
-                move |env, ctx| async move {
-                    let b = match Backend::of(&env, i) {
-                        Ok(b) => b,
-                        Err(f) => return f,
-                    };
+                move |cx, attempt| async move {
+                    let b = Backend::of(&cx, i)?;
                     let url = format!("{}/health", b.root());
-                    ctx.observe(format!("waiting for GET {url}"));
-                    health(&env, &b, &url).await
+                    attempt.observe(format!("waiting for GET {url}"));
+                    health(&cx, &b, &url).await
                 },
             )
             .requires(ns.clone()),
         );
         out.push(
             Check::new(
-                format!("vllm::models{suffix}"),
+                models_name(suite, i),
                 Layer::Vllm,
-                move |env, ctx| async move {
-                    let b = match Backend::of(&env, i) {
-                        Ok(b) => b,
-                        Err(f) => return f,
-                    };
-                    ctx.observe("reading the key LiteLLM sends to vLLM");
-                    let key = match keys::load(&env, Key::Vllm).await {
-                        Ok(k) => k,
-                        Err(f) => return f.into(),
-                    };
-                    ctx.observe(format!("waiting for GET {}/models", b.target.endpoint.base));
-                    models(&env, &b, &key).await
+                move |cx, attempt| async move {
+                    let b = Backend::of(&cx, i)?;
+                    attempt.observe("reading the key LiteLLM sends to vLLM");
+                    let key = keys::load(&cx, Key::Vllm).await?;
+                    attempt.observe(format!("waiting for GET {}/models", b.target.endpoint.base));
+                    models(&cx, &b, &key).await
                 },
             )
             .requires(ns),
@@ -70,19 +76,19 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
 }
 
 pub fn families() -> Vec<Family> {
-    vec![Family::new("vllm::api_base::<alias>", |env, alias| {
-        let config = env.proxy.as_ref().ok()?;
+    vec![Family::new(api_base_name(ALIAS), |cx, alias| {
+        let config = cx.proxy_config.as_ref().ok()?;
         let a = config.alias(alias)?;
         let api_base = a.api_base.clone()?;
         let alias = alias.to_string();
         Some(Check::new(
-            format!("vllm::api_base::{alias}"),
+            api_base_name(&alias),
             Layer::Vllm,
-            move |env, ctx| {
+            move |cx, attempt| {
                 let (alias, api_base) = (alias.clone(), api_base.clone());
                 async move {
-                    ctx.observe(format!("resolving api_base {api_base}"));
-                    api_base_check(&env, &alias, &api_base).await
+                    attempt.observe(format!("resolving api_base {api_base}"));
+                    api_base_check(&cx, &alias, &api_base).await
                 }
             },
         ))
@@ -98,15 +104,15 @@ pub(crate) struct Backend {
 impl Backend {
     /// The suite's `vllm[i]`, reached where the first alias that names it says (or at its
     /// in-cluster address when no alias does).
-    fn of(env: &Env, i: usize) -> Result<Backend, Outcome> {
-        let v = &env.suite.vllm[i];
-        let aliases: Vec<Alias> = match &env.proxy {
+    fn of(cx: &Context, i: usize) -> Result<Backend, Failure> {
+        let v = &cx.suite.vllm[i];
+        let aliases: Vec<Alias> = match &cx.proxy_config {
             Ok(c) => c
                 .aliases
                 .iter()
                 .filter(|a| {
                     a.api_base.as_deref().is_some_and(|b| {
-                        env.endpoints.vllm(b).is_ok_and(|t| {
+                        cx.endpoints.vllm(b).is_ok_and(|t| {
                             t.namespace == v.namespace && t.service == v.service.name
                         })
                     })
@@ -130,10 +136,10 @@ impl Backend {
                     v.service.name, v.namespace
                 )
             });
-        let target = env
+        let target = cx
             .endpoints
             .vllm(&api_base)
-            .map_err(|why| Outcome::from(Outcome::fail(Cause::ConfigInvalid, why)))?;
+            .map_err(|why| Failure::new(Cause::ConfigInvalid, why))?;
         Ok(Backend { target, aliases })
     }
 
@@ -159,8 +165,8 @@ pub(crate) fn root_of(base: &str) -> String {
 }
 
 /// vLLM gave no HTTP answer.
-pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Outcome {
-    Outcome::fail(
+pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Failure {
+    Failure::new(
         Cause::Unreachable,
         format!(
             "cannot reach vLLM {}/{} at {url}: {why}",
@@ -171,23 +177,23 @@ pub(crate) fn vllm_unreachable(target: &VllmTarget, url: &str, why: &str) -> Out
     .hint(
         "are vLLM's pods ready and does its Service select them (kubernetes::services)? From outside the cluster smokecheck port-forwards by default (--connect auto); --endpoint vllm:<ns>/<svc>=URL names an address yourself",
     )
-    .into()
 }
 
-async fn health(env: &Env, b: &Backend, url: &str) -> Outcome {
-    let a = match env.http.get(url, None).await {
-        Err(HttpError::NoAnswer(t)) => return vllm_unreachable(&b.target, url, &t.0),
-        Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+async fn health(cx: &Context, b: &Backend, url: &str) -> ProbeResult {
+    let a = match cx.http.get(url, None).await {
+        Err(HttpError::NoAnswer(t)) => return Err(vllm_unreachable(&b.target, url, &t.0)),
+        Err(HttpError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
         Ok(a) => a,
     };
     if a.status != 200 {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::HttpStatus,
             format!("vLLM {} /health answered {}", b.name(), a.status),
         )
-        .details(excerpt(&env.redactor, &a.text))
-        .hint("vLLM's engine is not serving (loading, out of memory, crashed): read its pod's log")
-        .into();
+        .details(excerpt(&cx.redactor, &a.text))
+        .hint(
+            "vLLM's engine is not serving (loading, out of memory, crashed): read its pod's log",
+        ));
     }
     let mut p = Passed {
         summary: format!("vLLM {} is healthy ({url})", b.name()),
@@ -197,7 +203,7 @@ async fn health(env: &Env, b: &Backend, url: &str) -> Outcome {
     if let Some(n) = b.unused_note() {
         p = p.note(n);
     }
-    p.into()
+    Ok(p.into())
 }
 
 /// A served model and its context window.
@@ -256,12 +262,12 @@ fn context_window(model: &serde_json::Value) -> Result<Option<u32>, String> {
 
 /// `GET <base>/models` with `key`: the served models (not a model request).
 pub(crate) async fn served_models(
-    env: &Env,
+    cx: &Context,
     target: &VllmTarget,
     key: &Loaded,
 ) -> Result<(Vec<Served>, Answer), ModelsError> {
     let url = format!("{}/models", target.endpoint.base);
-    let a = env
+    let a = cx
         .http
         .get(&url, Some(&key.value))
         .await
@@ -287,7 +293,7 @@ pub(crate) async fn served_models(
             continue;
         };
         let max_model_len = context_window(m).map_err(|why| {
-            ModelsError::BadWindow(format!("model {}: {why}", env.redactor.cut(id.trim(), 100)))
+            ModelsError::BadWindow(format!("model {}: {why}", cx.redactor.cut(id.trim(), 100)))
         })?;
         served.push(Served {
             id: id.to_string(),
@@ -299,53 +305,47 @@ pub(crate) async fn served_models(
 
 /// The failure for vLLM rejecting LiteLLM's key on a direct call.
 pub(crate) fn coupling_failure(
-    env: &Env,
+    cx: &Context,
     target: &VllmTarget,
     key: &Loaded,
     a: &Answer,
-) -> Outcome {
-    Outcome::fail(
+) -> Failure {
+    Failure::new(
         Cause::UpstreamAuth,
         format!(
             "vLLM {}/{} rejects the key LiteLLM sends (401): {}",
             target.namespace, target.service, key.source
         ),
     )
-    .details(format!(
-        "vLLM answered: {}",
-        excerpt(&env.redactor, &a.text)
-    ))
-    .hint(crate::checks::keys::coupling_hint(&env.suite))
-    .into()
+    .details(format!("vLLM answered: {}", excerpt(&cx.redactor, &a.text)))
+    .hint(crate::checks::keys::coupling_hint(&cx.suite))
 }
 
-async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
+async fn models(cx: &Context, b: &Backend, key: &Loaded) -> ProbeResult {
     let url = format!("{}/models", b.target.endpoint.base);
-    let (served, a) = match served_models(env, &b.target, key).await {
+    let (served, a) = match served_models(cx, &b.target, key).await {
         Ok(r) => r,
-        Err(ModelsError::Unreachable(why)) => return vllm_unreachable(&b.target, &url, &why),
-        Err(ModelsError::TooLarge(t)) => return crate::checks::too_large(&t),
+        Err(ModelsError::Unreachable(why)) => return Err(vllm_unreachable(&b.target, &url, &why)),
+        Err(ModelsError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
         Err(ModelsError::BadWindow(why)) => {
-            return Outcome::fail(
+            return Err(Failure::new(
                 Cause::BadResponse,
                 format!("vLLM {} GET /v1/models: {why}", b.name()),
             )
-            .hint("vLLM reports the --max-model-len it serves with: an answer without a sane one is not vLLM's (something else answers at this address?)")
-            .into();
+            .hint("vLLM reports the --max-model-len it serves with: an answer without a sane one is not vLLM's (something else answers at this address?)"));
         }
-        Err(ModelsError::Unauthorized(a)) => return coupling_failure(env, &b.target, key, &a),
+        Err(ModelsError::Unauthorized(a)) => return Err(coupling_failure(cx, &b.target, key, &a)),
         Err(ModelsError::Other(a)) => {
             let cause = if a.status == 200 {
                 Cause::BadResponse
             } else {
                 Cause::HttpStatus
             };
-            return Outcome::fail(
+            return Err(Failure::new(
                 cause,
                 format!("vLLM {} GET /v1/models answered {}", b.name(), a.status),
             )
-            .details(excerpt(&env.redactor, &a.text))
-            .into();
+            .details(excerpt(&cx.redactor, &a.text)));
         }
     };
     let ids: Vec<&str> = served.iter().map(|s| s.id.as_str()).collect();
@@ -356,17 +356,15 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
         .map(|a| format!("{} (alias {})", a.served_model(), a.name))
         .collect();
     if !missing.is_empty() {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::ModelNotServed,
             format!(
                 "vLLM {} does not serve {}",
                 b.name(),
-                missing.join(", ")
-            ),
+                missing.join(", ")),
         )
-        .details(format!("it serves: {}", listed(&env.redactor, &ids)))
-        .hint("the alias's litellm_params.model must be openai/<the model vLLM serves> (its --served-model-name); vLLM loads one model per server")
-        .into();
+        .details(format!("it serves: {}", listed(&cx.redactor, &ids)))
+        .hint("the alias's litellm_params.model must be openai/<the model vLLM serves> (its --served-model-name); vLLM loads one model per server"));
     }
     let described: Vec<String> = served
         .iter()
@@ -396,7 +394,7 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
         summary: format!(
             "vLLM {} serves {} and accepts LiteLLM's key",
             b.name(),
-            listed(&env.redactor, &described)
+            listed(&cx.redactor, &described)
         ),
         metrics,
         ..Passed::default()
@@ -404,33 +402,28 @@ async fn models(env: &Env, b: &Backend, key: &Loaded) -> Outcome {
     if let Some(n) = b.unused_note() {
         p = p.note(n);
     }
-    p.into()
+    Ok(p.into())
 }
 
-async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> Outcome {
-    let target = match env.endpoints.vllm(api_base) {
+async fn api_base_check(cx: &Context, alias: &str, api_base: &str) -> ProbeResult {
+    let target = match cx.endpoints.vllm(api_base) {
         Ok(t) => t,
         Err(why) => {
-            return Outcome::fail(
+            return Err(Failure::new(
                 Cause::ApiBaseOutsideSuite,
                 format!("alias {alias}: {why}"),
             )
-            .hint("fix api_base in the proxy config (ConfigMap), or add that vLLM service to the suite's vllm list")
-            .into();
+            .hint("fix api_base in the proxy config (ConfigMap), or add that vLLM service to the suite's vllm list"));
         }
     };
     let (ns, svc) = (&target.namespace, &target.service);
-    let service = match env.cluster.get::<Service>(ns, svc).await {
-        Ok(s) => s,
-        Err(f) => return f.into(),
-    };
+    let service = cx.cluster.get::<Service>(ns, svc).await?;
     let Some(service) = service else {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::NotFound,
             format!("alias {alias}: api_base {api_base} points at service {ns}/{svc}, which does not exist"),
         )
-        .hint("a typo in the proxy config's api_base, or vLLM is not deployed there: every request to the alias fails with a connection error")
-        .into();
+        .hint("a typo in the proxy config's api_base, or vLLM is not deployed there: every request to the alias fails with a connection error"));
     };
     let port = api_base
         .parse::<http::Uri>()
@@ -450,21 +443,19 @@ async fn api_base_check(env: &Env, alias: &str, api_base: &str) -> Outcome {
         .map(|p| p.iter().map(|p| p.port).collect())
         .unwrap_or_default();
     if !ports.is_empty() && !ports.contains(&i32::from(port)) {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::ServicePort,
             format!(
                 "alias {alias}: api_base {api_base} uses port {port}, but service {ns}/{svc} exposes {}",
-                ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-            ),
+                ports.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")),
         )
-        .hint("put the Service's port in api_base (the port, not the pod's targetPort)")
-        .into();
+        .hint("put the Service's port in api_base (the port, not the pod's targetPort)"));
     }
-    Passed::new(format!(
+    Ok(Passed::new(format!(
         "api_base {api_base} is service {ns}/{svc} port {port} (reached at {} via {})",
         target.endpoint.base, target.endpoint.via
     ))
-    .into()
+    .into())
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use kube::client::DynBody;
 use tower::{BoxError, Layer, Service};
 
-use crate::check::Cause;
+use crate::outcome::Cause;
+use crate::text::size;
 
 /// The most one answer may hold. The largest honest answers are a Secret or ConfigMap near
 /// etcd's 1.5 MiB object limit (base64 and JSON escaping make its JSON larger still), one page of
@@ -66,19 +67,6 @@ impl Unreadable {
             Unreadable::TooLarge { .. } => Cause::BodyTooLarge,
             Unreadable::NotJson { .. } => Cause::BadResponse,
         }
-    }
-}
-
-/// A byte count as people read it: `4 MiB`, `256 KiB`, `900 bytes`.
-pub fn size(bytes: u64) -> String {
-    const KIB: u64 = 1 << 10;
-    const MIB: u64 = 1 << 20;
-    match bytes {
-        b if b >= MIB && b % MIB == 0 => format!("{} MiB", b / MIB),
-        b if b >= MIB => format!("{:.1} MiB", b as f64 / MIB as f64),
-        b if b >= KIB && b % KIB == 0 => format!("{} KiB", b / KIB),
-        b if b >= KIB => format!("{:.1} KiB", b as f64 / KIB as f64),
-        b => format!("{b} bytes"),
     }
 }
 
@@ -331,13 +319,5 @@ mod tests {
         let io_direct = std::io::Error::other(cut.clone());
         assert_eq!(unreadable(&io_direct), Some(&cut));
         assert_eq!(unreadable(&std::io::Error::other("other")), None);
-    }
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(size(4 << 20), "4 MiB");
-        assert_eq!(size(256 << 10), "256 KiB");
-        assert_eq!(size((8 << 20) + (300 << 10)), "8.3 MiB");
-        assert_eq!(size(900), "900 bytes");
     }
 }

@@ -3,8 +3,7 @@
 
 use serde::Serialize;
 
-use super::{CheckResult, Counts, RunReport, Status};
-use crate::check::{Cause, Layer, Metrics};
+use crate::outcome::{Cause, CheckResult, Counts, Layer, Metrics, RunReport, Status};
 
 pub const SCHEMA_VERSION: u32 = 1;
 

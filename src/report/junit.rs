@@ -11,7 +11,8 @@ use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
-use super::{CheckResult, RunReport, Status, visible};
+use super::visible;
+use crate::outcome::{CheckResult, RunReport, SETUP_CHECK, Status};
 
 pub fn render(report: &RunReport) -> String {
     let mut out = Report::new("smokecheck");
@@ -46,7 +47,7 @@ fn case(check: &CheckResult) -> TestCase {
             s
         }
         Status::Failed => {
-            let kind = if check.name == "smokecheck::setup" {
+            let kind = if check.name == SETUP_CHECK {
                 NonSuccessKind::Error
             } else {
                 NonSuccessKind::Failure

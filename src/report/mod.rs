@@ -1,8 +1,14 @@
-//! One result model, three renderings: the terminal (live, as checks finish), JUnit XML for CI
-//! and a JSON document for scripts. Reporters only render; the only I/O they do is writing
-//! their output. Text that came from a server is shown through [`visible`]: on a terminal, a
-//! CI page or `kubectl describe`, an escape sequence in a pod log must not act.
+//! The consumers of a run: the terminal (live, as checks finish), JUnit XML for CI, a JSON
+//! document for scripts and the one-line termination message for `kubectl get pod`. One
+//! [`Reporter`] takes the run's events and hands them to the ones the plan's output selects,
+//! then writes every report of the run's outcome. Reporters only render; the only I/O they do
+//! is writing their output. Text that came from a server is shown through [`visible`]: on a
+//! terminal, a CI page or `kubectl describe`, an escape sequence in a pod log must not act.
+//!
+//! Architecture invariant: reporters read the result model and events; they import neither the
+//! runner, the pipeline nor the checks.
 
+mod files;
 pub mod json;
 pub mod junit;
 pub mod terminal;
@@ -10,121 +16,116 @@ pub mod terminal;
 use std::borrow::Cow;
 use std::time::Duration;
 
-use serde::Serialize;
+pub use self::files::{WriteError, write_termination_message};
+use self::terminal::{Styles, Terminal};
+use crate::events::{Event, Events};
+use crate::outcome::{CheckResult, RunReport, Status};
+use crate::plan::{Format, Output};
 
-use crate::check::{Cause, Layer, Metrics};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Passed,
-    Failed,
-    Skipped,
+/// Every report a run writes, from its events and its outcome: live lines on the terminal as
+/// checks finish (pretty and plain), then the summary or the JSON document on stdout, the
+/// JUnit file and the termination message.
+pub struct Reporter {
+    output: Output,
+    /// The live terminal, from the run's start on (pretty and plain formats).
+    terminal: Option<Terminal>,
 }
 
-/// One check's result, as every reporter sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckResult {
-    pub name: String,
-    pub layer: Layer,
-    pub status: Status,
-    pub duration: Duration,
-    pub attempts: u32,
-    pub cause: Option<Cause>,
-    pub summary: String,
-    pub details: Option<String>,
-    pub hint: Option<String>,
-    pub skip_reason: Option<String>,
-    pub metrics: Metrics,
-    /// Summaries of attempts that failed before the last one (a passed check with some is
-    /// flaky).
-    pub failed_attempts: Vec<String>,
-}
-
-impl CheckResult {
-    pub fn skipped(name: &str, layer: Layer, reason: String) -> CheckResult {
-        CheckResult {
-            name: name.to_string(),
-            layer,
-            status: Status::Skipped,
-            duration: Duration::ZERO,
-            attempts: 0,
-            cause: None,
-            summary: String::new(),
-            details: None,
-            hint: None,
-            skip_reason: Some(reason),
-            metrics: Metrics::default(),
-            failed_attempts: Vec::new(),
+impl Reporter {
+    pub fn new(output: Output) -> Reporter {
+        Reporter {
+            output,
+            terminal: None,
         }
     }
 
-    pub fn is_flaky(&self) -> bool {
-        self.status == Status::Passed && !self.failed_attempts.is_empty()
+    /// Clears what an earlier run left where this run's reports go: its JUnit file is removed
+    /// (a killed run must never leave an earlier pass for CI to read) and the termination
+    /// message says there is no outcome yet. A JUnit file that cannot be removed is
+    /// [`WriteError::fails_the_run`]: CI would read the earlier one.
+    pub fn start(&self) -> Vec<WriteError> {
+        files::clear(&self.output)
     }
-}
 
-/// A whole run.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub context: Option<String>,
-    pub namespace: String,
-    pub duration: Duration,
-    pub checks: Vec<CheckResult>,
-    /// Why nothing could be checked (exit code 2), if so.
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    pub passed: usize,
-    pub failed: usize,
-    pub skipped: usize,
-}
-
-impl RunReport {
-    pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for r in &self.checks {
-            match r.status {
-                Status::Passed => c.passed += 1,
-                Status::Failed => c.failed += 1,
-                Status::Skipped => c.skipped += 1,
+    /// Writes the reports of `report` (a run's, or the one entry of a run that could not
+    /// start): the JUnit file, the termination message, and on stdout the JSON document or
+    /// (for a run that ran) the summary line. Says what could not be written.
+    pub fn finish(&mut self, report: &RunReport) -> Vec<WriteError> {
+        // Before a run starts (a setup failure), or in machine formats, the terminal is plain.
+        let plain = Terminal::new(Styles::default(), false);
+        let terminal = self.terminal.as_ref().unwrap_or(&plain);
+        terminal.finish();
+        let mut problems = Vec::new();
+        if let Some(path) = &self.output.junit
+            && let Err(source) = files::write_report(path, &junit::render(report))
+        {
+            problems.push(WriteError::Junit {
+                path: path.clone(),
+                source,
+            });
+        }
+        if let Some(path) = &self.output.termination_log
+            && let Err(e) = files::write_termination_message(path, &termination_message(report))
+        {
+            problems.push(e);
+        }
+        match self.output.format {
+            Format::Json => terminal::print_stdout(&json::render(report)),
+            Format::Pretty | Format::Plain => {
+                if report.error.is_none() {
+                    terminal.print(&terminal::render_summary(report, terminal.styles()));
+                }
             }
         }
-        c
+        problems
     }
+}
 
-    /// The report of a run that could not start: one failed entry saying why.
-    pub fn setup_failure(
-        context: Option<String>,
-        namespace: String,
-        cause: Cause,
-        message: String,
-    ) -> RunReport {
-        // No secret has been read yet, but an argument or a plugin's output may hold one.
-        let message = crate::secret::Redactor::default().redact(&message);
-        let entry = CheckResult {
-            name: "smokecheck::setup".into(),
-            layer: Layer::Setup,
-            status: Status::Failed,
-            duration: Duration::ZERO,
-            attempts: 1,
-            cause: Some(cause),
-            summary: message.clone(),
-            details: None,
-            hint: None,
-            skip_reason: None,
-            metrics: Metrics::default(),
-            failed_attempts: Vec::new(),
-        };
-        RunReport {
-            context,
-            namespace,
-            duration: Duration::ZERO,
-            checks: vec![entry],
-            error: Some(message),
+impl Events for Reporter {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted(start) => {
+                if self.output.format == Format::Json {
+                    return;
+                }
+                let styles = if self.output.color {
+                    Styles::colored()
+                } else {
+                    Styles::default()
+                };
+                let live = Terminal::new(styles, self.output.progress_bar);
+                live.print(&terminal::render_header(
+                    Some(&start.context),
+                    &start.namespace,
+                    start.checks,
+                    &styles,
+                ));
+                live.print(&terminal::render_notes(&start.notes, &styles));
+                live.start(start.checks);
+                self.terminal = Some(live);
+            }
+            Event::CheckFinished(result) => {
+                if let Some(live) = &self.terminal {
+                    live.finished(result);
+                }
+            }
+            Event::RunFinished(_) => {
+                if let Some(live) = &self.terminal {
+                    live.finish();
+                }
+            }
         }
+    }
+}
+
+/// What `--list` prints: one name a line, or a JSON array.
+pub fn list(names: &[String], format: Format) -> String {
+    match format {
+        Format::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(names).unwrap_or_default()
+        ),
+        Format::Pretty | Format::Plain => names.iter().map(|n| format!("{n}\n")).collect(),
     }
 }
 
@@ -223,20 +224,6 @@ pub fn visible(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Told about each check as it finishes, for live output.
-pub trait Progress: Send + Sync {
-    fn started(&self, total: usize);
-    fn finished(&self, result: &CheckResult);
-}
-
-/// Progress for machine formats: nothing live.
-pub struct Silent;
-
-impl Progress for Silent {
-    fn started(&self, _total: usize) {}
-    fn finished(&self, _result: &CheckResult) {}
-}
-
 /// `1.234s` / `12ms`: what people read in terminal lines.
 pub fn human_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
@@ -249,6 +236,7 @@ pub fn human_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Cause;
 
     #[test]
     fn escape_sequences_and_overrides_become_visible() {

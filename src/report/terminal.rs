@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use owo_colors::{OwoColorize, Style};
 
-use super::{CheckResult, Progress, RunReport, Status, human_duration, visible};
+use super::{human_duration, visible};
+use crate::outcome::{CheckResult, RunReport, Status};
 
 /// All colours in one place; plain unless switched on once.
 #[derive(Debug, Clone, Copy, Default)]
@@ -163,6 +164,13 @@ pub fn render_summary(report: &RunReport, s: &Styles) -> String {
     )
 }
 
+/// Writes to stdout. A reader that went away (`| head -1`) ends the output, never the run: the
+/// exit code stays the run's (`print!` would panic on the broken pipe, exit 101).
+pub fn print_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Live output to stdout: each result as it arrives, under a progress bar when stdout is a
 /// terminal and the format is pretty.
 pub struct Terminal {
@@ -208,10 +216,9 @@ impl Terminal {
             bar.finish_and_clear();
         }
     }
-}
 
-impl Progress for Terminal {
-    fn started(&self, total: usize) {
+    /// The run starts with `total` checks: the progress bar appears, where there is one.
+    pub fn start(&self, total: usize) {
         if !self.progress_bar {
             return;
         }
@@ -224,7 +231,8 @@ impl Progress for Terminal {
         let _ = self.bar.set(bar);
     }
 
-    fn finished(&self, result: &CheckResult) {
+    /// A check is done: its block, printed above the bar.
+    pub fn finished(&self, result: &CheckResult) {
         self.print(&render_result(result, &self.styles));
         if let Some(bar) = self.bar.get() {
             bar.inc(1);
@@ -236,7 +244,7 @@ impl Progress for Terminal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::{Cause, Layer};
+    use crate::outcome::{Cause, Layer};
 
     #[test]
     fn a_server_cannot_print_a_line_of_its_own() {

@@ -7,13 +7,19 @@
 //! and the field.
 
 mod model;
+mod secrets;
+mod validate;
 
 pub use model::*;
+pub use secrets::SecretUse;
 
 use std::path::{Path, PathBuf};
 
 /// The suite format this smokecheck reads.
 pub const VERSION: u32 = 1;
+
+/// The built-in default suite, so the binary works from any directory (and in the image).
+pub const BUILTIN_SUITE: &str = include_str!("../../suites/litellm.yaml");
 
 /// Why a suite could not be loaded.
 #[derive(Debug, thiserror::Error)]

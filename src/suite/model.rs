@@ -1,4 +1,6 @@
-//! The suite's data model. Field defaults are the reference deployment (DESIGN.md).
+//! The suite's data model: its types, as serde reads them and the JSON Schema describes them,
+//! and their defaults, which are the reference deployment (DESIGN.md). What serde cannot check
+//! is in [`super::validate`].
 
 use serde::Deserialize;
 
@@ -72,9 +74,9 @@ pub struct ArgoApp {
 #[serde(deny_unknown_fields, default)]
 pub struct Litellm {
     pub pods: Pods,
-    pub service: Service,
+    pub service: ServiceRef,
     pub secret: LitellmSecret,
-    pub config: ProxyConfig,
+    pub config: ProxyConfigMap,
     /// The Prisma migration Job (an Argo CD PreSync hook, often TTL-deleted); `null` to ignore.
     pub migration_job: Option<String>,
     /// The trimming guardrail; `null` for a deployment without one.
@@ -106,12 +108,12 @@ impl Default for Litellm {
                 min_ready: 1,
                 container: Some("litellm".into()),
             },
-            service: Service {
+            service: ServiceRef {
                 name: "litellm".into(),
                 port: Some(4000),
             },
             secret: LitellmSecret::default(),
-            config: ProxyConfig::default(),
+            config: ProxyConfigMap::default(),
             migration_job: Some("litellm-migrations".into()),
             guardrail: Some(Guardrail::default()),
             aliases: None,
@@ -133,9 +135,12 @@ pub struct Pods {
     pub container: Option<String>,
 }
 
+// A Service of the deployment as the suite names it (not the Kubernetes object). Doc comments
+// here are the JSON Schema's descriptions (suites/schema.json): this type has none.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Service {
+#[schemars(rename = "Service")]
+pub struct ServiceRef {
     pub name: String,
     /// A port the Service must expose.
     #[serde(default)]
@@ -163,16 +168,18 @@ impl Default for LitellmSecret {
 }
 
 /// Where the proxy's `config.yaml` lives.
+// A ConfigMap and its key; the parsed config is `proxy_config::ProxyConfig`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub struct ProxyConfig {
+#[schemars(rename = "ProxyConfig")]
+pub struct ProxyConfigMap {
     pub configmap: String,
     pub key: String,
 }
 
-impl Default for ProxyConfig {
+impl Default for ProxyConfigMap {
     fn default() -> Self {
-        ProxyConfig {
+        ProxyConfigMap {
             configmap: "litellm-config".into(),
             key: "config.yaml".into(),
         }
@@ -223,7 +230,7 @@ pub struct Database {
     pub cluster: String,
     pub pods: Pods,
     /// The read-write Service, which must select the primary.
-    pub service: Service,
+    pub service: ServiceRef,
     pub secret: DatabaseSecret,
     /// The database LiteLLM uses.
     pub name: String,
@@ -384,7 +391,7 @@ impl Default for Database {
                 min_ready: 1,
                 container: Some("postgres".into()),
             },
-            service: Service {
+            service: ServiceRef {
                 name: "cloudnative-pg-cluster-rw".into(),
                 port: Some(5432),
             },
@@ -420,7 +427,7 @@ impl Default for DatabaseSecret {
 #[serde(deny_unknown_fields)]
 pub struct Vllm {
     pub namespace: String,
-    pub service: Service,
+    pub service: ServiceRef,
     /// vLLM's own key; `null` where the harness may not read it (the key coupling is then only
     /// proven behaviourally by the vLLM layer).
     #[serde(default)]
@@ -442,275 +449,6 @@ pub struct VllmSecret {
     pub api_key: String,
 }
 
-/// A Secret the suite reads: the keys the deployment needs in it, and whether it gets a
-/// `kubernetes::secrets::*` check of its own. The one list the secrets checks, the redactor
-/// (which scrubs every value of every Secret read, not only these keys) and `smokecheck rbac`
-/// all follow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretUse {
-    pub namespace: String,
-    pub name: String,
-    pub required: Vec<String>,
-    /// Checked on its own (and its SealedSecret's `Synced` reported); otherwise only read.
-    pub checked: bool,
-}
-
-impl Suite {
-    /// Every Secret the suite reads, in report order.
-    pub fn secrets(&self) -> Vec<SecretUse> {
-        let ns = &self.namespace;
-        let l = &self.litellm;
-        let mut out = vec![SecretUse {
-            namespace: ns.clone(),
-            name: l.secret.name.clone(),
-            required: vec![l.secret.master_key.clone(), l.secret.vllm_api_key.clone()],
-            checked: true,
-        }];
-        if let Some(k) = &l.chat_key {
-            out.push(SecretUse {
-                namespace: ns.clone(),
-                name: k.secret.clone(),
-                required: vec![k.key.clone()],
-                checked: false,
-            });
-        }
-        if let Some(db) = &self.database {
-            out.push(SecretUse {
-                namespace: ns.clone(),
-                name: db.secret.name.clone(),
-                required: vec![db.secret.username.clone(), db.secret.password.clone()],
-                checked: true,
-            });
-            // Read only where it verifies; a ConfigMap replaces it entirely.
-            if db.sslmode.verifies()
-                && let CaSource::Secret { name, key } = db.ca_source()
-            {
-                out.push(SecretUse {
-                    namespace: ns.clone(),
-                    name,
-                    required: vec![key],
-                    checked: false,
-                });
-            }
-        }
-        for v in &self.vllm {
-            if let Some(sec) = &v.secret {
-                out.push(SecretUse {
-                    namespace: v.namespace.clone(),
-                    name: sec.name.clone(),
-                    required: vec![sec.api_key.clone()],
-                    checked: true,
-                });
-            }
-        }
-        out
-    }
-
-    /// Checks what serde cannot: returns the dotted field and what is wrong with it.
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
-        if self.version != super::VERSION {
-            return Err((
-                "version".into(),
-                format!(
-                    "unsupported suite version {} (this smokecheck reads version {})",
-                    self.version,
-                    super::VERSION
-                ),
-            ));
-        }
-        check_name("namespace", &self.namespace)?;
-        let l = &self.litellm;
-        check_selector("litellm.pods.selector", &l.pods.selector)?;
-        check_name("litellm.service.name", &l.service.name)?;
-        check_name("litellm.secret.name", &l.secret.name)?;
-        check_key("litellm.secret.master_key", &l.secret.master_key)?;
-        check_key("litellm.secret.vllm_api_key", &l.secret.vllm_api_key)?;
-        check_name("litellm.config.configmap", &l.config.configmap)?;
-        check_key("litellm.config.key", &l.config.key)?;
-        if let Some(job) = &l.migration_job {
-            check_name("litellm.migration_job", job)?;
-        }
-        if let Some(g) = &l.guardrail {
-            not_empty("litellm.guardrail.name", &g.name)?;
-            check_name("litellm.guardrail.configmap", &g.configmap)?;
-            if !g.workdir.starts_with('/') {
-                return Err((
-                    "litellm.guardrail.workdir".into(),
-                    format!("must be an absolute path, got {:?}", g.workdir),
-                ));
-            }
-            if !(1..=Guardrail::MAX_MAX_WINDOW).contains(&g.max_window) {
-                return Err((
-                    "litellm.guardrail.max_window".into(),
-                    format!(
-                        "must be 1 to {} tokens, got {}",
-                        Guardrail::MAX_MAX_WINDOW,
-                        g.max_window
-                    ),
-                ));
-            }
-        }
-        for (i, a) in l.aliases.iter().flatten().enumerate() {
-            if a.is_empty() || a.contains(char::is_whitespace) {
-                return Err((
-                    format!("litellm.aliases[{i}]"),
-                    format!("{a:?} is not a model alias"),
-                ));
-            }
-            if l.aliases.iter().flatten().take(i).any(|b| b == a) {
-                return Err((
-                    format!("litellm.aliases[{i}]"),
-                    format!("{a:?} is listed twice"),
-                ));
-            }
-        }
-        if let Some(k) = &l.chat_key {
-            check_name("litellm.chat_key.secret", &k.secret)?;
-            check_key("litellm.chat_key.key", &k.key)?;
-        }
-        if let Some(db) = &self.database {
-            check_name("database.cluster", &db.cluster)?;
-            check_selector("database.pods.selector", &db.pods.selector)?;
-            check_name("database.service.name", &db.service.name)?;
-            check_name("database.secret.name", &db.secret.name)?;
-            check_key("database.secret.username", &db.secret.username)?;
-            check_key("database.secret.password", &db.secret.password)?;
-            not_empty("database.name", &db.name)?;
-            if let Some(name) = &db.ca_secret.name {
-                check_name("database.ca_secret.name", name)?;
-            }
-            check_key("database.ca_secret.key", &db.ca_secret.key)?;
-            if let Some(c) = &db.ca_configmap {
-                check_name("database.ca_configmap.name", &c.name)?;
-                check_key("database.ca_configmap.key", &c.key)?;
-                if db.ca_secret.name.is_some() {
-                    return Err((
-                        "database.ca_configmap".into(),
-                        "the CA is read from one place: set database.ca_configmap or database.ca_secret.name, not both".into(),
-                    ));
-                }
-            }
-            if db.tables.is_empty() {
-                return Err((
-                    "database.tables".into(),
-                    "must name at least one table (the default is LiteLLM's core tables)".into(),
-                ));
-            }
-            for (i, t) in db.tables.iter().enumerate() {
-                let field = format!("database.tables[{i}]");
-                not_empty(&field, t)?;
-                if t.contains('"') || t.chars().any(char::is_control) || t.len() > 63 {
-                    return Err((
-                        field,
-                        format!(
-                            "{t:?} is not a table name (as created, without quotes; at most 63 bytes)"
-                        ),
-                    ));
-                }
-            }
-        }
-        let p = &self.platform;
-        for (field, w) in [
-            ("platform.cnpg_operator", &p.cnpg_operator),
-            (
-                "platform.sealed_secrets_controller",
-                &p.sealed_secrets_controller,
-            ),
-        ] {
-            if let Some(w) = w {
-                check_name(&format!("{field}.namespace"), &w.namespace)?;
-                check_name(&format!("{field}.deployment"), &w.deployment)?;
-            }
-        }
-        if let Some(a) = &p.argocd {
-            check_name("platform.argocd.namespace", &a.namespace)?;
-            check_name("platform.argocd.application", &a.application)?;
-        }
-        for (i, v) in self.vllm.iter().enumerate() {
-            if self.vllm[..i]
-                .iter()
-                .any(|w| w.namespace == v.namespace && w.service.name == v.service.name)
-            {
-                return Err((
-                    format!("vllm[{i}]"),
-                    format!("service {}/{} is listed twice", v.namespace, v.service.name),
-                ));
-            }
-            check_name(&format!("vllm[{i}].namespace"), &v.namespace)?;
-            check_name(&format!("vllm[{i}].service.name"), &v.service.name)?;
-            if let Some(s) = &v.secret {
-                check_name(&format!("vllm[{i}].secret.name"), &s.name)?;
-                check_key(&format!("vllm[{i}].secret.api_key"), &s.api_key)?;
-            }
-            if let Some(p) = &v.pods {
-                check_selector(&format!("vllm[{i}].pods.selector"), &p.selector)?;
-            }
-            if v.max_model_len == Some(0) {
-                return Err((
-                    format!("vllm[{i}].max_model_len"),
-                    "must be a positive number of tokens".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn not_empty(field: &str, value: &str) -> Result<(), (String, String)> {
-    if value.trim().is_empty() {
-        return Err((field.into(), "must not be empty".into()));
-    }
-    Ok(())
-}
-
-/// A Kubernetes object name (RFC 1123 subdomain).
-fn check_name(field: &str, value: &str) -> Result<(), (String, String)> {
-    not_empty(field, value)?;
-    let ok = value.len() <= 253
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
-    if !ok {
-        return Err((
-            field.into(),
-            format!(
-                "{value:?} is not a valid Kubernetes name (lowercase letters, digits, '-', '.')"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A Secret or ConfigMap data key.
-fn check_key(field: &str, value: &str) -> Result<(), (String, String)> {
-    not_empty(field, value)?;
-    let ok = value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
-    if !ok {
-        return Err((
-            field.into(),
-            format!("{value:?} is not a valid data key (letters, digits, '-', '_', '.')"),
-        ));
-    }
-    Ok(())
-}
-
-/// A label selector as the API server takes it; only its gross shape is checked here, the
-/// server is the judge of the rest.
-fn check_selector(field: &str, value: &str) -> Result<(), (String, String)> {
-    not_empty(field, value)?;
-    if value.contains(char::is_whitespace) && !value.contains('(') {
-        return Err((
-            field.into(),
-            format!("{value:?} is not a label selector (write `key=value,key2=value2`)"),
-        ));
-    }
-    Ok(())
-}
-
 mod defaults {
     pub fn namespace() -> String {
         "litellm".into()
@@ -727,7 +465,7 @@ mod defaults {
     pub fn vllm() -> Vec<super::Vllm> {
         vec![super::Vllm {
             namespace: "vllm".into(),
-            service: super::Service {
+            service: super::ServiceRef {
                 name: "vllm".into(),
                 port: Some(80),
             },

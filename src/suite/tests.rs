@@ -2,7 +2,7 @@ use super::*;
 
 #[test]
 fn the_default_suite_matches_the_reference_deployment() {
-    let s = parse(crate::cli::BUILTIN_SUITE, "suites/litellm.yaml").expect("parses");
+    let s = parse(crate::suite::BUILTIN_SUITE, "suites/litellm.yaml").expect("parses");
     assert_eq!(s.namespace, "litellm");
     assert_eq!(s.litellm.pods.selector, "app.kubernetes.io/name=litellm");
     assert_eq!(s.litellm.service.port, Some(4000));
@@ -24,7 +24,7 @@ fn the_default_suite_matches_the_reference_deployment() {
 #[test]
 fn version_alone_is_the_default_deployment() {
     let minimal = parse("version: 1\n", "m.yaml").expect("parses");
-    let full = parse(crate::cli::BUILTIN_SUITE, "f.yaml").expect("parses");
+    let full = parse(crate::suite::BUILTIN_SUITE, "f.yaml").expect("parses");
     assert_eq!(format!("{minimal:?}"), format!("{full:?}"));
 }
 

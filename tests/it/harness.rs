@@ -272,7 +272,7 @@ const WINDOWED_OVER: usize = 16;
 /// The secret values a run of the default suite reads in a scenario (see
 /// [`suite_secret_values`]): none may appear in any output.
 pub fn secret_values(scenario: &str) -> Vec<String> {
-    suite_secret_values(&load_scenario(scenario), smokecheck::cli::BUILTIN_SUITE)
+    suite_secret_values(&load_scenario(scenario), smokecheck::suite::BUILTIN_SUITE)
 }
 
 /// The secret values of a scenario: every value of every Secret, decoded, except those shorter

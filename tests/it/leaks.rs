@@ -73,7 +73,7 @@ fn assert_clean(what: &str, values: &[String], run: &Run, terminal: bool) {
 /// scrubbed, README "Security and guarantees".)
 fn sweep(name: &str) -> BTreeSet<&'static str> {
     let mut scenario = load_scenario(name);
-    let values = suite_secret_values(&scenario, smokecheck::cli::BUILTIN_SUITE);
+    let values = suite_secret_values(&scenario, smokecheck::suite::BUILTIN_SUITE);
     plant(
         &mut scenario,
         &planted_text(LOG_MARKER, &values),

@@ -8,22 +8,33 @@
 //! with the same classified cause, so a filtered run cannot pass on an unreachable database.
 //! A session is closed when its check ends, and aborted when the check is cut short.
 
+mod problem;
 mod session;
+mod target;
 mod tls;
 mod wire;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed, Prerequisite};
-use crate::connect::Via;
-use crate::env::Env;
+use crate::check::Check;
+use crate::checks::kubernetes;
+use crate::context::Context;
+use crate::endpoints::Via;
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult, Verdict};
 use crate::suite::{Database, Suite};
 
-use session::{Session, Target};
+use session::Session;
+use target::Target;
 
 /// The check the others run after.
-const CONNECT: &str = "database::connect";
+pub const CONNECT: &str = "database::connect";
+pub const PRIMARY: &str = "database::primary";
+pub const MIGRATIONS: &str = "database::migrations";
+pub const SCHEMA: &str = "database::schema";
 
+/// How long TCP connect, TLS and login may take together. The runner's per-check timeout still
+/// bounds the whole probe; this one names the step that hung when it is the shorter.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prisma's migration ledger.
 const LEDGER: &str = "_prisma_migrations";
 /// Lines of a failed migration's `logs` shown in the details.
@@ -43,12 +54,12 @@ enum Probe {
 }
 
 impl Probe {
-    async fn run(self, env: &Env, s: &Session, t: &Target, db: &Database) -> Outcome {
+    async fn run(self, cx: &Context, s: &Session, t: &Target, db: &Database) -> ProbeResult {
         match self {
-            Probe::Connect => connect(env, s, t).await,
+            Probe::Connect => connect(cx, s, t).await,
             Probe::Primary => primary(s, t),
-            Probe::Migrations => migrations(env, s, t).await.unwrap_or_else(Outcome::from),
-            Probe::Schema => schema(env, s, t, db).await,
+            Probe::Migrations => migrations(cx, s, t).await,
+            Probe::Schema => schema(cx, s, t, db).await,
         }
     }
 }
@@ -60,19 +71,16 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
     let ns = suite.namespace.clone();
     let build = |name: &str, probe: Probe| {
         let db = db.clone();
-        let check = Check::new(name, Layer::Database, move |env, ctx| {
+        let check = Check::new(name, Layer::Database, move |cx, attempt| {
             let db = db.clone();
             async move {
-                let Some(target) = Target::of(&env, &db) else {
-                    return Outcome::Skipped("the suite has no database endpoint".into());
+                let Some(target) = Target::of(&cx, &db) else {
+                    return Ok(Verdict::skip("the suite has no database endpoint"));
                 };
-                let session = match session::open(&env, &target, &ctx).await {
-                    Ok(s) => s,
-                    Err(f) => return f.into(),
-                };
-                ctx.observe(format!("querying {}", target.reached()));
-                let outcome = probe.run(&env, &session, &target, &db).await;
-                session.close(&ctx).await;
+                let session = session::open(&cx, &target, &attempt).await?;
+                attempt.observe(format!("querying {}", target.reached()));
+                let outcome = probe.run(&cx, &session, &target, &db).await;
+                session.close(&attempt).await;
                 outcome
             }
         })
@@ -85,9 +93,9 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
     };
     vec![
         build(CONNECT, Probe::Connect),
-        build("database::primary", Probe::Primary),
-        build("database::migrations", Probe::Migrations),
-        build("database::schema", Probe::Schema),
+        build(PRIMARY, Probe::Primary),
+        build(MIGRATIONS, Probe::Migrations),
+        build(SCHEMA, Probe::Schema),
     ]
 }
 
@@ -98,10 +106,10 @@ fn base_metrics(s: &Session) -> Metrics {
 }
 
 /// TCP, TLS and login worked; a `SELECT 1` measures the round trip.
-async fn connect(env: &Env, s: &Session, t: &Target) -> Outcome {
+async fn connect(cx: &Context, s: &Session, t: &Target) -> ProbeResult {
     let started = Instant::now();
     if let Err(e) = s.client.simple_query("SELECT 1").await {
-        return s.failure(env, t, "SELECT 1", &e).into();
+        return Err(s.failure(cx, t, "SELECT 1", &e));
     }
     let round_trip = started.elapsed();
     let f = &s.facts;
@@ -127,68 +135,64 @@ async fn connect(env: &Env, s: &Session, t: &Target) -> Outcome {
         passed = passed.note(format!(
             "the server's identity was not verified (sslmode {}): set database.sslmode: verify-full to check its certificate against the CA in {} (or in a ConfigMap: database.ca_configmap)",
             t.sslmode.as_str(),
-            t.ca_origin()
-        ));
+            t.ca_origin()));
     }
-    passed.into()
+    Ok(passed.into())
 }
 
 /// The rw endpoint must reach a writable primary: not in recovery, and not read-only by the
 /// server's own default (read before the session made itself read-only).
-fn primary(s: &Session, t: &Target) -> Outcome {
+fn primary(s: &Session, t: &Target) -> ProbeResult {
     let f = &s.facts;
     let metrics = base_metrics(s);
     let service_hint = match t.via {
         Via::Suite | Via::PortForward => format!(
-            "the rw Service {}/{} routes to a replica: see kubernetes::cnpg::{} and kubernetes::services::{} (a failover not finished, or a selector changed by hand); every LiteLLM write fails until it routes to the primary",
-            t.namespace, t.service, t.cluster, t.service
+            "the rw Service {}/{} routes to a replica: see {} and {} (a failover not finished, or a selector changed by hand); every LiteLLM write fails until it routes to the primary",
+            t.namespace,
+            t.service,
+            kubernetes::cnpg_name(&t.cluster),
+            kubernetes::services_name(&t.service)
         ),
         Via::Flag => format!(
-            "the rw Service routes to a replica, or --endpoint points at one (a port-forward to a replica pod instead of svc/{}): see kubernetes::cnpg::{} and kubernetes::services::{}; every LiteLLM write fails against a replica",
-            t.service, t.cluster, t.service
+            "the rw Service routes to a replica, or --endpoint points at one (a port-forward to a replica pod instead of svc/{}): see {} and {}; every LiteLLM write fails against a replica",
+            t.service,
+            kubernetes::cnpg_name(&t.cluster),
+            kubernetes::services_name(&t.service)
         ),
     };
     if f.in_recovery {
-        return Failure {
-            metrics,
-            ..Outcome::fail(
-                Cause::DbReplica,
-                format!(
-                    "{} reaches a replica, not the primary: pg_is_in_recovery() is true",
-                    t.reached()
-                ),
-            )
-            .hint(service_hint)
-        }
-        .into();
+        return Err(Failure::new(
+            Cause::DbReplica,
+            format!(
+                "{} reaches a replica, not the primary: pg_is_in_recovery() is true",
+                t.reached()
+            ),
+        )
+        .hint(service_hint)
+        .metrics(metrics));
     }
     if f.read_only_default {
-        return Failure {
-            metrics,
-            ..Outcome::fail(
+        return Err(Failure::new(
                 Cause::DbReadOnly,
                 format!(
                     "the primary at {} starts every transaction read-only: default_transaction_read_only is on (set by {})",
                     t.reached(),
-                    source_words(&f.read_only_source)
-                ),
+                    source_words(&f.read_only_source)),
             )
             .hint(format!(
                 "LiteLLM cannot write (spend logs, keys): reset it where it is set, e.g. ALTER DATABASE {} RESET default_transaction_read_only (or ALTER ROLE {} RESET ..., or spec.postgresql.parameters of {}/{}); a stand-in for a replica behind the rw Service",
                 t.database, f.user, t.namespace, t.cluster
             ))
-        }
-        .into();
+            .metrics(metrics));
     }
-    Passed {
+    Ok(Passed {
         summary: format!(
             "{} is a writable primary: pg_is_in_recovery() false, default_transaction_read_only off",
-            t.reached()
-        ),
+            t.reached()),
         metrics,
         ..Passed::default()
     }
-    .into()
+    .into())
 }
 
 /// `pg_settings.source` in words.
@@ -206,12 +210,12 @@ fn source_words(source: &str) -> String {
 /// Prisma's ledger: present, not empty, nothing unfinished or failed. Every value is read
 /// with its column checked: a NULL or another type in a hand-edited ledger is a failure that
 /// names the column, never a panic.
-async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failure> {
+async fn migrations(cx: &Context, s: &Session, t: &Target) -> ProbeResult {
     let c = &s.client;
     let mut metrics = base_metrics(s);
-    let fail = |e: &tokio_postgres::Error, what: &str| -> Failure { s.failure(env, t, what, e) };
+    let fail = |e: &tokio_postgres::Error, what: &str| -> Failure { s.failure(cx, t, what, e) };
     let ledger = format!("\"{LEDGER}\"");
-    let row = match c
+    let row = c
         .query_one(
             "SELECT to_regclass(quote_ident($1)) IS NOT NULL AS has_ledger, \
                     (SELECT count(*) FROM pg_catalog.pg_tables \
@@ -220,10 +224,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
             &[&LEDGER],
         )
         .await
-    {
-        Ok(r) => r,
-        Err(e) => return Err(fail(&e, "looking for the migration ledger")),
-    };
+        .map_err(|e| fail(&e, "looking for the migration ledger"))?;
     let what = "looking for the migration ledger";
     let has_ledger: bool = s.column(t, what, &row, 0, ("the catalog", "boolean"))?;
     let litellm_tables: i64 = s.column(t, what, &row, 1, ("the catalog", "bigint"))?;
@@ -249,11 +250,9 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
                 "a schema made by `prisma db push` (or restored without the ledger) has no migration history: LiteLLM's next migration will fail; baseline it with `prisma migrate resolve --applied` per migration, or restore the ledger".to_string(),
             )
         };
-        return Ok(Failure {
-            metrics,
-            ..Outcome::fail(Cause::MigrationsMissing, summary).hint(hint)
-        }
-        .into());
+        return Err(Failure::new(Cause::MigrationsMissing, summary)
+            .hint(hint)
+            .metrics(metrics));
     }
 
     let q = format!(
@@ -263,19 +262,17 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
          FROM {ledger}"
     );
     let what = "counting migrations";
-    let row = match c.query_one(q.as_str(), &[]).await {
-        Ok(r) => r,
-        Err(e) => return Err(fail(&e, what)),
-    };
+    let row = c
+        .query_one(q.as_str(), &[])
+        .await
+        .map_err(|e| fail(&e, what))?;
     let count = |i| s.column::<i64>(t, what, &row, i, (&ledger, "bigint"));
     let (applied, rolled_back, total) = (count(0)?, count(1)?, count(2)?);
     metrics
         .count("migrations_applied", applied.max(0) as u64)
         .count("migrations_rolled_back", rolled_back.max(0) as u64);
     if total == 0 {
-        return Ok(Failure {
-            metrics,
-            ..Outcome::fail(
+        return Err(Failure::new(
                 Cause::MigrationsMissing,
                 format!(
                     "\"{LEDGER}\" in database {} is empty: no migration was ever applied",
@@ -285,10 +282,8 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
             .hint(format!(
                 "the migration Job created the ledger and stopped before the first migration: read its log (kubectl logs -n {} job/{}) and sync again",
                 t.namespace,
-                env.suite.litellm.migration_job.as_deref().unwrap_or("litellm-migrations")
-            ))
-        }
-        .into());
+                cx.suite.litellm.migration_job.as_deref().unwrap_or("litellm-migrations")))
+            .metrics(metrics));
     }
 
     // Logs are cut on the server: only their first lines are shown, and a session reads at
@@ -303,10 +298,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
          LIMIT {PENDING_ROWS}"
     );
     let what = "reading unfinished migrations";
-    let pending = match c.query(q.as_str(), &[]).await {
-        Ok(rows) => rows,
-        Err(e) => return Err(fail(&e, what)),
-    };
+    let pending = c.query(q.as_str(), &[]).await.map_err(|e| fail(&e, what))?;
     let mut unfinished: Vec<(String, String, String)> = Vec::new();
     for r in &pending {
         let text = |i| s.column::<String>(t, what, r, i, (&ledger, "text"));
@@ -315,16 +307,14 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
     metrics.count("migrations_unfinished", unfinished.len() as u64);
     if let Some((name, started, logs)) = unfinished.iter().find(|(_, _, l)| !l.trim().is_empty()) {
         let mut details = format!("migration {name} (started {started}) failed; its logs:\n");
-        details.push_str(&head(&env.redactor.redact(logs), LOG_LINES));
+        details.push_str(&head(&cx.redactor.redact(logs), LOG_LINES));
         if unfinished.len() > 1 {
             details.push_str(&format!(
                 "\n({} unfinished migrations in all)",
                 unfinished.len()
             ));
         }
-        return Ok(Failure {
-            metrics,
-            ..Outcome::fail(
+        return Err(Failure::new(
                 Cause::MigrationFailed,
                 format!("migration {name} failed in database {}", t.database),
             )
@@ -332,8 +322,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
             .hint(format!(
                 "Prisma refuses every later migration until this one is resolved: fix the cause shown in its logs, then `prisma migrate resolve --rolled-back {name}` (or --applied if it was completed by hand) and sync again so the migration Job reruns"
             ))
-        }
-        .into());
+            .metrics(metrics));
     }
     if let Some((name, started, _)) = unfinished.first() {
         let others = unfinished
@@ -341,7 +330,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
             .skip(1)
             .map(|(n, _, _)| n.as_str())
             .collect::<Vec<_>>();
-        let mut f = Outcome::fail(
+        let mut f = Failure::new(
             Cause::MigrationUnfinished,
             format!(
                 "migration {name} started {started} and never finished in database {}",
@@ -354,7 +343,7 @@ async fn migrations(env: &Env, s: &Session, t: &Target) -> Result<Outcome, Failu
         if !others.is_empty() {
             f = f.details(format!("also unfinished: {}", others.join(", ")));
         }
-        return Ok(Failure { metrics, ..f }.into());
+        return Err(f.metrics(metrics));
     }
 
     let q = format!(
@@ -410,9 +399,9 @@ fn head(text: &str, max: usize) -> String {
 }
 
 /// LiteLLM's core tables (the suite's list) exist.
-async fn schema(env: &Env, s: &Session, t: &Target, db: &Database) -> Outcome {
+async fn schema(cx: &Context, s: &Session, t: &Target, db: &Database) -> ProbeResult {
     let mut metrics = base_metrics(s);
-    let rows = match s
+    let rows = s
         .client
         .query(
             "SELECT name FROM unnest($1::text[]) WITH ORDINALITY AS t(name, n) \
@@ -420,48 +409,38 @@ async fn schema(env: &Env, s: &Session, t: &Target, db: &Database) -> Outcome {
             &[&db.tables],
         )
         .await
-    {
-        Ok(rows) => rows,
-        Err(e) => return s.failure(env, t, "looking up LiteLLM's tables", &e).into(),
-    };
+        .map_err(|e| s.failure(cx, t, "looking up LiteLLM's tables", &e))?;
     let mut missing: Vec<String> = Vec::new();
     for r in &rows {
-        match s.column(
+        missing.push(s.column(
             t,
             "looking up LiteLLM's tables",
             r,
             0,
             ("the catalog", "text"),
-        ) {
-            Ok(name) => missing.push(name),
-            Err(f) => return f.into(),
-        }
+        )?);
     }
     let present = db.tables.len().saturating_sub(missing.len());
     metrics
         .count("tables_required", db.tables.len() as u64)
         .count("tables_present", present as u64);
     if !missing.is_empty() {
-        return Failure {
-            metrics,
-            ..Outcome::fail(
+        return Err(Failure::new(
                 Cause::SchemaTableMissing,
                 format!(
                     "database {} lacks {} of {} core tables: {}",
                     t.database,
                     missing.len(),
                     db.tables.len(),
-                    missing.join(", ")
-                ),
+                    missing.join(", ")),
             )
             .hint(format!(
-                "LiteLLM's migrations did not create them (see database::migrations), someone dropped them, or the suite's database.name ({}) is not LiteLLM's database; LiteLLM fails requests that read them",
+                "LiteLLM's migrations did not create them (see {MIGRATIONS}), someone dropped them, or the suite's database.name ({}) is not LiteLLM's database; LiteLLM fails requests that read them",
                 t.database
             ))
-        }
-        .into();
+            .metrics(metrics));
     }
-    Passed {
+    Ok(Passed {
         summary: format!(
             "all {} core tables present: {}",
             db.tables.len(),
@@ -470,7 +449,7 @@ async fn schema(env: &Env, s: &Session, t: &Target, db: &Database) -> Outcome {
         metrics,
         ..Passed::default()
     }
-    .into()
+    .into())
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! One read-only session with LiteLLM's database, opened the way LiteLLM would reach it, and
-//! every way that can fail, classified once for all database checks.
+//! One read-only session with LiteLLM's database, opened the way LiteLLM would reach it
+//! ([`super::target`]); every way that can fail is classified in [`super::problem`].
 //!
 //! Credentials come only from the Secret the suite names; the password goes to the driver and
 //! the run's redactor, nowhere else (no connection string is ever formatted). Name resolution,
@@ -28,19 +28,20 @@ use tokio_postgres::{Client, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::check::{Cause, Ctx, Failure, Metrics, Outcome};
-use crate::cluster::error_chain;
-use crate::connect::Via;
-use crate::env::{Env, secret_value};
+use crate::check::Attempt;
+use crate::checks::kubernetes;
+use crate::context::{Context, secret_value};
+use crate::outcome::{Cause, Failure, Metrics};
 use crate::secret::SecretValue;
-use crate::suite::{CaSource, Database, SslMode};
+use crate::suite::{CaSource, SslMode};
+use crate::text::error_chain;
 
-use super::tls::{self, Protection, TlsProblem};
-use super::wire::{AuthRequest, MAX_MESSAGE, MAX_SESSION, Size, Violation, Watch};
+use super::CONNECT_TIMEOUT;
+use super::problem::{Problem, malformed};
+use super::target::Target;
+use super::tls::{self, Protection};
+use super::wire::{AuthRequest, Watch};
 
-/// How long TCP connect, TLS and login may take together. The runner's per-check timeout still
-/// bounds the whole probe; this one names the step that hung when it is the shorter.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a finished session may take to say goodbye (a Terminate message, TLS
 /// close_notify): a write each, so only a dead peer makes it wait.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -48,79 +49,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 const SERVER_TEXT: usize = 100;
 /// The check's time left when the runner gives none (outside a run): the default `--timeout`.
 const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
-
-/// Where and as whom a session goes, for the session itself and for every message about it.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub namespace: String,
-    pub cluster: String,
-    pub service: String,
-    pub secret: String,
-    /// Where `verify-ca`/`verify-full` read the CA.
-    pub ca: CaSource,
-    pub database: String,
-    pub sslmode: SslMode,
-    pub host: String,
-    pub port: u16,
-    /// The name the certificate must carry in `verify-full`: the Service's.
-    pub tls_name: String,
-    pub via: Via,
-}
-
-impl Target {
-    pub fn of(env: &Env, db: &Database) -> Option<Target> {
-        let ep = env.endpoints.database.as_ref()?;
-        Some(Target {
-            namespace: env.suite.namespace.clone(),
-            cluster: db.cluster.clone(),
-            service: db.service.name.clone(),
-            secret: db.secret.name.clone(),
-            ca: db.ca_source(),
-            database: db.name.clone(),
-            sslmode: db.sslmode,
-            host: bare_host(&ep.host).to_string(),
-            port: ep.port,
-            tls_name: ep.tls_name.clone(),
-            via: ep.via,
-        })
-    }
-
-    pub fn address(&self) -> String {
-        match self.host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(ip)) => format!("[{ip}]:{}", self.port),
-            _ => format!("{}:{}", self.host, self.port),
-        }
-    }
-
-    /// "127.0.0.1:5432 (--endpoint)".
-    pub fn reached(&self) -> String {
-        format!("{} ({})", self.address(), self.via)
-    }
-
-    /// "secret litellm/cloudnative-pg-cluster-ca": where the CA comes from.
-    pub fn ca_origin(&self) -> String {
-        format!("{} {}/{}", self.ca.kind(), self.namespace, self.ca.name())
-    }
-
-    /// Whether the login must be SCRAM bound to the TLS session: whenever TLS is required.
-    pub fn binding_required(&self) -> bool {
-        !matches!(self.sslmode, SslMode::Disable | SslMode::Prefer)
-    }
-
-    fn port_forward(&self) -> String {
-        format!(
-            "kubectl port-forward -n {} svc/{} 5432:5432",
-            self.namespace, self.service
-        )
-    }
-}
-
-/// A host as a URL writes it, without the brackets of an IPv6 literal (`[::1]` is `::1`).
-fn bare_host(host: &str) -> &str {
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
 
 /// What a session learnt while opening, before it made itself read-only.
 #[derive(Debug, Clone)]
@@ -207,8 +135,14 @@ pub struct Session {
 
 impl Session {
     /// A query that failed on this session, classified.
-    pub fn failure(&self, env: &Env, t: &Target, what: &str, e: &tokio_postgres::Error) -> Failure {
-        query_failure(env, t, &self.peer, what, e)
+    pub fn failure(
+        &self,
+        cx: &Context,
+        t: &Target,
+        what: &str,
+        e: &tokio_postgres::Error,
+    ) -> Failure {
+        query_failure(cx, t, &self.peer, what, e)
     }
 
     /// Column `i` of `row`, or the failure naming the column and what it held instead.
@@ -225,10 +159,10 @@ impl Session {
 
     /// Ends the session the polite way (Terminate, TLS close_notify), so the server logs no
     /// broken connection; bounded, and the drop aborts whatever is left.
-    pub async fn close(self, ctx: &Ctx) {
+    pub async fn close(self, attempt: &Attempt) {
         let Session { client, driver, .. } = self;
         drop(client);
-        let bound = ctx
+        let bound = attempt
             .remaining()
             .map_or(CLOSE_TIMEOUT, |left| left.min(CLOSE_TIMEOUT));
         let _ = tokio::time::timeout(bound, driver).await;
@@ -249,15 +183,15 @@ fn millis(d: Duration) -> u128 {
 }
 
 /// Opens a read-only session to the suite's database, or the classified reason it cannot.
-pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> {
-    let (user, password) = credentials(env, t, ctx).await?;
+pub async fn open(cx: &Context, t: &Target, attempt: &Attempt) -> Result<Session, Failure> {
+    let (user, password) = credentials(cx, t, attempt).await?;
     let ca = if t.sslmode.verifies() {
-        read_ca(env, t, ctx).await?
+        read_ca(cx, t, attempt).await?
     } else {
         Vec::new()
     };
     let tls_config = tls::client_config(t.sslmode, &ca).map_err(|why| {
-        Outcome::fail(
+        Failure::new(
             Cause::DbCaInvalid,
             format!(
                 "the CA in {} key {} cannot verify anything: {why}",
@@ -267,14 +201,14 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         )
     })?;
     if !tls::valid_server_name(&t.tls_name) {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::DbTls,
             format!("{:?} is not a name TLS can verify", t.tls_name),
         ));
     }
 
     let started = Instant::now();
-    let addr = resolve(t, ctx).await.map_err(|p| p.failure(t, &user))?;
+    let addr = resolve(t, attempt).await.map_err(|p| p.failure(t, &user))?;
 
     let mut config = tokio_postgres::Config::new();
     config
@@ -300,14 +234,14 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
     let mut make = MakeRustlsConnect::new(tls_config);
     let connector =
         <MakeRustlsConnect as MakeTlsConnect<TcpStream>>::make_tls_connect(&mut make, &t.tls_name)
-            .map_err(|e| Outcome::fail(Cause::DbTls, format!("TLS setup: {e}")))?;
+            .map_err(|e| Failure::new(Cause::DbTls, format!("TLS setup: {e}")))?;
     let watch = Watch::new(t.sslmode != SslMode::Disable);
 
     let login = async {
-        ctx.observe(format!("connecting to {} (TCP)", t.reached()));
+        attempt.observe(format!("connecting to {} (TCP)", t.reached()));
         let stream = TcpStream::connect(addr).await.map_err(Problem::from_io)?;
         let _ = stream.set_nodelay(true);
-        ctx.observe(format!(
+        attempt.observe(format!(
             "TLS (sslmode {}) and login as {user} to database {} at {}",
             t.sslmode.as_str(),
             t.database,
@@ -322,7 +256,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         Ok(Ok(pair)) => pair,
         Ok(Err(problem)) => return Err(problem.failure(t, &user)),
         Err(_) => {
-            let step = if ctx
+            let step = if attempt
                 .last_observed()
                 .is_some_and(|s| s.starts_with("connecting"))
             {
@@ -360,7 +294,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         tls_used && (t.binding_required() || auth == Some(AuthRequest::Sasl { plus: true }));
 
     let (statement_timeout, lock_timeout) =
-        server_timeouts(ctx.remaining().unwrap_or(DEFAULT_BUDGET));
+        server_timeouts(attempt.remaining().unwrap_or(DEFAULT_BUDGET));
     let peer = Peer {
         watch,
         user,
@@ -368,7 +302,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
         lock_timeout,
     };
     // First, so that no statement of this session outlives the check on the server.
-    ctx.observe(format!(
+    attempt.observe(format!(
         "setting the session's time limits at {}",
         t.reached()
     ));
@@ -379,9 +313,9 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             millis(lock_timeout)
         ))
         .await
-        .map_err(|e| query_failure(env, t, &peer, "setting the session's time limits", &e))?;
+        .map_err(|e| query_failure(cx, t, &peer, "setting the session's time limits", &e))?;
 
-    ctx.observe(format!("reading server settings at {}", t.reached()));
+    attempt.observe(format!("reading server settings at {}", t.reached()));
     let row = client
         .query_one(
             "SELECT current_setting('server_version'), \
@@ -391,7 +325,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
             &[],
         )
         .await
-        .map_err(|e| query_failure(env, t, &peer, "reading the server's settings", &e))?;
+        .map_err(|e| query_failure(cx, t, &peer, "reading the server's settings", &e))?;
     let facts = Facts {
         user: peer.user.clone(),
         protection,
@@ -418,7 +352,7 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
     client
         .batch_execute("SET default_transaction_read_only = on")
         .await
-        .map_err(|e| query_failure(env, t, &peer, "making the session read-only", &e))?;
+        .map_err(|e| query_failure(cx, t, &peer, "making the session read-only", &e))?;
     Ok(Session {
         client,
         facts,
@@ -429,17 +363,21 @@ pub async fn open(env: &Env, t: &Target, ctx: &Ctx) -> Result<Session, Failure> 
 
 /// The user name and password from the suite's Secret; the password is registered with the
 /// redactor before anything else happens with it.
-async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, SecretValue), Failure> {
-    let Some(db) = env.suite.database.as_ref() else {
-        return Err(Outcome::fail(Cause::Setup, "the suite has no database"));
+async fn credentials(
+    cx: &Context,
+    t: &Target,
+    attempt: &Attempt,
+) -> Result<(String, SecretValue), Failure> {
+    let Some(db) = cx.suite.database.as_ref() else {
+        return Err(Failure::new(Cause::Setup, "the suite has no database"));
     };
-    ctx.observe(format!("getting secret {}/{}", t.namespace, t.secret));
-    let secret = env
+    attempt.observe(format!("getting secret {}/{}", t.namespace, t.secret));
+    let secret = cx
         .cluster
         .get::<Secret>(&t.namespace, &t.secret)
         .await?
         .ok_or_else(|| {
-            Outcome::fail(
+            Failure::new(
                 Cause::NotFound,
                 format!(
                     "secret {}/{} (the database credentials) not found",
@@ -447,30 +385,30 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
                 ),
             )
             .hint(format!(
-                "see kubernetes::secrets::{}: CloudNativePG creates it for the application user (spec.bootstrap.initdb.secret)",
-                t.secret
+                "see {}: CloudNativePG creates it for the application user (spec.bootstrap.initdb.secret)",
+                kubernetes::secrets_name(&t.secret)
             ))
         })?;
     let key = |key: &str| -> Result<SecretValue, Failure> {
         match secret_value(&secret, key) {
-            None => Err(Outcome::fail(
+            None => Err(Failure::new(
                 Cause::MissingKey,
                 format!("secret {}/{} has no key {key}", t.namespace, t.secret),
             )
-            .hint(format!("see kubernetes::secrets::{}", t.secret))),
-            Some(v) if v.is_empty() => Err(Outcome::fail(
+            .hint(format!("see {}", kubernetes::secrets_name(&t.secret)))),
+            Some(v) if v.is_empty() => Err(Failure::new(
                 Cause::EmptyKey,
                 format!("secret {}/{}: key {key} is empty", t.namespace, t.secret),
             )
-            .hint(format!("see kubernetes::secrets::{}", t.secret))),
+            .hint(format!("see {}", kubernetes::secrets_name(&t.secret)))),
             Some(v) => Ok(v),
         }
     };
     let password = key(&db.secret.password)?;
-    env.redactor.register(&password);
+    cx.redactor.register(&password);
     let user = key(&db.secret.username)?;
     let user = user.expose().map(|u| u.trim().to_string()).ok_or_else(|| {
-        Outcome::fail(
+        Failure::new(
             Cause::EmptyKey,
             format!(
                 "secret {}/{}: key {} is not UTF-8 text",
@@ -479,7 +417,7 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
         )
     })?;
     if password.expose().is_none() {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::EmptyKey,
             format!(
                 "secret {}/{}: key {} is not UTF-8 text",
@@ -494,16 +432,16 @@ async fn credentials(env: &Env, t: &Target, ctx: &Ctx) -> Result<(String, Secret
 /// a ConfigMap holding only the certificate (so the hook need not read the CA's private key,
 /// which that Secret holds too).
 async fn read_ca(
-    env: &Env,
+    cx: &Context,
     t: &Target,
-    ctx: &Ctx,
+    attempt: &Attempt,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Failure> {
     let origin = t.ca_origin();
     let key = t.ca.key();
-    ctx.observe(format!("getting CA {origin}"));
+    attempt.observe(format!("getting CA {origin}"));
     let mode = t.sslmode.as_str();
     let not_found = || {
-        let f = Outcome::fail(
+        let f = Failure::new(
             Cause::NotFound,
             format!("CA {origin} not found (sslmode {mode} verifies the server with it)"),
         );
@@ -519,7 +457,7 @@ async fn read_ca(
         }
     };
     let pem: Option<String> = match &t.ca {
-        CaSource::Secret { name, .. } => env
+        CaSource::Secret { name, .. } => cx
             .cluster
             .get::<Secret>(&t.namespace, name)
             .await?
@@ -528,7 +466,7 @@ async fn read_ca(
                 secret_value(&secret, key).map(|v| v.expose().unwrap_or_default().to_string())
             })?,
         CaSource::ConfigMap { name, .. } => {
-            let map = env
+            let map = cx
                 .cluster
                 .get::<ConfigMap>(&t.namespace, name)
                 .await?
@@ -545,20 +483,20 @@ async fn read_ca(
         }
     };
     let pem = pem.ok_or_else(|| {
-        Outcome::fail(Cause::MissingKey, format!("CA {origin} has no key {key}")).hint(format!(
+        Failure::new(Cause::MissingKey, format!("CA {origin} has no key {key}")).hint(format!(
             "set {}.key to the key holding the CA certificate (PEM)",
             t.ca.field()
         ))
     })?;
     tls::parse_ca(pem.as_bytes())
-        .map_err(|why| Outcome::fail(Cause::DbCaInvalid, format!("CA {origin} key {key} {why}")))
+        .map_err(|why| Failure::new(Cause::DbCaInvalid, format!("CA {origin} key {key} {why}")))
 }
 
-async fn resolve(t: &Target, ctx: &Ctx) -> Result<SocketAddr, Problem> {
+async fn resolve(t: &Target, attempt: &Attempt) -> Result<SocketAddr, Problem> {
     if let Ok(ip) = t.host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, t.port));
     }
-    ctx.observe(format!("resolving {}", t.host));
+    attempt.observe(format!("resolving {}", t.host));
     let mut addrs = tokio::net::lookup_host((t.host.as_str(), t.port))
         .await
         .map_err(|e| Problem::Dns(e.to_string()))?;
@@ -570,7 +508,7 @@ async fn resolve(t: &Target, ctx: &Ctx) -> Result<SocketAddr, Problem> {
 /// A query that failed on an open session: the stream cut by the watch, a lock wait or a
 /// statement the server ended at the session's limits, or the server's error as it is.
 fn query_failure(
-    env: &Env,
+    cx: &Context,
     t: &Target,
     peer: &Peer,
     what: &str,
@@ -581,54 +519,41 @@ fn query_failure(
     }
     let at = t.reached();
     let Some(db) = e.as_db_error() else {
-        return Outcome::fail(
+        return Failure::new(
             Cause::DbError,
             format!(
                 "{what} failed at {at}: {}",
-                env.redactor.redact(&error_chain(e))
+                cx.redactor.redact(&error_chain(e))
             ),
         );
     };
-    let message = env.redactor.redact(db.message());
+    let message = cx.redactor.redact(db.message());
     let limit = |d: Duration| humantime::format_duration(Duration::from_millis(millis(d) as u64));
     match db.code() {
-        c if *c == SqlState::LOCK_NOT_AVAILABLE => Outcome::fail(
+        c if *c == SqlState::LOCK_NOT_AVAILABLE => Failure::new(
             Cause::DbError,
             format!(
                 "{what} failed at {at}: waited for a lock held by another session (SQLSTATE 55P03), until the session's lock_timeout of {}",
-                limit(peer.lock_timeout)
-            ),
+                limit(peer.lock_timeout)),
         )
         .details(message)
         .hint(format!(
             "another session holds a conflicting lock: a migration Job still running (see kubernetes::jobs; rerun with --wait), or a transaction left open. Find it with SELECT pid, usename, application_name, state, xact_start, query FROM pg_stat_activity WHERE datname = '{}' AND state <> 'idle' ORDER BY xact_start",
             t.database
         )),
-        c if *c == SqlState::QUERY_CANCELED => Outcome::fail(
+        c if *c == SqlState::QUERY_CANCELED => Failure::new(
             Cause::DbError,
             format!(
                 "{what} failed at {at}: the server cancelled it at the session's statement_timeout of {} (SQLSTATE 57014)",
-                limit(peer.statement_timeout)
-            ),
+                limit(peer.statement_timeout)),
         )
         .details(message)
         .hint("the server is overloaded, or the query waits on something: raise --timeout (the session's limits are set below it)"),
-        c => Outcome::fail(
+        c => Failure::new(
             Cause::DbError,
             format!("{what} failed at {at}: SQLSTATE {}: {message}", c.code()),
         ),
     }
-}
-
-/// A server that broke the protocol in a way tokio-postgres itself noticed (a message it cannot
-/// parse, or one it did not expect), in tokio-postgres' own words.
-fn malformed(e: &tokio_postgres::Error) -> Option<Violation> {
-    let text = e.to_string();
-    (text.starts_with("error parsing response from server")
-        || text.starts_with("unexpected message from server"))
-    .then(|| Violation::Malformed {
-        why: error_chain(e),
-    })
 }
 
 /// Column `i` of `row` as `T`, or a failure naming the column, the table `of`, and what it
@@ -650,545 +575,20 @@ fn column<'a, T: FromSql<'a>>(
         }
     };
     let name = row.columns().get(i).map_or("?", |c| c.name());
-    Err(Outcome::fail(
+    Err(Failure::new(
         Cause::DbError,
         format!(
             "{what} at {}: column {name} of {of} is {held}",
-            t.reached()
-        ),
+            t.reached()),
     )
     .hint(format!(
         "smokecheck reads {of} as Prisma writes it; a column changed by hand (or a table of another tool under that name) cannot be judged"
     )))
 }
 
-/// Why a session could not be opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
-    Dns(String),
-    Refused,
-    Unreachable(String),
-    /// The step that got no answer.
-    Timeout(&'static str),
-    Tls(TlsProblem),
-    ServerRefusedTls,
-    /// 28P01 and the server's message.
-    Auth(String),
-    /// 28000 (pg_hba.conf has no entry for this login).
-    AccessRejected(String),
-    /// 3D000.
-    NoDatabase(String),
-    /// 53300.
-    TooManyConnections(String),
-    /// 57P03.
-    StartingUp(String),
-    /// Any other SQLSTATE: (code, message).
-    Server(String, String),
-    /// The server asked for the password in cleartext or as an MD5 hash, or did not complete
-    /// the login bound to the TLS session where that is required; what it asked, if seen.
-    InsecureAuth(Option<AuthRequest>),
-    /// The server broke PostgreSQL's protocol or a cap ([`Violation`]).
-    Protocol(Violation),
-    Other(String),
-}
-
-impl From<Violation> for Problem {
-    fn from(v: Violation) -> Problem {
-        match v {
-            Violation::InsecureAuth(request) => Problem::InsecureAuth(Some(request)),
-            other => Problem::Protocol(other),
-        }
-    }
-}
-
-impl Problem {
-    fn from_io(e: std::io::Error) -> Problem {
-        use std::io::ErrorKind;
-        match e.kind() {
-            ErrorKind::ConnectionRefused => Problem::Refused,
-            ErrorKind::TimedOut => Problem::Timeout("TCP connect"),
-            _ => Problem::Unreachable(e.to_string()),
-        }
-    }
-
-    /// From a refused login: what the watch cut, the SQLSTATE when the server sent one, else a
-    /// TLS problem in the error's sources, else its text.
-    fn from_postgres(e: &tokio_postgres::Error, watch: &Watch) -> Problem {
-        if let Some(v) = watch.violation().or_else(|| malformed(e)) {
-            return Problem::from(v);
-        }
-        if let Some(db) = e.as_db_error() {
-            return Problem::from_sqlstate(db.code(), db.message());
-        }
-        if let Some(r) = tls::find_rustls(e) {
-            return Problem::Tls(tls::classify(r));
-        }
-        let text = error_chain(e);
-        if text.contains("server does not support TLS") {
-            return Problem::ServerRefusedTls;
-        }
-        // tokio-postgres' words for a login that could not be bound to the TLS session.
-        if text.contains("did not use channel binding") {
-            return Problem::InsecureAuth(watch.auth());
-        }
-        Problem::Other(text)
-    }
-
-    pub fn from_sqlstate(code: &SqlState, message: &str) -> Problem {
-        let message = message.to_string();
-        match code {
-            c if *c == SqlState::INVALID_PASSWORD => Problem::Auth(message),
-            c if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
-                Problem::AccessRejected(message)
-            }
-            c if *c == SqlState::INVALID_CATALOG_NAME => Problem::NoDatabase(message),
-            c if *c == SqlState::TOO_MANY_CONNECTIONS => Problem::TooManyConnections(message),
-            c if *c == SqlState::CANNOT_CONNECT_NOW => Problem::StartingUp(message),
-            c => Problem::Server(c.code().to_string(), message),
-        }
-    }
-
-    /// The failure to report, with its summary and runbook hint.
-    pub fn failure(&self, t: &Target, user: &str) -> Failure {
-        let at = t.reached();
-        let ns = &t.namespace;
-        let mode = t.sslmode.as_str();
-        let status_hint = format!(
-            "see kubernetes::services::{} and kubernetes::cnpg::{}",
-            t.service, t.cluster
-        );
-        match self {
-            Problem::Dns(why) => {
-                let f = Outcome::fail(
-                    Cause::DbDns,
-                    format!("{} does not resolve here ({})", t.host, t.via),
-                )
-                .details(why.clone());
-                match t.via {
-                    Via::Suite => f.hint(format!(
-                        "{} does not resolve here: outside the cluster let smokecheck port-forward (--connect auto, the default, or port-forward), or pass --endpoint database=postgresql://127.0.0.1:5432 with a port-forward ({}); inside it, does the Service exist ({status_hint})?",
-                        t.host,
-                        t.port_forward()
-                    )),
-                    Via::Flag | Via::PortForward => f.hint(format!(
-                        "the host of --endpoint database=... does not resolve: use an address that does, e.g. postgresql://127.0.0.1:5432 with {}",
-                        t.port_forward()
-                    )),
-                }
-            }
-            Problem::Refused => {
-                let f = Outcome::fail(Cause::DbRefused, format!("connection refused at {at}"));
-                match t.via {
-                    Via::Flag => f.hint(format!(
-                        "nothing listens at {}: is the port-forward running ({})?",
-                        t.address(),
-                        t.port_forward()
-                    )),
-                    Via::Suite | Via::PortForward => f.hint(format!(
-                        "no PostgreSQL accepts connections behind the Service {ns}/{}: {status_hint}",
-                        t.service
-                    )),
-                }
-            }
-            Problem::Unreachable(why) => {
-                Outcome::fail(Cause::DbUnreachable, format!("cannot reach {at}"))
-                    .details(why.clone())
-                    .hint(format!(
-                        "no route from here to the database: a NetworkPolicy, or the wrong address; {status_hint}"
-                    ))
-            }
-            Problem::Timeout(step) => Outcome::fail(
-                Cause::DbConnectTimeout,
-                format!(
-                    "no answer from {at} within {} ({step})",
-                    humantime::format_duration(CONNECT_TIMEOUT)
-                ),
-            )
-            .hint(format!(
-                "packets are dropped on the way (a NetworkPolicy in {ns} not admitting this pod, a firewall) or the instance is overloaded; {status_hint}"
-            )),
-            Problem::Tls(TlsProblem::UntrustedChain(why)) => Outcome::fail(
-                Cause::DbTlsVerify,
-                format!(
-                    "TLS verification failed (sslmode {mode}): the certificate at {at} does not chain to the CA in {}",
-                    t.ca_origin()
-                ),
-            )
-            .details(why.clone())
-            .hint(format!(
-                "expected a certificate for {} signed by the CA in {} key {}: that CA did not sign it. Is the {} another cluster's CA, or stale after a CA rotation ({})? Is {} really the rw Service? sslmode: require encrypts without verifying",
-                t.tls_name,
-                t.ca_origin(),
-                t.ca.key(),
-                t.ca.kind(),
-                t.ca.field(),
-                t.address()
-            )),
-            Problem::Tls(TlsProblem::WrongName(why)) => Outcome::fail(
-                Cause::DbTlsVerify,
-                format!(
-                    "TLS verification failed (sslmode {mode}): the certificate at {at} does not name {}",
-                    t.tls_name
-                ),
-            )
-            .details(why.clone())
-            .hint(format!(
-                "verify-full checks the rw Service's name, {}, also through a port-forward; CloudNativePG's certificates carry it. With a custom server certificate add that name to it, or use sslmode: verify-ca",
-                t.tls_name
-            )),
-            Problem::Tls(TlsProblem::BadCertificate(why)) => Outcome::fail(
-                Cause::DbTlsVerify,
-                format!("TLS verification failed (sslmode {mode}): the certificate at {at} is not valid"),
-            )
-            .details(why.clone())
-            .hint(format!(
-                "CloudNativePG renews its certificates itself: an expired one means the operator is not running (kubectl get pods -A -l app.kubernetes.io/name=cloudnative-pg); see kubernetes::cnpg::{}",
-                t.cluster
-            )),
-            Problem::Tls(TlsProblem::Handshake(why)) => Outcome::fail(
-                Cause::DbTls,
-                format!("TLS handshake with {at} failed (sslmode {mode})"),
-            )
-            .details(why.clone())
-            .hint(format!(
-                "is {} a PostgreSQL server? A proxy in between that does not speak PostgreSQL's TLS (SSLRequest) breaks it",
-                t.address()
-            )),
-            Problem::ServerRefusedTls => Outcome::fail(
-                Cause::DbTls,
-                format!("the server at {at} does not accept TLS (sslmode {mode} requires it): nothing was sent, not even the user name"),
-            )
-            .hint(format!(
-                "CloudNativePG always enables TLS, so {} is probably not its rw Service (a port-forward to something else, or an impostor on the path?); sslmode: prefer would accept a plain session, where nothing proves who answers",
-                t.address()
-            )),
-            Problem::InsecureAuth(request) => insecure_auth(t, user, *request),
-            Problem::Protocol(v) => protocol(t, v),
-            Problem::Auth(message) => Outcome::fail(
-                Cause::DbAuth,
-                format!("password authentication failed for user {user} at {at} (28P01)"),
-            )
-            .details(message.clone())
-            .hint(format!(
-                "the secret {} and the database role disagree: the password in {ns}/{} key password is not role {user}'s. CloudNativePG sets the role's password from that Secret: after re-sealing it, check the operator reconciled it (kubectl cnpg status -n {ns} {}); LiteLLM reads the same Secret, so it cannot log in either",
-                t.secret, t.secret, t.cluster
-            )),
-            Problem::AccessRejected(message) => Outcome::fail(
-                Cause::DbAccessRejected,
-                format!("the server at {at} refused the login of {user} (28000)"),
-            )
-            .details(message.clone())
-            .hint(format!(
-                "pg_hba.conf has no rule for this login (sslmode {mode}): CloudNativePG admits application users over TLS (hostssl); use sslmode prefer or stricter, or add a rule in the Cluster's spec.postgresql.pg_hba"
-            )),
-            Problem::NoDatabase(message) => Outcome::fail(
-                Cause::DbNotFound,
-                format!("database {} does not exist at {at} (3D000)", t.database),
-            )
-            .details(message.clone())
-            .hint(format!(
-                "the suite's database.name ({}) is not the database CloudNativePG bootstrapped (spec.bootstrap.initdb.database of {ns}/{}); LiteLLM's DATABASE_URL must name the same one",
-                t.database, t.cluster
-            )),
-            Problem::TooManyConnections(message) => Outcome::fail(
-                Cause::DbTooManyConnections,
-                format!("too many connections: the server at {at} refused {user} (53300)"),
-            )
-            .details(message.clone())
-            .hint(format!(
-                "max_connections or role {user}'s CONNECTION LIMIT is reached: LiteLLM's pool (database_connection_pool_limit × replicas) plus other clients exceed it. See SELECT usename, count(*) FROM pg_stat_activity GROUP BY 1, and raise spec.postgresql.parameters.max_connections of {ns}/{} or shrink the pool",
-                t.cluster
-            )),
-            Problem::StartingUp(message) => Outcome::fail(
-                Cause::DbStartingUp,
-                format!("the server at {at} is starting up or shutting down (57P03)"),
-            )
-            .details(message.clone())
-            .hint(format!(
-                "a restart or failover is in progress: see kubernetes::cnpg::{}, and rerun with --wait",
-                t.cluster
-            )),
-            Problem::Server(code, message) => Outcome::fail(
-                Cause::DbError,
-                format!("the server at {at} refused the login of {user} (SQLSTATE {code})"),
-            )
-            .details(message.clone()),
-            Problem::Other(text) => Outcome::fail(
-                Cause::DbError,
-                format!("cannot open a session at {at} (sslmode {mode})"),
-            )
-            .details(text.clone()),
-        }
-    }
-}
-
-/// The failure for a login refused because the server would not prove itself.
-fn insecure_auth(t: &Target, user: &str, request: Option<AuthRequest>) -> Failure {
-    let at = t.reached();
-    let mode = t.sslmode.as_str();
-    let ns = &t.namespace;
-    let pg_hba = format!(
-        "spec.postgresql.pg_hba of {ns}/{}, or the role's password stored as MD5: reset it with password_encryption = scram-sha-256",
-        t.cluster
-    );
-    let (summary, hint) = match request {
-        Some(AuthRequest::Cleartext) => (
-            format!(
-                "the server at {at} asked for {user}'s password in cleartext: refused, the password was not sent"
-            ),
-            format!(
-                "CloudNativePG authenticates application users with SCRAM-SHA-256 and never asks for the password itself: something else answers at {} (an impostor, a proxy, the wrong --endpoint), or pg_hba.conf says `password` for this login ({pg_hba})",
-                t.address()
-            ),
-        ),
-        Some(AuthRequest::Md5) => (
-            format!(
-                "the server at {at} asked for {user}'s password as an MD5 hash: refused, nothing was sent"
-            ),
-            format!(
-                "CloudNativePG authenticates application users with SCRAM-SHA-256; an MD5 hash of the password can be replayed and cracked, so it is never sent. Something else answers at {} (an impostor, a proxy), or pg_hba.conf says `md5` for this login ({pg_hba})",
-                t.address()
-            ),
-        ),
-        Some(AuthRequest::Sasl { plus: false }) => (
-            format!(
-                "the server at {at} offered SCRAM-SHA-256 without channel binding over TLS (sslmode {mode} requires it): refused, nothing was sent"
-            ),
-            format!(
-                "PostgreSQL 11 and later offer SCRAM-SHA-256-PLUS on every TLS session, so something else ended the TLS session: a proxy or connection pooler (PgBouncer) in between, or an impostor relaying the login. Point the suite (or --endpoint) at the rw Service {ns}/{}; sslmode: prefer accepts a login without channel binding, at the cost of that proof",
-                t.service
-            ),
-        ),
-        Some(AuthRequest::Sasl { plus: true }) => (
-            format!(
-                "the server at {at} offered channel binding, but its certificate gives none to bind to (sslmode {mode} requires it): refused, nothing was sent"
-            ),
-            "tls-server-end-point binds the login to a hash of the server certificate chosen by its signature algorithm; Ed25519 and Ed448 certificates have none. Use an RSA or ECDSA server certificate (CloudNativePG's are ECDSA), or sslmode: prefer".to_string(),
-        ),
-        Some(AuthRequest::Trust) => (
-            format!(
-                "the server at {at} let the login in without a password (trust): it proved nothing, so smokecheck refused the session (sslmode {mode})"
-            ),
-            format!(
-                "CloudNativePG never trusts application logins over TCP: an impostor answers at {}, or pg_hba.conf trusts this login (remove that rule from spec.postgresql.pg_hba of {ns}/{})",
-                t.address(),
-                t.cluster
-            ),
-        ),
-        Some(AuthRequest::Other(code)) => (
-            format!(
-                "the server at {at} asked for authentication method {code}, not SCRAM with channel binding (sslmode {mode} requires it): refused"
-            ),
-            format!(
-                "CloudNativePG authenticates application users with SCRAM-SHA-256: check pg_hba.conf ({pg_hba})"
-            ),
-        ),
-        None => (
-            format!(
-                "the server at {at} did not complete a login bound to the TLS session (sslmode {mode} requires channel binding): refused"
-            ),
-            format!(
-                "is {} CloudNativePG's rw Service? sslmode: prefer accepts a login without channel binding",
-                t.address()
-            ),
-        ),
-    };
-    Outcome::fail(Cause::InsecureAuth, summary).hint(hint)
-}
-
-/// The failure for a server that broke PostgreSQL's protocol or a cap.
-fn protocol(t: &Target, v: &Violation) -> Failure {
-    let at = t.reached();
-    let addr = t.address();
-    match v {
-        Violation::NotPostgres { answered, when } => {
-            let f = Outcome::fail(
-                Cause::DbProtocol,
-                format!(
-                    "the server at {at} does not speak PostgreSQL: it answered \"{answered}\" to {when}"
-                ),
-            );
-            if answered.starts_with('H') {
-                f.hint(format!(
-                    "an HTTP server answers at {addr} (its answers start with HTTP/): does --endpoint database=... or the port-forward point at LiteLLM (4000) or another HTTP Service instead of PostgreSQL's port 5432 of {}?",
-                    t.service
-                ))
-            } else {
-                f.hint(format!(
-                    "is {addr} PostgreSQL? A port-forward or --endpoint to the wrong pod or port, or a proxy in between that does not pass PostgreSQL's protocol through"
-                ))
-            }
-        }
-        Violation::MessageTooLarge { tag, len } => Outcome::fail(
-            Cause::DbProtocol,
-            format!(
-                "the server at {at} announced a {} message (type {tag}): smokecheck reads at most {} per message and stopped",
-                Size(u64::from(*len)),
-                Size(u64::from(MAX_MESSAGE))
-            ),
-        )
-        .hint(format!(
-            "no answer of PostgreSQL to these checks comes near that size: {addr} is not PostgreSQL, or something in between corrupts the stream"
-        )),
-        Violation::Malformed { why } => Outcome::fail(
-            Cause::DbProtocol,
-            format!("the server at {at} broke PostgreSQL's protocol ({why})"),
-        )
-        .hint(format!(
-            "is {addr} PostgreSQL? A port-forward or --endpoint to the wrong pod or port, or a proxy in between that does not pass PostgreSQL's protocol through"
-        )),
-        Violation::SessionTooLarge => Outcome::fail(
-            Cause::DbProtocol,
-            format!(
-                "the server at {at} sent over {} in one session: smokecheck stopped reading",
-                Size(MAX_SESSION)
-            ),
-        )
-        .hint(format!(
-            "these checks' sessions read a few KiB: {addr} sends without end, so it is not PostgreSQL answering them, or it is broken"
-        )),
-        Violation::InsecureAuth(request) => insecure_auth(t, "the user", Some(*request)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn target(via: Via) -> Target {
-        Target {
-            namespace: "litellm".into(),
-            cluster: "cloudnative-pg-cluster".into(),
-            service: "cloudnative-pg-cluster-rw".into(),
-            secret: "cloudnative-pg-cluster-litellm".into(),
-            ca: CaSource::Secret {
-                name: "cloudnative-pg-cluster-ca".into(),
-                key: "ca.crt".into(),
-            },
-            database: "litellm".into(),
-            sslmode: SslMode::VerifyFull,
-            host: match via {
-                Via::Suite => "cloudnative-pg-cluster-rw.litellm.svc".into(),
-                Via::Flag | Via::PortForward => "127.0.0.1".into(),
-            },
-            port: 5432,
-            tls_name: "cloudnative-pg-cluster-rw.litellm.svc".into(),
-            via,
-        }
-    }
-
-    #[test]
-    fn sqlstates_of_a_refused_login_are_classified() {
-        let cases = [
-            (SqlState::INVALID_PASSWORD, Cause::DbAuth),
-            (
-                SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-                Cause::DbAccessRejected,
-            ),
-            (SqlState::INVALID_CATALOG_NAME, Cause::DbNotFound),
-            (SqlState::TOO_MANY_CONNECTIONS, Cause::DbTooManyConnections),
-            (SqlState::CANNOT_CONNECT_NOW, Cause::DbStartingUp),
-            (SqlState::ADMIN_SHUTDOWN, Cause::DbError),
-        ];
-        for (code, cause) in cases {
-            let f = Problem::from_sqlstate(&code, "msg").failure(&target(Via::Flag), "app");
-            assert_eq!(f.cause, cause, "{}", code.code());
-        }
-    }
-
-    #[test]
-    fn wrong_password_hint_names_the_secret_and_the_role() {
-        let f = Problem::Auth("password authentication failed for user \"app\"".into())
-            .failure(&target(Via::Flag), "app");
-        assert_eq!(f.cause.code(), "db_auth");
-        assert!(f.summary.contains("(28P01)"), "{}", f.summary);
-        let hint = f.hint.unwrap_or_default();
-        assert!(
-            hint.starts_with(
-                "the secret cloudnative-pg-cluster-litellm and the database role disagree"
-            ),
-            "{hint}"
-        );
-    }
-
-    #[test]
-    fn dns_failure_in_cluster_suggests_a_port_forward() {
-        let f = Problem::Dns("failed to lookup address information".into())
-            .failure(&target(Via::Suite), "app");
-        assert_eq!(f.cause.code(), "db_dns");
-        let hint = f.hint.unwrap_or_default();
-        assert!(
-            hint.starts_with(
-                "cloudnative-pg-cluster-rw.litellm.svc does not resolve here: outside the cluster let smokecheck port-forward (--connect auto, the default, or port-forward), or pass --endpoint database=postgresql://127.0.0.1:5432 with a port-forward"
-            ),
-            "{hint}"
-        );
-    }
-
-    #[test]
-    fn refused_through_a_flag_asks_for_the_port_forward() {
-        let f = Problem::from_io(std::io::ErrorKind::ConnectionRefused.into())
-            .failure(&target(Via::Flag), "app");
-        assert_eq!(f.cause.code(), "db_refused");
-        assert_eq!(
-            f.summary,
-            "connection refused at 127.0.0.1:5432 (--endpoint)"
-        );
-        assert!(f.hint.unwrap_or_default().contains("port-forward running"));
-        assert_eq!(
-            Problem::from_io(std::io::ErrorKind::TimedOut.into()),
-            Problem::Timeout("TCP connect")
-        );
-    }
-
-    #[test]
-    fn tls_verification_failures_name_the_expected_name_and_the_ca_secret() {
-        let f = Problem::Tls(TlsProblem::UntrustedChain(
-            "invalid peer certificate".into(),
-        ))
-        .failure(&target(Via::Flag), "app");
-        assert_eq!(f.cause.code(), "db_tls_verify");
-        assert!(
-            f.summary
-                .contains("secret litellm/cloudnative-pg-cluster-ca"),
-            "{}",
-            f.summary
-        );
-        assert!(
-            f.hint
-                .unwrap_or_default()
-                .contains("cloudnative-pg-cluster-rw.litellm.svc")
-        );
-        let f = Problem::Tls(TlsProblem::WrongName("not valid for name".into()))
-            .failure(&target(Via::Flag), "app");
-        assert!(
-            f.summary
-                .ends_with("does not name cloudnative-pg-cluster-rw.litellm.svc"),
-            "{}",
-            f.summary
-        );
-    }
-
-    #[test]
-    fn ipv6_addresses_are_bracketed() {
-        let mut t = target(Via::Flag);
-        t.host = "::1".into();
-        assert_eq!(t.address(), "[::1]:5432");
-    }
-
-    #[test]
-    fn an_ipv6_endpoint_host_loses_its_url_brackets() {
-        // `--endpoint database=postgresql://[::1]:5432`: http::Uri keeps the brackets, which
-        // neither parse as an address nor resolve.
-        assert_eq!(bare_host("[::1]"), "::1");
-        assert_eq!(bare_host("[fd00::5]"), "fd00::5");
-        assert_eq!(bare_host("127.0.0.1"), "127.0.0.1");
-        assert_eq!(bare_host("db.litellm.svc"), "db.litellm.svc");
-        let mut t = target(Via::Flag);
-        t.host = bare_host("[::1]").into();
-        assert!(t.host.parse::<IpAddr>().is_ok());
-        assert_eq!(t.reached(), "[::1]:5432 (--endpoint)");
-    }
 
     #[test]
     fn the_server_gives_up_before_the_check_does() {
@@ -1202,77 +602,5 @@ mod tests {
             server_timeouts(Duration::ZERO),
             (Duration::from_millis(1), Duration::from_millis(1))
         );
-    }
-
-    #[test]
-    fn insecure_logins_are_refused_naming_what_the_server_asked() {
-        let t = Target {
-            sslmode: SslMode::Require,
-            ..target(Via::Flag)
-        };
-        let cases = [
-            (
-                Some(AuthRequest::Cleartext),
-                "password in cleartext: refused, the password was not sent",
-            ),
-            (
-                Some(AuthRequest::Md5),
-                "password as an MD5 hash: refused, nothing was sent",
-            ),
-            (
-                Some(AuthRequest::Sasl { plus: false }),
-                "offered SCRAM-SHA-256 without channel binding over TLS (sslmode require requires it)",
-            ),
-            (
-                Some(AuthRequest::Sasl { plus: true }),
-                "its certificate gives none to bind to",
-            ),
-            (Some(AuthRequest::Trust), "without a password (trust)"),
-            (Some(AuthRequest::Other(7)), "authentication method 7"),
-            (None, "did not complete a login bound to the TLS session"),
-        ];
-        for (request, words) in cases {
-            let f = Problem::InsecureAuth(request).failure(&t, "app");
-            assert_eq!(f.cause, Cause::InsecureAuth, "{request:?}");
-            assert!(f.summary.contains(words), "{request:?}: {}", f.summary);
-            assert!(f.hint.is_some(), "{request:?}");
-        }
-        assert_eq!(
-            Problem::from(Violation::InsecureAuth(AuthRequest::Md5)),
-            Problem::InsecureAuth(Some(AuthRequest::Md5))
-        );
-    }
-
-    #[test]
-    fn protocol_violations_are_db_protocol_with_a_hint_for_http() {
-        let t = target(Via::Flag);
-        let http = Problem::from(Violation::NotPostgres {
-            answered: "H".into(),
-            when: "the TLS request",
-        })
-        .failure(&t, "app");
-        assert_eq!(http.cause, Cause::DbProtocol);
-        assert_eq!(
-            http.summary,
-            "the server at 127.0.0.1:5432 (--endpoint) does not speak PostgreSQL: it answered \"H\" to the TLS request"
-        );
-        assert!(
-            http.hint
-                .unwrap_or_default()
-                .starts_with("an HTTP server answers")
-        );
-        let big = Problem::from(Violation::MessageTooLarge {
-            tag: "E".into(),
-            len: 1 << 30,
-        })
-        .failure(&t, "app");
-        assert!(
-            big.summary
-                .contains("announced a 1 GiB message (type E): smokecheck reads at most 1 MiB"),
-            "{}",
-            big.summary
-        );
-        let endless = Problem::from(Violation::SessionTooLarge).failure(&t, "app");
-        assert!(endless.summary.contains("sent over 8 MiB in one session"));
     }
 }

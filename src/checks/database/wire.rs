@@ -13,7 +13,6 @@
 //! PostgreSQL's messages are followed on the wire when the session is plain, inside TLS
 //! otherwise.
 
-use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -22,6 +21,8 @@ use std::task::{Context, Poll, ready};
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
+
+use crate::text::size;
 
 /// The largest message read. PostgreSQL's answers to these checks are a few KiB at most (a
 /// failed migration's logs are cut to 16 KiB by the query that reads them); a message
@@ -85,39 +86,19 @@ pub enum Violation {
         when: &'static str,
     },
     /// A message whose length field is over [`MAX_MESSAGE`].
-    #[error("a message announced as {} (type {tag})", Size(u64::from(*len)))]
+    #[error("a message announced as {} (type {tag})", size(u64::from(*len)))]
     MessageTooLarge { tag: String, len: u32 },
     /// A message tokio-postgres could not parse or did not expect.
     #[error("a malformed message ({why})")]
     Malformed { why: String },
     /// The session read over [`MAX_SESSION`].
-    #[error("over {} in one session", Size(MAX_SESSION))]
+    #[error("over {} in one session", size(MAX_SESSION))]
     SessionTooLarge,
 }
 
 impl From<Violation> for io::Error {
     fn from(v: Violation) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, v)
-    }
-}
-
-/// A byte count in words: "1 GiB", "8 MiB", "300 bytes".
-pub struct Size(pub u64);
-
-impl fmt::Display for Size {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-        for (unit, name) in UNITS {
-            if self.0 >= unit {
-                let whole = self.0 / unit;
-                return if self.0.is_multiple_of(unit) {
-                    write!(f, "{whole} {name}")
-                } else {
-                    write!(f, "{:.1} {name}", self.0 as f64 / unit as f64)
-                };
-            }
-        }
-        write!(f, "{} bytes", self.0)
     }
 }
 
@@ -621,13 +602,5 @@ mod tests {
         }
         assert_eq!(result, Err(Violation::SessionTooLarge));
         assert!(sent > MAX_SESSION && sent <= MAX_SESSION + notice.len() as u64);
-    }
-
-    #[test]
-    fn sizes_are_worded() {
-        assert_eq!(Size(1 << 30).to_string(), "1 GiB");
-        assert_eq!(Size(8 << 20).to_string(), "8 MiB");
-        assert_eq!(Size(1536).to_string(), "1.5 KiB");
-        assert_eq!(Size(300).to_string(), "300 bytes");
     }
 }

@@ -14,14 +14,15 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::check::{
-    Cause, Check, Ctx, Failure, Family, Layer, Metrics, Outcome, Passed, Prerequisite,
-};
+use crate::check::{ALIAS, Attempt, Check, Family};
 use crate::checks::keys::{self, Key, Loaded};
 use crate::checks::litellm::classify::{self, ProxyError};
-use crate::checks::litellm::{any_guardrail, no_answer};
-use crate::env::Env;
-use crate::http::{Answer, HttpError, MAX_ANSWER, TooLarge, excerpt, header, size};
+use crate::checks::litellm::{self, any_guardrail, no_answer};
+use crate::checks::vllm;
+use crate::context::Context;
+use crate::http::{Answer, HttpError, MAX_ANSWER, TooLarge, excerpt, header};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
+use crate::text::size;
 
 /// Short and deterministic: what the proxy answers does not matter, that it answers does.
 const PROMPT: &str = "Reply with the single word: ok";
@@ -35,25 +36,45 @@ const MAX_CONTENT: usize = 64 << 10;
 /// The header LiteLLM names the guardrails a request went through in.
 pub(crate) const APPLIED_GUARDRAILS: &str = "x-litellm-applied-guardrails";
 
+/// `e2e::chat::<alias>`.
+pub fn chat_name(alias: &str) -> String {
+    format!("e2e::chat::{alias}")
+}
+
+/// `e2e::chat::<alias>::stream`.
+pub fn stream_name(alias: &str) -> String {
+    format!("e2e::chat::{alias}::stream")
+}
+
+/// `e2e::trimming::<alias>`.
+pub fn trimming_name(alias: &str) -> String {
+    format!("e2e::trimming::{alias}")
+}
+
+/// `e2e::trimming::<alias>::control`.
+pub fn control_name(alias: &str) -> String {
+    format!("e2e::trimming::{alias}::control")
+}
+
 pub fn families() -> Vec<Family> {
     vec![
-        Family::new("e2e::chat::<alias>", |env, alias| {
-            let name = format!("e2e::chat::{alias}");
+        Family::new(chat_name(ALIAS), |cx, alias| {
+            let name = chat_name(alias);
             let alias = alias.to_string();
-            let check = Check::new(name, Layer::E2e, move |env, ctx| {
+            let check = Check::new(name, Layer::E2e, move |cx, attempt| {
                 let alias = alias.clone();
-                async move { chat(&env, &ctx, &alias).await }
+                async move { chat(&cx, &attempt, &alias).await }
             });
-            Some(after(check, env, "", false))
+            Some(after(check, cx, "", false))
         }),
-        Family::new("e2e::chat::<alias>::stream", |env, alias| {
-            let name = format!("e2e::chat::{alias}::stream");
+        Family::new(stream_name(ALIAS), |cx, alias| {
+            let name = stream_name(alias);
             let alias = alias.to_string();
-            let check = Check::new(name, Layer::E2e, move |env, ctx| {
+            let check = Check::new(name, Layer::E2e, move |cx, attempt| {
                 let alias = alias.clone();
-                async move { stream(&env, &ctx, &alias).await }
+                async move { stream(&cx, &attempt, &alias).await }
             });
-            Some(after(check, env, "", false))
+            Some(after(check, cx, "", false))
         }),
         trimming::family(),
         trimming::control_family(),
@@ -63,30 +84,27 @@ pub fn families() -> Vec<Family> {
 /// What an alias's end-to-end checks run after (and are skipped by, when it fails): a live
 /// proxy, and, where the context window is read from vLLM, `vllm::models` of its backend.
 /// Without this, a dead proxy or a rejected key would fail every alias's checks in cascade.
-pub(crate) fn after(mut check: Check, env: &Env, alias: &str, needs_window: bool) -> Check {
-    check = check.requires(Prerequisite::Check(crate::checks::litellm::LIVE.into()));
+pub(crate) fn after(mut check: Check, cx: &Context, alias: &str, needs_window: bool) -> Check {
+    check = check.requires(Prerequisite::Check(litellm::LIVE.into()));
     if !needs_window {
         return check;
     }
-    let backend = env
-        .proxy
+    let backend = cx
+        .proxy_config
         .as_ref()
         .ok()
         .and_then(|c| c.alias(alias))
         .and_then(|a| a.api_base.as_deref())
-        .and_then(|base| env.endpoints.vllm(base).ok())
+        .and_then(|base| cx.endpoints.vllm(base).ok())
         .and_then(|t| {
-            env.suite
+            cx.suite
                 .vllm
                 .iter()
                 .position(|v| v.namespace == t.namespace && v.service.name == t.service)
         });
     match backend {
-        Some(i) if env.suite.vllm[i].max_model_len.is_none() => {
-            check.requires(Prerequisite::Check(format!(
-                "vllm::models{}",
-                crate::checks::vllm::suffix(&env.suite, i)
-            )))
+        Some(i) if cx.suite.vllm[i].max_model_len.is_none() => {
+            check.requires(Prerequisite::Check(vllm::models_name(&cx.suite, i)))
         }
         _ => check,
     }
@@ -104,18 +122,18 @@ fn chat_body(alias: &str, content: &str, max_tokens: u32) -> Value {
 }
 
 /// Chat key and URL, or the failure to report.
-async fn prepare(env: &Env, ctx: &Ctx) -> Result<(Loaded, String), Outcome> {
-    ctx.observe("reading the chat key");
-    let key = keys::load(env, Key::Chat).await.map_err(Outcome::from)?;
-    Ok((key, env.endpoints.litellm.url("/v1/chat/completions")))
+async fn prepare(cx: &Context, attempt: &Attempt) -> Result<(Loaded, String), Failure> {
+    attempt.observe("reading the chat key");
+    let key = keys::load(cx, Key::Chat).await?;
+    Ok((key, cx.endpoints.litellm.url("/v1/chat/completions")))
 }
 
 /// An error answer of the proxy for `alias`, attributed.
-pub(crate) fn proxy_failure(env: &Env, alias: &str, key: &Loaded, a: &Answer) -> Failure {
-    let e = ProxyError::parse(a.status, &a.text, &env.redactor);
-    let guardrail = any_guardrail(env, alias);
-    let coupling = crate::checks::keys::coupling_hint(&env.suite);
-    let logs = crate::checks::keys::proxy_logs(&env.suite);
+pub(crate) fn proxy_failure(cx: &Context, alias: &str, key: &Loaded, a: &Answer) -> Failure {
+    let e = ProxyError::parse(a.status, &a.text, &cx.redactor);
+    let guardrail = any_guardrail(cx, alias);
+    let coupling = crate::checks::keys::coupling_hint(&cx.suite);
+    let logs = crate::checks::keys::proxy_logs(&cx.suite);
     let mut f = classify::classify(
         &e,
         &classify::Request {
@@ -130,7 +148,7 @@ pub(crate) fn proxy_failure(env: &Env, alias: &str, key: &Loaded, a: &Answer) ->
         "the proxy answered {} after {} ms: {}",
         a.status,
         a.elapsed.as_millis(),
-        excerpt(&env.redactor, &a.text)
+        excerpt(&cx.redactor, &a.text)
     ));
     f.metrics.millis("latency_ms", a.elapsed);
     f
@@ -165,13 +183,10 @@ fn guardrail_note(headers: &reqwest::header::HeaderMap) -> Option<String> {
     header(headers, APPLIED_GUARDRAILS).map(|g| format!("guardrails applied: {g}"))
 }
 
-async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
-    let (key, url) = match prepare(env, ctx).await {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
-    ctx.observe(format!("waiting for POST {url} (alias {alias})"));
-    let a = match env
+async fn chat(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
+    let (key, url) = prepare(cx, attempt).await?;
+    attempt.observe(format!("waiting for POST {url} (alias {alias})"));
+    let a = cx
         .http
         .post(
             &url,
@@ -179,21 +194,18 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             &chat_body(alias, PROMPT, MAX_TOKENS),
         )
         .await
-    {
-        Err(t) => return no_answer(env, &url, &t),
-        Ok(a) => a,
-    };
+        .map_err(|t| no_answer(cx, &url, &t))?;
     if !a.ok() {
-        return proxy_failure(env, alias, &key, &a).into();
+        return Err(proxy_failure(cx, alias, &key, &a));
     }
-    let bad = |what: &str| -> Outcome {
-        let mut f = Outcome::fail(Cause::BadResponse, format!("alias {alias}: 200 {what}"))
-            .details(excerpt(&env.redactor, &a.text));
+    let bad = |what: &str| -> Failure {
+        let mut f = Failure::new(Cause::BadResponse, format!("alias {alias}: 200 {what}"))
+            .details(excerpt(&cx.redactor, &a.text));
         f.metrics.millis("latency_ms", a.elapsed);
-        f.into()
+        f
     };
     let Some(body) = a.json() else {
-        return bad("but the body is not JSON");
+        return Err(bad("but the body is not JSON"));
     };
     let content = body
         .pointer("/choices/0/message/content")
@@ -202,22 +214,22 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         .trim()
         .to_string();
     if content.is_empty() {
-        return bad("without content in choices[0].message.content");
+        return Err(bad("without content in choices[0].message.content"));
     }
     let (prompt, completion) = match (
         usage_tokens(&body, "prompt_tokens"),
         usage_tokens(&body, "completion_tokens"),
     ) {
         (Ok(Some(p)), Ok(Some(c))) => (p, c),
-        (Err(why), _) | (_, Err(why)) => return bad(&format!("but {why}")),
-        _ => return bad("without usage (prompt_tokens, completion_tokens)"),
+        (Err(why), _) | (_, Err(why)) => return Err(bad(&format!("but {why}"))),
+        _ => return Err(bad("without usage (prompt_tokens, completion_tokens)")),
     };
     let mut metrics = Metrics::default();
     metrics
         .millis("latency_ms", a.elapsed)
         .count("prompt_tokens", u64::from(prompt))
         .count("completion_tokens", u64::from(completion));
-    let said = env.redactor.cut(&content, 60);
+    let said = cx.redactor.cut(&content, 60);
     let mut p = Passed {
         summary: format!(
             "alias {alias} answered in {} ms: {said:?} ({prompt}+{completion} tokens)",
@@ -229,25 +241,23 @@ async fn chat(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     if let Some(n) = guardrail_note(&a.headers) {
         p = p.note(n);
     }
-    p.into()
+    Ok(p.into())
 }
 
-async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
-    let (key, url) = match prepare(env, ctx).await {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+async fn stream(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
+    let (key, url) = prepare(cx, attempt).await?;
     let mut body = chat_body(alias, PROMPT, MAX_TOKENS);
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
-    ctx.observe(format!(
+    attempt.observe(format!(
         "waiting for the stream's headers from POST {url} (alias {alias})"
     ));
     let started = Instant::now();
-    let resp = match env.http.post_streaming(&url, Some(&key.value), &body).await {
-        Err(e) => return no_answer(env, &url, &e),
-        Ok(r) => r,
-    };
+    let resp = cx
+        .http
+        .post_streaming(&url, Some(&key.value), &body)
+        .await
+        .map_err(|e| no_answer(cx, &url, &e))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     if !(200..300).contains(&status) {
@@ -255,7 +265,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         // when the body breaks off.
         let text = match crate::http::text(resp, "POST").await {
             Ok(t) => t,
-            Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+            Err(HttpError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
             Err(HttpError::NoAnswer(_)) => String::new(),
         };
         let a = Answer {
@@ -264,21 +274,20 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             text,
             elapsed: started.elapsed(),
         };
-        return proxy_failure(env, alias, &key, &a).into();
+        return Err(proxy_failure(cx, alias, &key, &a));
     }
     let content_type = header(&headers, "content-type").unwrap_or_default();
     if !content_type.starts_with("text/event-stream") {
         let text = match crate::http::text(resp, "POST").await {
             Ok(t) => t,
-            Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+            Err(HttpError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
             Err(HttpError::NoAnswer(_)) => String::new(),
         };
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::BadResponse,
             format!("alias {alias}: a streaming request got {status} {content_type:?}, not text/event-stream"),
         )
-        .details(excerpt(&env.redactor, &text))
-        .into();
+        .details(excerpt(&cx.redactor, &text)));
     }
 
     let mut parser = sse::Parser::default();
@@ -292,14 +301,14 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     let mut content = String::new();
     let mut bytes = resp.bytes_stream();
     let stream_of = format!("the stream from POST {url}");
-    let over = |what: &str, cap: String, how: String| -> Outcome {
+    let over = |what: &str, cap: String, how: String| -> Failure {
         crate::checks::too_large(&TooLarge {
             what: what.to_string(),
             cap,
             how,
         })
     };
-    ctx.observe(format!(
+    attempt.observe(format!(
         "alias {alias}: stream open, waiting for the first token"
     ));
     // Read until [DONE], and not a byte further: a server may hold the stream open after it.
@@ -308,31 +317,34 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             Ok(p) => p,
             Err(e) => {
                 let t = crate::http::transport(e);
-                return incomplete(
+                return Err(incomplete(
                     alias,
                     format!("the stream broke off after {chunks} chunks: {t}"),
                     started,
                     first_token,
-                );
+                ));
             }
         };
         read += piece.len();
         if read > MAX_ANSWER {
-            return over(
+            return Err(over(
                 &stream_of,
-                size(MAX_ANSWER),
-                format!("read {} in {events} events, then stopped", size(MAX_ANSWER)),
-            );
+                size(MAX_ANSWER as u64),
+                format!(
+                    "read {} in {events} events, then stopped",
+                    size(MAX_ANSWER as u64)
+                ),
+            ));
         }
         let parsed = match parser.feed(&piece) {
             Ok(p) => p,
             Err(o) => {
                 let (what, cap) = o.what();
-                return over(
+                return Err(over(
                     &format!("{what} of {stream_of}"),
-                    size(cap),
+                    size(cap as u64),
                     format!("after {events} events; stopped there"),
-                );
+                ));
             }
         };
         for event in parsed {
@@ -342,19 +354,18 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             }
             events += 1;
             if events > MAX_EVENTS {
-                return over(
+                return Err(over(
                     &stream_of,
                     format!("{MAX_EVENTS} events"),
                     "without [DONE]; stopped there".into(),
-                );
+                ));
             }
             let Ok(chunk) = serde_json::from_str::<Value>(&event) else {
-                return Outcome::fail(
+                return Err(Failure::new(
                     Cause::BadResponse,
                     format!("alias {alias}: a stream event is not JSON"),
                 )
-                .details(excerpt(&env.redactor, &event))
-                .into();
+                .details(excerpt(&cx.redactor, &event)));
             };
             if chunk.get("error").is_some() {
                 // A failure after the stream opened arrives as an error event.
@@ -364,9 +375,9 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                     text: event.clone(),
                     elapsed: started.elapsed(),
                 };
-                let mut f = proxy_failure(env, alias, &key, &a);
+                let mut f = proxy_failure(cx, alias, &key, &a);
                 f.summary = format!("{} (an error event in the stream)", f.summary);
-                return f.into();
+                return Err(f);
             }
             chunks += 1;
             for choice in chunk
@@ -379,13 +390,13 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
                     && !text.is_empty()
                 {
                     if content.len() + text.len() > MAX_CONTENT {
-                        return over(
+                        return Err(over(
                             &format!("the content streamed from POST {url}"),
-                            size(MAX_CONTENT),
+                            size(MAX_CONTENT as u64),
                             format!(
                                 "after {deltas} deltas, asked for {MAX_TOKENS} tokens; stopped there"
                             ),
-                        );
+                        ));
                     }
                     deltas += 1;
                     content.push_str(text);
@@ -394,16 +405,15 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             }
             if chunk.get("usage").is_some_and(|u| !u.is_null()) {
                 if let Err(why) = usage_tokens(&chunk, "completion_tokens") {
-                    return Outcome::fail(
+                    return Err(Failure::new(
                         Cause::BadResponse,
                         format!("alias {alias}: the stream's usage chunk says {why}"),
                     )
-                    .details(excerpt(&env.redactor, &event))
-                    .into();
+                    .details(excerpt(&cx.redactor, &event)));
                 }
                 usage = chunk.get("usage").cloned();
             }
-            ctx.observe(format!(
+            attempt.observe(format!(
                 "alias {alias}: {chunks} chunks, {deltas} with content, waiting for [DONE]"
             ));
         }
@@ -414,20 +424,20 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
         } else {
             ""
         };
-        return incomplete(
+        return Err(incomplete(
             alias,
             format!("the stream ended after {chunks} chunks without data: [DONE]{tail}"),
             started,
             first_token,
-        );
+        ));
     }
     let Some(ttft) = first_token else {
-        return incomplete(
+        return Err(incomplete(
             alias,
             format!("the stream carried no content ({chunks} chunks, then [DONE])"),
             started,
             None,
-        );
+        ));
     };
     let total = started.elapsed();
     let mut metrics = Metrics::default();
@@ -442,7 +452,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     {
         metrics.count("completion_tokens", n);
     }
-    let said = env.redactor.cut(content.trim(), 60);
+    let said = cx.redactor.cut(content.trim(), 60);
     let mut p = Passed {
         summary: format!(
             "alias {alias} streamed {deltas} content deltas, first token after {} ms, [DONE] after {} ms: {said:?}",
@@ -458,7 +468,7 @@ async fn stream(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
     if let Some(n) = guardrail_note(&headers) {
         p = p.note(n);
     }
-    p.into()
+    Ok(p.into())
 }
 
 fn incomplete(
@@ -466,15 +476,15 @@ fn incomplete(
     why: String,
     started: Instant,
     first_token: Option<std::time::Duration>,
-) -> Outcome {
-    let mut f = Outcome::fail(Cause::StreamIncomplete, format!("alias {alias}: {why}")).hint(
+) -> Failure {
+    let mut f = Failure::new(Cause::StreamIncomplete, format!("alias {alias}: {why}")).hint(
         "something between the client and vLLM cut or buffered the stream (an ingress timeout, a proxy without SSE support), or vLLM stopped: the proxy's log shows which",
     );
     f.metrics.millis("latency_ms", started.elapsed());
     if let Some(t) = first_token {
         f.metrics.millis("ttft_ms", t);
     }
-    f.into()
+    f
 }
 
 #[cfg(test)]

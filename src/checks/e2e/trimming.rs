@@ -11,13 +11,14 @@
 
 use serde_json::Value;
 
-use crate::check::{Cause, Check, Ctx, Family, Layer, Metrics, Outcome, Passed};
+use crate::check::{ALIAS, Attempt, Check, Family};
 use crate::checks::keys::{self, Key};
 use crate::checks::litellm::{no_answer, trimming_guardrail};
-use crate::checks::vllm::{coupling_failure, served_models};
-use crate::connect::VllmTarget;
-use crate::env::Env;
+use crate::checks::vllm::{self, coupling_failure, served_models};
+use crate::context::Context;
+use crate::endpoints::VllmTarget;
 use crate::http::{HttpError, excerpt};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, ProbeResult, Verdict};
 use crate::suite::Guardrail;
 
 use super::{APPLIED_GUARDRAILS, chat_body, prepare, proxy_failure, usage_tokens};
@@ -30,28 +31,28 @@ const MIN_OVERSHOOT: u32 = 256;
 const WORD: &str = "word";
 
 pub fn family() -> Family {
-    Family::new("e2e::trimming::<alias>", |env, alias| {
-        let guardrail = trimming_guardrail(env, alias)?;
-        let name = format!("e2e::trimming::{alias}");
+    Family::new(super::trimming_name(ALIAS), |cx, alias| {
+        let guardrail = trimming_guardrail(cx, alias)?;
+        let name = super::trimming_name(alias);
         let owned = alias.to_string();
-        let check = Check::new(name, Layer::E2e, move |env, ctx| {
+        let check = Check::new(name, Layer::E2e, move |cx, attempt| {
             let (alias, guardrail) = (owned.clone(), guardrail.clone());
-            async move { trimming(&env, &ctx, &alias, &guardrail).await }
+            async move { trimming(&cx, &attempt, &alias, &guardrail).await }
         });
-        Some(super::after(check, env, alias, true))
+        Some(super::after(check, cx, alias, true))
     })
 }
 
 pub fn control_family() -> Family {
-    Family::new("e2e::trimming::<alias>::control", |env, alias| {
-        trimming_guardrail(env, alias)?;
-        let name = format!("e2e::trimming::{alias}::control");
+    Family::new(super::control_name(ALIAS), |cx, alias| {
+        trimming_guardrail(cx, alias)?;
+        let name = super::control_name(alias);
         let owned = alias.to_string();
-        let check = Check::new(name, Layer::E2e, move |env, ctx| {
+        let check = Check::new(name, Layer::E2e, move |cx, attempt| {
             let alias = owned.clone();
-            async move { control(&env, &ctx, &alias).await }
+            async move { control(&cx, &attempt, &alias).await }
         });
-        Some(super::after(check, env, alias, true))
+        Some(super::after(check, cx, alias, true))
     })
 }
 
@@ -87,34 +88,32 @@ impl Window {
     }
 }
 
-async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Outcome> {
-    let config = env
-        .proxy
+async fn window(cx: &Context, attempt: &Attempt, alias: &str) -> Result<Window, Failure> {
+    let config = cx
+        .proxy_config
         .as_ref()
-        .map_err(|e| Outcome::from(Outcome::fail(Cause::ConfigInvalid, e.clone())))?;
+        .map_err(|e| Failure::new(Cause::ConfigInvalid, e.to_string()))?;
     let a = config.alias(alias).ok_or_else(|| {
-        Outcome::from(Outcome::fail(
+        Failure::new(
             Cause::AliasMissing,
             format!("alias {alias} is not in the proxy config"),
-        ))
+        )
     })?;
     let served_model = a.served_model().to_string();
     let target = a
         .api_base
         .as_deref()
-        .map(|b| env.endpoints.vllm(b))
+        .map(|b| cx.endpoints.vllm(b))
         .transpose()
         .map_err(|why| {
-            Outcome::from(
-                Outcome::fail(
-                    Cause::ContextUnknown,
-                    format!("cannot size the oversized prompt for alias {alias}: {why}"),
-                )
-                .hint("see vllm::api_base for this alias"),
+            Failure::new(
+                Cause::ContextUnknown,
+                format!("cannot size the oversized prompt for alias {alias}: {why}"),
             )
+            .hint(format!("see {}", vllm::api_base_name(alias)))
         })?;
     let suite_value = target.as_ref().and_then(|t| {
-        env.suite
+        cx.suite
             .vllm
             .iter()
             .find(|v| v.namespace == t.namespace && v.service.name == t.service)
@@ -122,12 +121,12 @@ async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Outcome> {
     });
     let mut unreadable = None;
     if let Some(t) = &target {
-        ctx.observe(format!(
+        attempt.observe(format!(
             "reading max_model_len from {}/models",
             t.endpoint.base
         ));
-        let key = keys::load(env, Key::Vllm).await.map_err(Outcome::from)?;
-        match served_models(env, t, &key).await {
+        let key = keys::load(cx, Key::Vllm).await?;
+        match served_models(cx, t, &key).await {
             Ok((served, _)) => {
                 if let Some(n) = served
                     .iter()
@@ -158,55 +157,46 @@ async fn window(env: &Env, ctx: &Ctx, alias: &str) -> Result<Window, Outcome> {
             served_model,
             unreadable,
         }),
-        None => Err(Outcome::fail(
+        None => Err(Failure::new(
             Cause::ContextUnknown,
             format!(
                 "cannot size the oversized prompt for alias {alias}: {}",
-                unreadable.unwrap_or_else(|| "it has no api_base".into())
-            ),
+                unreadable.unwrap_or_else(|| "it has no api_base".into())),
         )
-        .hint("make vLLM's /v1/models reachable (from outside the cluster: --connect port-forward, or --endpoint vllm:<ns>/<svc>=URL), or set vllm[].max_model_len in the suite")
-        .into()),
+        .hint("make vLLM's /v1/models reachable (from outside the cluster: --connect port-forward, or --endpoint vllm:<ns>/<svc>=URL), or set vllm[].max_model_len in the suite")),
     }
 }
 
 /// Both trimming checks are skipped for a window over the suite's `max_window`: the proof
 /// would cost a prompt over it and a prefill of all of it, on every run.
-fn over_limit(env: &Env, alias: &str, w: &Window) -> Option<Outcome> {
-    let limit = env
+fn over_limit(cx: &Context, alias: &str, w: &Window) -> Option<Verdict> {
+    let limit = cx
         .suite
         .litellm
         .guardrail
         .as_ref()
         .map_or(Guardrail::DEFAULT_MAX_WINDOW, |g| g.max_window);
     (w.max_model_len > limit).then(|| {
-        Outcome::Skipped(format!(
+        Verdict::skip(format!(
             "alias {alias}: its context window of {} tokens (from {}) is over litellm.guardrail.max_window ({limit}): proving the trimming would send a {}-word prompt and have vLLM prefill the whole window on every run; raise max_window (and --timeout) in the suite to test it",
             w.max_model_len,
             w.source,
-            w.prompt_words()
-        ))
+            w.prompt_words()))
     })
 }
 
-async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome {
-    let w = match window(env, ctx, alias).await {
-        Ok(w) => w,
-        Err(o) => return o,
-    };
-    if let Some(skip) = over_limit(env, alias, &w) {
-        return skip;
+async fn trimming(cx: &Context, attempt: &Attempt, alias: &str, guardrail: &str) -> ProbeResult {
+    let w = window(cx, attempt, alias).await?;
+    if let Some(skip) = over_limit(cx, alias, &w) {
+        return Ok(skip);
     }
-    let (key, url) = match prepare(env, ctx).await {
-        Ok(p) => p,
-        Err(o) => return o,
-    };
+    let (key, url) = prepare(cx, attempt).await?;
     let words = w.prompt_words();
-    ctx.observe(format!(
+    attempt.observe(format!(
         "waiting for POST {url} with a {words}-word prompt (alias {alias}, max_model_len {})",
         w.max_model_len
     ));
-    let a = match env
+    let a = cx
         .http
         .post(
             &url,
@@ -214,17 +204,14 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome
             &chat_body(alias, &w.prompt(), MAX_TOKENS),
         )
         .await
-    {
-        Err(t) => return no_answer(env, &url, &t),
-        Ok(a) => a,
-    };
+        .map_err(|t| no_answer(cx, &url, &t))?;
     let mut metrics = Metrics::default();
     metrics
         .millis("latency_ms", a.elapsed)
         .count("max_model_len", u64::from(w.max_model_len))
         .count("prompt_words", u64::from(words));
     if !a.ok() {
-        let mut f = proxy_failure(env, alias, &key, &a);
+        let mut f = proxy_failure(cx, alias, &key, &a);
         if f.cause == Cause::ContextWindow {
             f.summary = format!(
                 "guardrail {guardrail} did not trim: vLLM refused the {words}-word prompt as over its {}-token window (400 ContextWindowExceededError)",
@@ -235,26 +222,25 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome
             ));
         }
         f.metrics = metrics;
-        return f.into();
+        return Err(f);
     }
     let applied = crate::http::header(&a.headers, APPLIED_GUARDRAILS);
-    let bad = |why: String| -> Outcome {
-        Outcome::fail(
+    let bad = |why: String| -> Failure {
+        Failure::new(
             Cause::BadResponse,
             format!("alias {alias}: 200, but {why}: cannot tell whether the prompt was trimmed"),
         )
-        .details(excerpt(&env.redactor, &a.text))
-        .into()
+        .details(excerpt(&cx.redactor, &a.text))
     };
     let prompt_tokens = match a.json().map(|b| usage_tokens(&b, "prompt_tokens")) {
         Some(Ok(Some(n))) => n,
-        Some(Err(why)) => return bad(why),
-        None | Some(Ok(None)) => return bad("without usage.prompt_tokens".into()),
+        Some(Err(why)) => return Err(bad(why)),
+        None | Some(Ok(None)) => return Err(bad("without usage.prompt_tokens".into())),
     };
     metrics.count("prompt_tokens", u64::from(prompt_tokens));
     let budget = u64::from(w.max_model_len);
     if u64::from(prompt_tokens) + u64::from(MAX_TOKENS) > budget {
-        let mut f = Outcome::fail(
+        let mut f = Failure::new(
             Cause::ContextWindow,
             format!(
                 "alias {alias}: 200, but usage says {prompt_tokens} prompt tokens + {MAX_TOKENS} > max_model_len {}: the prompt was not trimmed to the window",
@@ -264,7 +250,7 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome
         .details(format!("max_model_len from {}", w.source))
         .hint("is max_model_len right? Compare vLLM's --max-model-len with the suite and the guardrail's own setting");
         f.metrics = metrics;
-        return f.into();
+        return Err(f);
     }
     let mut p = Passed {
         summary: format!(
@@ -282,45 +268,41 @@ async fn trimming(env: &Env, ctx: &Ctx, alias: &str, guardrail: &str) -> Outcome
         Some(g) => format!("{APPLIED_GUARDRAILS}: {g}"),
         None => format!("the proxy sent no {APPLIED_GUARDRAILS} header"),
     });
-    p.into()
+    Ok(p.into())
 }
 
-async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
-    let w = match window(env, ctx, alias).await {
-        Ok(w) => w,
-        Err(o) => return o,
-    };
-    if let Some(skip) = over_limit(env, alias, &w) {
-        return skip;
+async fn control(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
+    let w = window(cx, attempt, alias).await?;
+    if let Some(skip) = over_limit(cx, alias, &w) {
+        return Ok(skip);
     }
     let Some(target) = &w.target else {
-        return Outcome::Skipped(format!("alias {alias} has no api_base to call vLLM at"));
+        return Ok(Verdict::skip(format!(
+            "alias {alias} has no api_base to call vLLM at"
+        )));
     };
     if let Some(why) = &w.unreadable {
-        return Outcome::Skipped(format!(
+        return Ok(Verdict::skip(format!(
             "vLLM {}/{} is not usable from here: {why}",
             target.namespace, target.service
-        ));
+        )));
     }
-    let key = match keys::load(env, Key::Vllm).await {
-        Ok(k) => k,
-        Err(f) => return f.into(),
-    };
+    let key = keys::load(cx, Key::Vllm).await?;
     let url = format!("{}/chat/completions", target.endpoint.base);
     let words = w.prompt_words();
-    ctx.observe(format!("waiting for POST {url} with a {words}-word prompt"));
+    attempt.observe(format!("waiting for POST {url} with a {words}-word prompt"));
     let mut body = chat_body(&w.served_model, &w.prompt(), MAX_TOKENS);
     if let Some(o) = body.as_object_mut() {
         o.remove("num_retries");
     }
-    let a = match env.http.post(&url, Some(&key.value), &body).await {
+    let a = match cx.http.post(&url, Some(&key.value), &body).await {
         Err(HttpError::NoAnswer(t)) => {
-            return Outcome::Skipped(format!(
+            return Ok(Verdict::skip(format!(
                 "vLLM {}/{} is not reachable from here: {t}",
                 target.namespace, target.service
-            ));
+            )));
         }
-        Err(HttpError::TooLarge(t)) => return crate::checks::too_large(&t),
+        Err(HttpError::TooLarge(t)) => return Err(crate::checks::too_large(&t)),
         Ok(a) => a,
     };
     let mut metrics = Metrics::default();
@@ -338,16 +320,16 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             })
             .unwrap_or_else(|| a.text.clone());
         let first = message.split(". ").next().unwrap_or_default();
-        let first = env.redactor.cut(first.trim(), 300);
-        return Passed {
+        let first = cx.redactor.cut(first.trim(), 300);
+        return Ok(Passed {
             summary: format!("vLLM refuses the {words}-word prompt on its own: {first}"),
             metrics,
             ..Passed::default()
         }
-        .into();
+        .into());
     }
     if a.status == 401 {
-        return coupling_failure(env, target, &key, &a);
+        return Err(coupling_failure(cx, target, &key, &a));
     }
     if a.ok() {
         let used = a
@@ -355,25 +337,26 @@ async fn control(env: &Env, ctx: &Ctx, alias: &str) -> Outcome {
             .and_then(|j| usage_tokens(&j, "prompt_tokens").ok().flatten())
             .map(|n| format!(" ({n} prompt tokens)"))
             .unwrap_or_default();
-        let mut f = Outcome::fail(
+        let mut f = Failure::new(
             Cause::NotOversized,
             format!(
-                "vLLM accepted the {words}-word prompt{used}: it is not over the window, so e2e::trimming::{alias} proves nothing"
+                "vLLM accepted the {words}-word prompt{used}: it is not over the window, so {} proves nothing",
+                super::trimming_name(alias)
             ),
         )
         .details(format!("max_model_len {} from {}", w.max_model_len, w.source))
         .hint("the window smokecheck used is larger than vLLM's real one? Check vLLM's --max-model-len and the suite's vllm[].max_model_len");
         f.metrics = metrics;
-        return f.into();
+        return Err(f);
     }
-    let mut f = Outcome::fail(
+    let mut f = Failure::new(
         Cause::HttpStatus,
         format!(
             "vLLM answered {} to the oversized prompt instead of its context-length 400",
             a.status
         ),
     )
-    .details(excerpt(&env.redactor, &a.text));
+    .details(excerpt(&cx.redactor, &a.text));
     f.metrics = metrics;
-    f.into()
+    Err(f)
 }

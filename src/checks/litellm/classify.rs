@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::check::{Cause, Failure, Outcome};
+use crate::outcome::{Cause, Failure};
 use crate::secret::Redactor;
 
 /// How much of the message a summary quotes.
@@ -85,19 +85,19 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
     let lower = e.message.to_lowercase();
     let coupling = r.coupling.to_string();
     match status {
-        401 if e.has("AuthenticationError") || e.kind == "authentication_error" => Outcome::fail(
+        401 if e.has("AuthenticationError") || e.kind == "authentication_error" => Failure::new(
             Cause::UpstreamAuth,
             format!("vLLM rejected the key LiteLLM sends for alias {alias} (401 through the proxy)"),
         )
         .hint(coupling),
-        401 | 403 => Outcome::fail(
+        401 | 403 => Failure::new(
             Cause::ProxyAuth,
             format!("the proxy rejected our {} ({status}): {said}", r.key_label),
         )
         .hint(
             "the master key must equal general_settings.master_key (PROXY_MASTER_KEY in the pod's env: restart the proxy after the Secret changed); a virtual key must exist in the proxy's database and be allowed to use this alias",
         ),
-        400 if e.kind == "no_db_connection" => Outcome::fail(
+        400 if e.kind == "no_db_connection" => Failure::new(
             Cause::ProxyAuth,
             format!(
                 "the proxy rejected our {} (400 no_db_connection): without a database it only accepts its master key",
@@ -105,7 +105,7 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
             ),
         )
         .hint("use the master key, or connect the proxy to its database (litellm::ready shows its db state)"),
-        429 if e.kind == "all_deployments_in_cooldown" || lower.contains("cooldown") => Outcome::fail(
+        429 if e.kind == "all_deployments_in_cooldown" || lower.contains("cooldown") => Failure::new(
             Cause::Cooldown,
             format!("the proxy put alias {alias} in cooldown after an earlier failure (429): it did not even call vLLM"),
         )
@@ -113,7 +113,7 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
             "a consequence, not the cause: the failure before it is the one to fix (often vLLM rejecting LiteLLM's key or vLLM down: see vllm::models and vllm::health). Run with --wait to have it reported",
         ),
         400 if e.has("ContextWindowExceededError") || lower.contains("maximum context length") => {
-            Outcome::fail(
+            Failure::new(
                 Cause::ContextWindow,
                 format!("vLLM refused the prompt for alias {alias} as over its context window (400 ContextWindowExceededError)"),
             )
@@ -122,7 +122,7 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
             )
         }
         400 | 404 if e.has("Invalid model name") || lower.contains("model_not_found") => {
-            Outcome::fail(
+            Failure::new(
                 Cause::UnknownAlias,
                 format!("the proxy does not know alias {alias} ({status} Invalid model name)"),
             )
@@ -136,7 +136,7 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
                 || lower.contains("connection refused")
                 || lower.contains("cannot connect") =>
         {
-            Outcome::fail(
+            Failure::new(
                 Cause::UpstreamUnreachable,
                 format!("LiteLLM cannot connect to vLLM for alias {alias} ({status} Connection error)"),
             )
@@ -146,7 +146,7 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
         }
         500 if !e.raised_by_provider_layer() && r.guardrail.is_some() => {
             let g = r.guardrail.unwrap_or_default();
-            Outcome::fail(
+            Failure::new(
                 Cause::GuardrailCrashed,
                 format!("guardrail {g} crashed on alias {alias} (500 from the proxy before vLLM was called): {said}"),
             )
@@ -155,22 +155,22 @@ pub fn classify(e: &ProxyError, r: &Request) -> Failure {
                 r.logs
             ))
         }
-        408 | 504 => Outcome::fail(
+        408 | 504 => Failure::new(
             Cause::UpstreamError,
             format!("vLLM did not answer in time for alias {alias} ({status}): {said}"),
         )
         .hint("vLLM is overloaded or stuck: see vllm::health and vLLM's logs"),
-        429 => Outcome::fail(
+        429 => Failure::new(
             Cause::UpstreamError,
             format!("rate limited on alias {alias} (429): {said}"),
         )
         .hint("vLLM or a proxy limit (key, team, tpm/rpm) refused the request: lower the load or raise the limit"),
-        500..=599 if e.raised_by_provider_layer() || matches!(status, 502 | 503) => Outcome::fail(
+        500..=599 if e.raised_by_provider_layer() || matches!(status, 502 | 503) => Failure::new(
             Cause::UpstreamError,
             format!("vLLM failed the request for alias {alias} ({status}): {said}"),
         )
         .hint("see vllm::health and vLLM's logs"),
-        _ => Outcome::fail(
+        _ => Failure::new(
             Cause::HttpStatus,
             format!("the proxy answered {status} for alias {alias}: {said}"),
         ),

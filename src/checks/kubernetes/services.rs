@@ -6,32 +6,29 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::check::{Cause, Check, Layer, Metrics, Outcome, Passed};
+use crate::check::Check;
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Verdict};
 use crate::suite::{self, Suite};
 
-use super::{in_namespace, name};
+use super::{in_namespace, services_name};
+use crate::checks::qualified;
 
-pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
-    let check_name = name(s, "services", namespace, &svc.name);
+pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::ServiceRef) -> Check {
+    let check_name = services_name(&qualified(s, namespace, &svc.name));
     let (ns, svc) = (namespace.to_string(), svc.clone());
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, svc) = (ns.clone(), svc.clone());
             async move {
-                ctx.observe(format!("getting service {ns}/{}", svc.name));
-                let service = match env.cluster.get::<Service>(&ns, &svc.name).await {
-                    Ok(Some(s)) => s,
-                    Ok(None) => {
-                        return Outcome::fail(
-                            Cause::NotFound,
-                            format!("service {ns}/{} not found", svc.name),
-                        )
-                        .hint(format!(
-                            "is its Argo CD Application synced? kubectl get svc -n {ns}"
-                        ))
-                        .into();
-                    }
-                    Err(f) => return f.into(),
+                attempt.observe(format!("getting service {ns}/{}", svc.name));
+                let Some(service) = cx.cluster.get::<Service>(&ns, &svc.name).await? else {
+                    return Err(Failure::new(
+                        Cause::NotFound,
+                        format!("service {ns}/{} not found", svc.name),
+                    )
+                    .hint(format!(
+                        "is its Argo CD Application synced? kubectl get svc -n {ns}"
+                    )));
                 };
                 let spec = service.spec.clone().unwrap_or_default();
                 if let Some(port) = svc.port {
@@ -42,7 +39,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                             .map(|p| p.to_string())
                             .collect::<Vec<_>>()
                             .join(", ");
-                        return Outcome::fail(
+                        return Err(Failure::new(
                             Cause::ServicePort,
                             format!(
                                 "service {ns}/{} does not expose port {port} (it exposes {})",
@@ -54,33 +51,31 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                                 }
                             ),
                         )
-                        .hint("the suite and the Helm values disagree on the port: fix one of them")
-                        .into();
+                        .hint(
+                            "the suite and the Helm values disagree on the port: fix one of them",
+                        ));
                     }
                 }
                 if spec.type_.as_deref() == Some("ExternalName") {
-                    return Outcome::pass(format!(
+                    return Ok(Verdict::pass(format!(
                         "ExternalName service to {}",
                         spec.external_name.unwrap_or_default()
-                    ));
+                    )));
                 }
-                ctx.observe(format!("listing endpoint slices of {ns}/{}", svc.name));
-                let slices = match env.cluster.endpoint_slices(&ns, &svc.name).await {
-                    Ok(s) => s,
-                    Err(f) => return f.into(),
-                };
+                attempt.observe(format!("listing endpoint slices of {ns}/{}", svc.name));
+                let slices = cx.cluster.endpoint_slices(&ns, &svc.name).await?;
                 let (ready, total) = count_endpoints(&slices);
                 let mut metrics = Metrics::default();
                 metrics
                     .count("endpoints", total)
                     .count("ready_endpoints", ready);
                 if ready > 0 {
-                    return Passed {
+                    return Ok(Passed {
                         summary: format!("{ready}/{total} endpoints ready"),
                         metrics,
                         ..Passed::default()
                     }
-                    .into();
+                    .into());
                 }
                 let label_selector = spec.selector.as_ref().filter(|s| !s.is_empty()).map(|s| {
                     s.iter()
@@ -89,7 +84,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                         .join(",")
                 });
                 let mut f = match label_selector {
-                    None => Outcome::fail(
+                    None => Failure::new(
                         Cause::NoEndpoints,
                         format!(
                             "service {ns}/{} has no selector and no ready endpoints",
@@ -98,7 +93,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                     )
                     .hint("its endpoints are managed by hand or by another controller: check them"),
                     Some(sel) => {
-                        let matching = env.cluster.list::<Pod>(&ns, Some(&sel)).await;
+                        let matching = cx.cluster.list::<Pod>(&ns, Some(&sel)).await;
                         let seen = match &matching {
                             Ok(pods) if pods.is_empty() => "matches no pod".to_string(),
                             Ok(pods) => format!("matches {} pod(s), none ready", pods.len()),
@@ -112,7 +107,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                                 "the pods behind it are not Ready: see the kubernetes::pods checks (kubectl get pods -n {ns} -l {sel})"
                             ),
                         };
-                        Outcome::fail(
+                        Failure::new(
                             Cause::NoEndpoints,
                             format!(
                                 "service {ns}/{} has no ready endpoints: its selector {sel} {seen}",
@@ -123,7 +118,7 @@ pub fn check(s: &Arc<Suite>, namespace: &str, svc: &suite::Service) -> Check {
                     }
                 };
                 f.metrics = metrics;
-                f.into()
+                Err(f)
             }
         }),
         namespace,

@@ -1,32 +1,36 @@
-//! What a run knows before its checks start: the connected cluster, the proxy config, and the
-//! redactor primed with every value of every Secret the suite reads (and the names the report
-//! prints, which it leaves alone).
+//! What every check of a run is given: the suite, the connected cluster, the endpoints (final:
+//! resolved and port-forwarded), the one HTTP client, the proxy config as the run read it, the
+//! hook it runs as, and the redactor primed with every value of every Secret the suite reads
+//! (and the names the report prints, which it leaves alone).
 
+use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::cluster::Cluster;
-use crate::connect::Endpoints;
+use crate::endpoints::Endpoints;
 use crate::http::Http;
+use crate::outcome::Failure;
+use crate::plan::Hook;
 use crate::proxy_config::ProxyConfig;
 use crate::secret::{Redactor, SecretValue};
 use crate::suite::Suite;
 
-pub struct Env {
+pub struct Context {
     pub suite: Arc<Suite>,
     pub cluster: Cluster,
     pub redactor: Redactor,
     pub endpoints: Endpoints,
-    /// The proxy config from its ConfigMap, or why it could not be read.
-    pub proxy: Result<ProxyConfig, String>,
+    /// The proxy config from its ConfigMap, read once per run, or why it could not be read.
+    pub proxy_config: Result<ProxyConfig, ProxyConfigError>,
     /// Set when running as an Argo CD PostSync hook (its own Application is never waited on).
-    pub hook: Option<crate::cli::Hook>,
+    pub hook: Option<Hook>,
     /// The one HTTP client of the run (LiteLLM and vLLM probes).
     pub http: Http,
 }
 
-impl Env {
+impl Context {
     /// Reads what every check relies on, once: the proxy config, and the suite's Secrets (the
     /// cluster registers all their values with the redactor, so they are scrubbed from any log
     /// or answer, whichever check sees it first).
@@ -35,39 +39,40 @@ impl Env {
         cluster: Cluster,
         redactor: Redactor,
         endpoints: Endpoints,
-        hook: Option<crate::cli::Hook>,
-    ) -> Env {
+        hook: Option<Hook>,
+        http: Http,
+    ) -> Context {
         let cluster = cluster.with_redactor(redactor.clone());
         redactor.protect(public_names(&suite));
-        let proxy = read_proxy_config(&cluster, &suite).await;
-        let env = Env {
+        let proxy_config = read_proxy_config(&cluster, &suite).await;
+        let cx = Context {
             suite,
             cluster,
             redactor,
             endpoints,
-            proxy,
+            proxy_config,
             hook,
-            http: Http::new(),
+            http,
         };
         // Reading is registering (Cluster::get); a read that fails here is repeated by the
         // check that needs the Secret, and registers then.
-        let secrets = env.suite.secrets();
+        let secrets = cx.suite.secrets();
         futures::future::join_all(
             secrets
                 .iter()
-                .map(|s| env.cluster.get::<Secret>(&s.namespace, &s.name)),
+                .map(|s| cx.cluster.get::<Secret>(&s.namespace, &s.name)),
         )
         .await;
-        if let Ok(config) = &env.proxy {
-            env.redactor
+        if let Ok(config) = &cx.proxy_config {
+            cx.redactor
                 .protect(config.aliases.iter().map(|a| a.name.clone()));
         }
-        env
+        cx
     }
 
     /// The aliases the proxy must serve: the suite's list, else the proxy config's.
     pub fn aliases(&self) -> Vec<String> {
-        let all: Vec<String> = match (&self.suite.litellm.aliases, &self.proxy) {
+        let all: Vec<String> = match (&self.suite.litellm.aliases, &self.proxy_config) {
             (Some(list), _) => list.clone(),
             (None, Ok(config)) => config.aliases.iter().map(|a| a.name.clone()).collect(),
             (None, Err(_)) => Vec::new(),
@@ -78,20 +83,74 @@ impl Env {
     }
 }
 
-async fn read_proxy_config(cluster: &Cluster, suite: &Suite) -> Result<ProxyConfig, String> {
+/// Why a run has no proxy config. Checks that need it say so in one line (its `Display`); the
+/// guardrail check, which reads its declaration there, reports each case as a failure of its
+/// own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProxyConfigError {
+    /// Reading the ConfigMap failed (forbidden, no answer): the failure the read reported.
+    Unreadable(Failure),
+    /// `configmap` is `namespace/name`.
+    NotFound {
+        configmap: String,
+    },
+    NoKey {
+        configmap: String,
+        key: String,
+    },
+    /// Not a config LiteLLM reads: the parser's one-line error.
+    Invalid {
+        configmap: String,
+        key: String,
+        error: String,
+    },
+}
+
+impl fmt::Display for ProxyConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyConfigError::Unreadable(failure) => f.write_str(&failure.summary),
+            ProxyConfigError::NotFound { configmap } => {
+                write!(f, "configmap {configmap} not found")
+            }
+            ProxyConfigError::NoKey { configmap, key } => {
+                write!(f, "configmap {configmap} has no key {key}")
+            }
+            ProxyConfigError::Invalid {
+                configmap,
+                key,
+                error,
+            } => write!(f, "configmap {configmap} {key}: {error}"),
+        }
+    }
+}
+
+async fn read_proxy_config(
+    cluster: &Cluster,
+    suite: &Suite,
+) -> Result<ProxyConfig, ProxyConfigError> {
     let c = &suite.litellm.config;
-    let ns = &suite.namespace;
+    let configmap = format!("{}/{}", suite.namespace, c.configmap);
     let map = cluster
-        .get::<ConfigMap>(ns, &c.configmap)
+        .get::<ConfigMap>(&suite.namespace, &c.configmap)
         .await
-        .map_err(|f| f.summary)?
-        .ok_or_else(|| format!("configmap {ns}/{} not found", c.configmap))?;
+        .map_err(ProxyConfigError::Unreadable)?
+        .ok_or_else(|| ProxyConfigError::NotFound {
+            configmap: configmap.clone(),
+        })?;
     let text = map
         .data
         .as_ref()
         .and_then(|d| d.get(&c.key))
-        .ok_or_else(|| format!("configmap {ns}/{} has no key {}", c.configmap, c.key))?;
-    ProxyConfig::parse(text).map_err(|e| format!("configmap {ns}/{} {}: {e}", c.configmap, c.key))
+        .ok_or_else(|| ProxyConfigError::NoKey {
+            configmap: configmap.clone(),
+            key: c.key.clone(),
+        })?;
+    ProxyConfig::parse(text).map_err(|error| ProxyConfigError::Invalid {
+        configmap,
+        key: c.key.clone(),
+        error,
+    })
 }
 
 /// The names the report itself prints (namespaces, object names, selectors, aliases): a

@@ -11,63 +11,34 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
 
-use crate::check::{Cause, Check, Failure, Layer, Outcome, Passed};
+use crate::check::Check;
+use crate::context::ProxyConfigError;
+use crate::outcome::{Cause, Failure, Layer, Passed, ProbeResult, Verdict};
 use crate::proxy_config::ProxyConfig;
 use crate::suite::{Guardrail, Suite};
 
 use super::in_namespace;
 
 pub fn check(suite: &Arc<Suite>, guardrail: &Guardrail) -> Check {
-    let check_name = format!("kubernetes::guardrail::{}", guardrail.name);
+    let check_name = super::guardrail_name(&guardrail.name);
     let s = Arc::clone(suite);
     let g = guardrail.clone();
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (s, g) = (Arc::clone(&s), g.clone());
             async move {
                 let ns = &s.namespace;
                 let l = &s.litellm;
-                ctx.observe(format!("getting configmap {ns}/{}", l.config.configmap));
-                let config = match env.cluster.get::<ConfigMap>(ns, &l.config.configmap).await {
-                    Ok(Some(c)) => c,
-                    Ok(None) => {
-                        return Outcome::fail(
-                            Cause::NotFound,
-                            format!(
-                                "configmap {ns}/{} (the proxy config) not found",
-                                l.config.configmap
-                            ),
-                        )
-                        .into();
-                    }
-                    Err(f) => return f.into(),
-                };
-                let Some(text) = config.data.as_ref().and_then(|d| d.get(&l.config.key)) else {
-                    return Outcome::fail(
-                        Cause::ConfigInvalid,
-                        format!(
-                            "configmap {ns}/{} has no key {}",
-                            l.config.configmap, l.config.key
-                        ),
-                    )
-                    .into();
-                };
-                let declared = match declaration(text, &g.name) {
-                    Ok(d) => d,
-                    Err(f) => return f.into(),
-                };
-                ctx.observe(format!("getting configmap {ns}/{}", g.configmap));
-                let module_cm = match env.cluster.get::<ConfigMap>(ns, &g.configmap).await {
-                    Ok(Some(c)) => c,
-                    Ok(None) => {
-                        return Outcome::fail(
+                // The run read the proxy config once; its declaration is judged from that.
+                let config = cx.proxy_config.as_ref().map_err(unreadable)?;
+                let declared = declaration(config, &g.name)?;
+                attempt.observe(format!("getting configmap {ns}/{}", g.configmap));
+                let Some(module_cm) = cx.cluster.get::<ConfigMap>(ns, &g.configmap).await? else {
+                    return Err(Failure::new(
                             Cause::NotFound,
                             format!("configmap {ns}/{} (the guardrail module) not found", g.configmap),
                         )
-                        .hint("the guardrail's ConfigMap is not deployed: check the Helm values / kustomization that generates it")
-                        .into();
-                    }
-                    Err(f) => return f.into(),
+                        .hint("the guardrail's ConfigMap is not deployed: check the Helm values / kustomization that generates it"));
                 };
                 let keys: Vec<String> = module_cm
                     .data
@@ -75,19 +46,17 @@ pub fn check(suite: &Arc<Suite>, guardrail: &Guardrail) -> Check {
                     .flat_map(|d| d.keys().cloned())
                     .chain(module_cm.binary_data.iter().flat_map(|d| d.keys().cloned()))
                     .collect();
-                ctx.observe(format!("listing LiteLLM pods {}", l.pods.selector));
-                let pods = match env.cluster.list::<Pod>(ns, Some(&l.pods.selector)).await {
-                    Ok(p) => p,
-                    Err(f) => return f.into(),
-                };
+                attempt.observe(format!("listing LiteLLM pods {}", l.pods.selector));
+                let pods = cx.cluster.list::<Pod>(ns, Some(&l.pods.selector)).await?;
                 let Some(pod) = newest(&pods) else {
-                    return Outcome::Skipped(
-                        "no LiteLLM pod to inspect (see kubernetes::pods::litellm)".to_string(),
-                    );
+                    return Ok(Verdict::skip(format!(
+                        "no LiteLLM pod to inspect (see {})",
+                        super::pods_name("litellm")
+                    )));
                 };
                 let pod_name = pod.metadata.name.clone().unwrap_or_default();
                 let Some(spec) = pod.spec.as_ref() else {
-                    return Outcome::Skipped(format!("pod {pod_name} has no spec"));
+                    return Ok(Verdict::skip(format!("pod {pod_name} has no spec")));
                 };
                 wiring(
                     &declared,
@@ -113,14 +82,29 @@ struct Declared {
     default_on: bool,
 }
 
-fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> {
-    let config = ProxyConfig::parse(config_text).map_err(|e| {
-        Outcome::fail(Cause::ConfigInvalid, "the proxy config is not valid YAML")
-            .details(e)
-            .hint("fix config.yaml in the Helm values; LiteLLM will not start with it")
-    })?;
+/// Why the guardrail's declaration cannot be judged: the run has no proxy config.
+fn unreadable(e: &ProxyConfigError) -> Failure {
+    match e {
+        ProxyConfigError::Unreadable(f) => f.clone(),
+        ProxyConfigError::NotFound { configmap } => Failure::new(
+            Cause::NotFound,
+            format!("configmap {configmap} (the proxy config) not found"),
+        ),
+        ProxyConfigError::NoKey { configmap, key } => Failure::new(
+            Cause::ConfigInvalid,
+            format!("configmap {configmap} has no key {key}"),
+        ),
+        ProxyConfigError::Invalid { error, .. } => {
+            Failure::new(Cause::ConfigInvalid, "the proxy config is not valid YAML")
+                .details(error.clone())
+                .hint("fix config.yaml in the Helm values; LiteLLM will not start with it")
+        }
+    }
+}
+
+fn declaration(config: &ProxyConfig, guardrail: &str) -> Result<Declared, Failure> {
     let Some(decl) = config.guardrails.iter().find(|g| g.name == guardrail) else {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::GuardrailNotDeclared,
             format!("the proxy config declares no guardrail named {guardrail}"),
         )
@@ -130,7 +114,7 @@ fn declaration(config_text: &str, guardrail: &str) -> Result<Declared, Failure> 
     };
     // `pkg.module.Class`, or `module.Class` for a module beside the config file (LiteLLM's docs).
     if decl.target.split('.').count() < 2 || decl.target.split('.').any(str::is_empty) {
-        return Err(Outcome::fail(
+        return Err(Failure::new(
             Cause::ConfigInvalid,
             format!(
                 "guardrail {guardrail}: litellm_params.guardrail is {:?}, expected <module>.<Class> or <pkg>.<module>.<Class>",
@@ -272,12 +256,12 @@ fn wiring(
     g: &Guardrail,
     keys: &[String],
     pod: &str,
-) -> Outcome {
+) -> ProbeResult {
     let Some(c) = container
         .and_then(|name| spec.containers.iter().find(|c| c.name == name))
         .or_else(|| spec.containers.first())
     else {
-        return Outcome::Skipped(format!("pod {pod} has no containers"));
+        return Ok(Verdict::skip(format!("pod {pod} has no containers")));
     };
     // pkg.module.Class → pkg/module.py
     let parts: Vec<&str> = declared.target.split('.').collect();
@@ -315,7 +299,7 @@ fn wiring(
         .collect::<Vec<_>>()
         .join("\n");
     if files.is_empty() {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::GuardrailNotMounted,
             format!("configmap {} is not mounted into container {} of pod {pod}", g.configmap, c.name),
         )
@@ -327,14 +311,13 @@ fn wiring(
                 Some((dir, _)) => format!("mountPath {}/{dir}", workdir.trim_end_matches('/')),
                 None => format!(
                     "mountPath {}/{module_file} with subPath {module_file}",
-                    workdir.trim_end_matches('/')
-                ),
+                    workdir.trim_end_matches('/')),
             }
         ))
-        .into();
+        );
     }
     let Some((path, why)) = searched.iter().find(|(p, _)| files.contains(p)) else {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::GuardrailWrongPath,
             format!(
                 "configmap {} is mounted at {}, where LiteLLM will not import {} from",
@@ -344,11 +327,10 @@ fn wiring(
             ),
         )
         .details(format!("LiteLLM looks for {module_file} at:\n{searched_list}"))
-        .hint("move the mount to one of the paths above (or add its parent to PYTHONPATH); as it is, the proxy fails at start with ModuleNotFoundError")
-        .into();
+        .hint("move the mount to one of the paths above (or add its parent to PYTHONPATH); as it is, the proxy fails at start with ModuleNotFoundError"));
     };
     if declared.enabled_on.is_empty() && !declared.default_on {
-        return Outcome::fail(
+        return Err(Failure::new(
             Cause::GuardrailNotEnabled,
             format!("guardrail {} is declared and mounted, but no model enables it and default_on is false", g.name),
         )
@@ -356,17 +338,17 @@ fn wiring(
             "add `guardrails: [\"{}\"]` to each model's litellm_params in config.yaml",
             g.name
         ))
-        .into();
+        );
     }
     let on = if declared.default_on {
         "all models (default_on)".to_string()
     } else {
         declared.enabled_on.join(", ")
     };
-    Passed::new(format!(
+    Ok(Passed::new(format!(
         "{module_file} mounted at {path} ({why}); enabled on {on}"
     ))
-    .into()
+    .into())
 }
 
 #[cfg(test)]
@@ -384,6 +366,10 @@ guardrails:
     litellm_params: {guardrail: custom_guardrails.message_overflow.MessageTrimming, mode: pre_call}
 ";
 
+    fn config(text: &str) -> ProxyConfig {
+        ProxyConfig::parse(text).expect("a proxy config")
+    }
+
     fn spec(json: serde_json::Value) -> PodSpec {
         serde_json::from_value(json).expect("pod spec fixture")
     }
@@ -396,8 +382,8 @@ guardrails:
         }))
     }
 
-    fn judge(spec: &PodSpec) -> Outcome {
-        let declared = declaration(CONFIG, "message_trimming").expect("declared");
+    fn judge(spec: &PodSpec) -> ProbeResult {
+        let declared = declaration(&config(CONFIG), "message_trimming").expect("declared");
         wiring(
             &declared,
             spec,
@@ -410,7 +396,7 @@ guardrails:
 
     #[test]
     fn declaration_lists_the_models_that_enable_it() {
-        let d = declaration(CONFIG, "message_trimming").expect("declared");
+        let d = declaration(&config(CONFIG), "message_trimming").expect("declared");
         assert_eq!(
             d.target,
             "custom_guardrails.message_overflow.MessageTrimming"
@@ -424,7 +410,7 @@ guardrails:
             serde_json::json!({"name": "guard", "mountPath": "/app/custom_guardrails"}),
             serde_json::json!([]),
         );
-        let Outcome::Passed(p) = judge(&s) else {
+        let Ok(Verdict::Passed(p)) = judge(&s) else {
             panic!("{:?}", judge(&s))
         };
         assert!(
@@ -440,7 +426,7 @@ guardrails:
             serde_json::json!({"name": "guard", "mountPath": "/etc/litellm/custom_guardrails/message_overflow.py", "subPath": "message_overflow.py"}),
             serde_json::json!([]),
         );
-        let Outcome::Passed(p) = judge(&s) else {
+        let Ok(Verdict::Passed(p)) = judge(&s) else {
             panic!("{:?}", judge(&s))
         };
         assert!(
@@ -456,7 +442,7 @@ guardrails:
             serde_json::json!({"name": "guard", "mountPath": "/opt/guardrails/custom_guardrails"}),
             serde_json::json!([{"name": "PYTHONPATH", "value": "/opt/guardrails"}]),
         );
-        let Outcome::Passed(p) = judge(&s) else {
+        let Ok(Verdict::Passed(p)) = judge(&s) else {
             panic!("{:?}", judge(&s))
         };
         assert!(
@@ -472,9 +458,7 @@ guardrails:
             serde_json::json!({"name": "guard", "mountPath": "/opt/guardrails"}),
             serde_json::json!([]),
         );
-        let Outcome::Failed(f) = judge(&s) else {
-            panic!()
-        };
+        let Err(f) = judge(&s) else { panic!() };
         assert_eq!(f.cause, Cause::GuardrailWrongPath);
         let details = f.details.unwrap_or_default();
         assert!(
@@ -489,11 +473,11 @@ guardrails:
 
     #[test]
     fn a_top_level_module_beside_the_config_file_is_accepted() {
-        let config = CONFIG.replace(
+        let text = CONFIG.replace(
             "custom_guardrails.message_overflow.MessageTrimming",
             "custom_guardrail.MyGuardrail",
         );
-        let declared = declaration(&config, "message_trimming").expect("declared");
+        let declared = declaration(&config(&text), "message_trimming").expect("declared");
         let s = pod_with_mount(
             serde_json::json!({"name": "guard", "mountPath": "/etc/litellm/custom_guardrail.py", "subPath": "message_overflow.py"}),
             serde_json::json!([]),
@@ -506,7 +490,7 @@ guardrails:
             &["message_overflow.py".into()],
             "p",
         );
-        let Outcome::Passed(p) = out else {
+        let Ok(Verdict::Passed(p)) = out else {
             panic!("{out:?}")
         };
         assert!(
@@ -518,8 +502,45 @@ guardrails:
     }
 
     #[test]
+    fn a_proxy_config_the_run_could_not_read_fails_the_check_in_its_own_words() {
+        let configmap = "litellm/litellm-config".to_string();
+        let missing = unreadable(&ProxyConfigError::NotFound {
+            configmap: configmap.clone(),
+        });
+        assert_eq!(missing.cause, Cause::NotFound);
+        assert_eq!(
+            missing.summary,
+            "configmap litellm/litellm-config (the proxy config) not found"
+        );
+        let no_key = unreadable(&ProxyConfigError::NoKey {
+            configmap: configmap.clone(),
+            key: "config.yaml".into(),
+        });
+        assert_eq!(no_key.cause, Cause::ConfigInvalid);
+        assert_eq!(
+            no_key.summary,
+            "configmap litellm/litellm-config has no key config.yaml"
+        );
+        let invalid = unreadable(&ProxyConfigError::Invalid {
+            configmap,
+            key: "config.yaml".into(),
+            error: "line 2: mapping values are not allowed here".into(),
+        });
+        assert_eq!(invalid.summary, "the proxy config is not valid YAML");
+        assert_eq!(
+            invalid.details.as_deref(),
+            Some("line 2: mapping values are not allowed here")
+        );
+        let forbidden = Failure::new(Cause::Forbidden, "forbidden: cannot get configmaps");
+        assert_eq!(
+            unreadable(&ProxyConfigError::Unreadable(forbidden.clone())),
+            forbidden
+        );
+    }
+
+    #[test]
     fn undeclared_guardrail_fails() {
-        let err = declaration("model_list: []\n", "message_trimming").unwrap_err();
+        let err = declaration(&config("model_list: []\n"), "message_trimming").unwrap_err();
         assert_eq!(err.cause, Cause::GuardrailNotDeclared);
     }
 }

@@ -10,8 +10,8 @@ mod services;
 
 use std::sync::Arc;
 
-use crate::check::{Check, Prerequisite};
-use crate::checks::qualified;
+use crate::check::Check;
+use crate::outcome::Prerequisite;
 use crate::secret::Redactor;
 use crate::suite::Suite;
 
@@ -58,12 +58,47 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
     out
 }
 
-/// The check name for an object: `kubernetes::<kind>::<name or namespace/name>`.
-fn name(suite: &Suite, kind: &str, namespace: &str, object: &str) -> String {
-    format!(
-        "kubernetes::{kind}::{}",
-        qualified(suite, namespace, object)
-    )
+// The names of this layer's checks, where the checks are built and wherever a prerequisite or
+// a hint names one. `object` is as `checks::qualified` writes it: bare in the suite's namespace,
+// `namespace/name` elsewhere.
+
+/// `kubernetes::pods::<label>` (`litellm`, `database`, `vllm` or `vllm:<ns>/<svc>`).
+pub fn pods_name(label: &str) -> String {
+    format!("kubernetes::pods::{label}")
+}
+
+/// `kubernetes::services::<object>`.
+pub fn services_name(object: &str) -> String {
+    format!("kubernetes::services::{object}")
+}
+
+/// `kubernetes::secrets::<object>`.
+pub fn secrets_name(object: &str) -> String {
+    format!("kubernetes::secrets::{object}")
+}
+
+/// The key coupling check: `kubernetes::secrets::vllm-api-key`, with `::<ns>/<svc>` for one of
+/// several vLLM backends.
+pub fn vllm_key_name(backend: Option<(&str, &str)>) -> String {
+    match backend {
+        Some((ns, svc)) => format!("kubernetes::secrets::vllm-api-key::{ns}/{svc}"),
+        None => "kubernetes::secrets::vllm-api-key".to_string(),
+    }
+}
+
+/// `kubernetes::jobs::<job>`.
+pub fn jobs_name(job: &str) -> String {
+    format!("kubernetes::jobs::{job}")
+}
+
+/// `kubernetes::guardrail::<guardrail_name>`.
+pub fn guardrail_name(guardrail: &str) -> String {
+    format!("kubernetes::guardrail::{guardrail}")
+}
+
+/// `kubernetes::cnpg::<cluster>`.
+pub fn cnpg_name(cluster: &str) -> String {
+    format!("kubernetes::cnpg::{cluster}")
 }
 
 /// Adds the namespace prerequisite every namespaced check has.

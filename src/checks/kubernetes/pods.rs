@@ -4,7 +4,8 @@
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use crate::check::{Cause, Check, Failure, Layer, Metrics, Outcome, Passed};
+use crate::check::Check;
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, ProbeResult};
 use crate::suite::Pods;
 
 use super::{excerpt, in_namespace};
@@ -12,25 +13,22 @@ use super::{excerpt, in_namespace};
 const LOG_LINES: i64 = 20;
 
 pub fn check(label: &str, namespace: &str, pods: &Pods) -> Check {
-    let name = format!("kubernetes::pods::{label}");
+    let name = super::pods_name(label);
     let namespace = namespace.to_string();
     let spec = pods.clone();
     let ns = namespace.clone();
     in_namespace(
-        Check::new(name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, spec) = (ns.clone(), spec.clone());
             async move {
-                ctx.observe(format!("listing pods {} in {ns}", spec.selector));
-                let pods = match env.cluster.list::<Pod>(&ns, Some(&spec.selector)).await {
-                    Ok(p) => p,
-                    Err(f) => return f.into(),
-                };
-                let mut outcome = judge(&ns, &spec, &pods);
-                if let Outcome::Failed(f) = &mut outcome
+                attempt.observe(format!("listing pods {} in {ns}", spec.selector));
+                let pods = cx.cluster.list::<Pod>(&ns, Some(&spec.selector)).await?;
+                let mut probed = judge(&ns, &spec, &pods);
+                if let Err(f) = &mut probed
                     && let Some((pod, container, previous)) = log_source(&pods, &spec)
                 {
-                    ctx.observe(format!("reading the log of {ns}/{pod} ({container})"));
-                    let tail = env
+                    attempt.observe(format!("reading the log of {ns}/{pod} ({container})"));
+                    let tail = cx
                         .cluster
                         .log_tail(&ns, &pod, &container, previous, LOG_LINES)
                         .await;
@@ -41,7 +39,7 @@ pub fn check(label: &str, namespace: &str, pods: &Pods) -> Check {
                         }
                         Ok(text) => format!(
                             "last {LOG_LINES} log lines of {pod} ({which}container {container}):\n{}",
-                            excerpt(&env.redactor, &text, LOG_LINES as usize)
+                            excerpt(&cx.redactor, &text, LOG_LINES as usize)
                         ),
                         Err(e) => format!("log of {pod} unavailable: {}", e.summary),
                     };
@@ -50,7 +48,7 @@ pub fn check(label: &str, namespace: &str, pods: &Pods) -> Check {
                         None => section,
                     });
                 }
-                outcome
+                probed
             }
         }),
         &namespace,
@@ -280,7 +278,7 @@ fn pod_name(pod: &Pod) -> String {
 }
 
 /// Decides the outcome from the listed pods (pure, so it is tested without a server).
-fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
+fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> ProbeResult {
     let total = pods.len() as u64;
     let ready = pods.iter().filter(|p| is_ready(p)).count() as u64;
     let restarts: i64 = pods
@@ -295,7 +293,7 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
         .count("restarts", restarts.max(0) as u64);
 
     if pods.is_empty() {
-        let mut f = Outcome::fail(
+        let mut f = Failure::new(
             Cause::NoPods,
             format!("no pod in namespace {ns} matches {}", spec.selector),
         )
@@ -304,7 +302,7 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
             spec.selector
         ));
         f.metrics = metrics;
-        return f.into();
+        return Err(f);
     }
 
     let problems: Vec<(String, Problem)> = pods
@@ -332,11 +330,11 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
             } else {
                 String::new()
             };
-            let mut f: Failure = Outcome::fail(problem.cause(), summary)
+            let mut f: Failure = Failure::new(problem.cause(), summary)
                 .details(details)
                 .hint(problem.hint(ns, pod));
             f.metrics = metrics;
-            f.into()
+            Err(f)
         }
         _ => {
             let mut p = Passed {
@@ -347,7 +345,7 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> Outcome {
             if !states.is_empty() {
                 p = p.note(states);
             }
-            p.into()
+            Ok(p.into())
         }
     }
 }
@@ -390,6 +388,7 @@ fn log_source(pods: &[Pod], spec: &Pods) -> Option<(String, String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outcome::Verdict;
 
     fn pod(json: serde_json::Value) -> Pod {
         serde_json::from_value(json).expect("pod fixture")
@@ -428,7 +427,7 @@ mod tests {
     #[test]
     fn crash_loop_with_enough_ready_pods_still_fails() {
         let out = judge("ns", &spec(), &[ready_pod("a"), crash_pod("b")]);
-        let Outcome::Failed(f) = out else {
+        let Err(f) = out else {
             panic!("expected failure, got {out:?}")
         };
         assert_eq!(f.cause, Cause::CrashLoop);
@@ -462,7 +461,7 @@ mod tests {
             cs[0].last_state = None;
         }
         let pods = [crash_pod("b"), pull];
-        let Outcome::Failed(f) = judge("ns", &spec(), &pods) else {
+        let Err(f) = judge("ns", &spec(), &pods) else {
             panic!()
         };
         assert!(
@@ -478,7 +477,7 @@ mod tests {
 
     #[test]
     fn no_pods_names_the_selector() {
-        let Outcome::Failed(f) = judge("ns", &spec(), &[]) else {
+        let Err(f) = judge("ns", &spec(), &[]) else {
             panic!()
         };
         assert_eq!(f.cause, Cause::NoPods);
@@ -487,7 +486,7 @@ mod tests {
 
     #[test]
     fn enough_ready_pods_pass() {
-        let Outcome::Passed(p) = judge("ns", &spec(), &[ready_pod("a")]) else {
+        let Ok(Verdict::Passed(p)) = judge("ns", &spec(), &[ready_pod("a")]) else {
             panic!()
         };
         assert_eq!(p.summary, "1/1 pods ready (need 1)");

@@ -5,28 +5,26 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::check::{Cause, Check, Layer, Outcome, Passed};
+use crate::check::Check;
+use crate::outcome::{Cause, Failure, Layer, Passed, Verdict};
 
 use super::{excerpt, in_namespace};
 
 pub fn check(namespace: &str, job: &str) -> Check {
-    let check_name = format!("kubernetes::jobs::{job}");
+    let check_name = super::jobs_name(job);
     let (ns, job) = (namespace.to_string(), job.to_string());
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, job) = (ns.clone(), job.clone());
             async move {
-                ctx.observe(format!("getting job {ns}/{job}"));
-                let found = match env.cluster.get::<Job>(&ns, &job).await {
-                    Ok(j) => j,
-                    Err(f) => return f.into(),
-                };
+                attempt.observe(format!("getting job {ns}/{job}"));
+                let found = cx.cluster.get::<Job>(&ns, &job).await?;
                 let Some(found) = found else {
-                    return Passed::new("not present (already cleaned up)")
+                    return Ok(Passed::new("not present (already cleaned up)")
                         .note(format!(
                             "job {ns}/{job} not found: as a PreSync hook with ttlSecondsAfterFinished it is deleted after it runs; the database layer proves the migrations ran"
                         ))
-                        .into();
+                        .into());
                 };
                 let status = found.status.clone().unwrap_or_default();
                 let conditions = status.conditions.clone().unwrap_or_default();
@@ -36,32 +34,31 @@ pub fn check(namespace: &str, job: &str) -> Check {
                         .find(|c| c.type_ == t && c.status == "True")
                 };
                 if condition("Complete").is_some() {
-                    return Outcome::pass(format!(
+                    return Ok(Verdict::pass(format!(
                         "complete ({} succeeded)",
                         status.succeeded.unwrap_or(0)
-                    ));
+                    )));
                 }
                 if let Some(failed) = condition("Failed") {
                     let reason = failed.reason.clone().unwrap_or_else(|| "Failed".into());
                     let message = failed.message.clone().unwrap_or_default();
-                    let mut f = Outcome::fail(
+                    let mut f = Failure::new(
                         Cause::JobFailed,
                         format!("job {ns}/{job} failed: {reason}{}", if message.is_empty() { String::new() } else { format!(" ({message})") }),
                     )
                     .hint(format!(
                         "read why the migration failed: kubectl logs -n {ns} job/{job}; fix the cause (database reachable? credentials?) and re-sync the Application to run it again"
                     ));
-                    ctx.observe(format!("reading the log of the last pod of job {ns}/{job}"));
-                    f = f.details(last_pod_log(&env, &ns, &job).await);
-                    return f.into();
+                    attempt.observe(format!("reading the log of the last pod of job {ns}/{job}"));
+                    f = f.details(last_pod_log(&cx, &ns, &job).await);
+                    return Err(f);
                 }
                 let active = status.active.unwrap_or(0);
-                Outcome::fail(
+                Err(Failure::new(
                     Cause::JobRunning,
                     format!("job {ns}/{job} has not completed ({active} active, {} failed)", status.failed.unwrap_or(0)),
                 )
-                .hint(format!("migrations are still running: rerun with --wait, or follow them with kubectl logs -n {ns} -f job/{job}"))
-                .into()
+                .hint(format!("migrations are still running: rerun with --wait, or follow them with kubectl logs -n {ns} -f job/{job}")))
             }
         }),
         namespace,
@@ -69,12 +66,12 @@ pub fn check(namespace: &str, job: &str) -> Check {
 }
 
 /// The log tail of the newest pod the Job created.
-async fn last_pod_log(env: &crate::env::Env, ns: &str, job: &str) -> String {
+async fn last_pod_log(cx: &crate::context::Context, ns: &str, job: &str) -> String {
     let selector = format!("batch.kubernetes.io/job-name={job}");
-    let mut pods = match env.cluster.list::<Pod>(ns, Some(&selector)).await {
+    let mut pods = match cx.cluster.list::<Pod>(ns, Some(&selector)).await {
         Ok(p) if !p.is_empty() => p,
         // Clusters before 1.27 label only `job-name`.
-        Ok(_) => match env
+        Ok(_) => match cx
             .cluster
             .list::<Pod>(ns, Some(&format!("job-name={job}")))
             .await
@@ -99,10 +96,10 @@ async fn last_pod_log(env: &crate::env::Env, ns: &str, job: &str) -> String {
         .and_then(|s| s.containers.first())
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    match env.cluster.log_tail(ns, &name, &container, false, 20).await {
+    match cx.cluster.log_tail(ns, &name, &container, false, 20).await {
         Ok(text) => format!(
             "last 20 log lines of {name} ({container}):\n{}",
-            excerpt(&env.redactor, &text, 20)
+            excerpt(&cx.redactor, &text, 20)
         ),
         Err(f) => format!("log of {name} unavailable: {}", f.summary),
     }

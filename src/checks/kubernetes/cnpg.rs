@@ -5,8 +5,9 @@
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-use crate::check::{Cause, Check, Layer, Metrics, Outcome, Passed};
+use crate::check::Check;
 use crate::cluster::Access;
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed};
 use crate::suite::Database;
 
 use super::in_namespace;
@@ -16,45 +17,42 @@ const GROUP: &str = "postgresql.cnpg.io";
 const HEALTHY: &str = "Cluster in healthy state";
 
 pub fn check(namespace: &str, db: &Database) -> Check {
-    let check_name = format!("kubernetes::cnpg::{}", db.cluster);
+    let check_name = super::cnpg_name(&db.cluster);
     let (ns, db) = (namespace.to_string(), db.clone());
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, db) = (ns.clone(), db.clone());
             async move {
-                if env.cluster.serves(&format!("{GROUP}/v1")) == Some(false) {
-                    return Outcome::fail(
+                if cx.cluster.serves(&format!("{GROUP}/v1")) == Some(false) {
+                    return Err(Failure::new(
                         Cause::CrdMissing,
                         format!("CloudNativePG is not installed: the API server does not serve {GROUP}/v1"),
                     )
-                    .hint("install the CloudNativePG operator (its Argo CD Application) before LiteLLM's database")
-                    .into();
+                    .hint("install the CloudNativePG operator (its Argo CD Application) before LiteLLM's database"));
                 }
-                ctx.observe(format!("getting cluster {ns}/{}", db.cluster));
+                attempt.observe(format!("getting cluster {ns}/{}", db.cluster));
                 let gvk = GroupVersionKind::gvk(GROUP, "v1", "Cluster");
                 let ar = ApiResource::from_gvk_with_plural(&gvk, "clusters");
                 let api: Api<DynamicObject> =
-                    Api::namespaced_with(env.cluster.client.clone(), &ns, &ar);
+                    Api::namespaced_with(cx.cluster.client.clone(), &ns, &ar);
                 let cluster = match api.get_opt(&db.cluster).await {
                     Ok(Some(c)) => c,
                     Ok(None) => {
-                        return Outcome::fail(
+                        return Err(Failure::new(
                             Cause::NotFound,
                             format!("CNPG cluster {ns}/{} not found", db.cluster),
                         )
-                        .hint(format!("kubectl get clusters.postgresql.cnpg.io -n {ns}: is the database Application synced?"))
-                        .into();
+                        .hint(format!("kubectl get clusters.postgresql.cnpg.io -n {ns}: is the database Application synced?")));
                     }
                     Err(e) => {
-                        return Access {
+                        return Err(Access {
                             verb: "get",
                             resource: "clusters",
                             group: GROUP,
                             namespace: &ns,
                             name: Some(&db.cluster),
                         }
-                        .failure(e)
-                        .into();
+                        .failure(e));
                     }
                 };
                 let status = cluster.data.get("status").cloned().unwrap_or(Value::Null);
@@ -67,7 +65,7 @@ pub fn check(namespace: &str, db: &Database) -> Check {
                     && health.ready == health.instances
                     && health.ready_condition == Some(true);
                 if !healthy {
-                    let mut f = Outcome::fail(
+                    let mut f = Failure::new(
                         Cause::CnpgUnhealthy,
                         format!(
                             "CNPG cluster {ns}/{}: phase {:?}, {}/{} instances ready, Ready condition {}",
@@ -88,23 +86,19 @@ pub fn check(namespace: &str, db: &Database) -> Check {
                         db.cluster
                     ));
                     f.metrics = metrics;
-                    return f.into();
+                    return Err(f);
                 }
                 let Some(primary) = health.primary.clone() else {
-                    return Outcome::fail(
+                    return Err(Failure::new(
                         Cause::CnpgUnhealthy,
                         format!("CNPG cluster {ns}/{} names no current primary", db.cluster),
-                    )
-                    .into();
+                    ));
                 };
-                ctx.observe(format!(
+                attempt.observe(format!(
                     "listing endpoint slices of {ns}/{}",
                     db.service.name
                 ));
-                let slices = match env.cluster.endpoint_slices(&ns, &db.service.name).await {
-                    Ok(s) => s,
-                    Err(f) => return f.into(),
-                };
+                let slices = cx.cluster.endpoint_slices(&ns, &db.service.name).await?;
                 let targets = ready_targets(&slices);
                 if targets.iter().any(|t| t != &primary) || !targets.contains(&primary) {
                     let routed = if targets.is_empty() {
@@ -112,7 +106,7 @@ pub fn check(namespace: &str, db: &Database) -> Check {
                     } else {
                         targets.join(", ")
                     };
-                    return Outcome::fail(
+                    return Err(Failure::new(
                         Cause::RwNotPrimary,
                         format!(
                             "service {ns}/{} routes to {routed}, but the primary is {primary}",
@@ -123,9 +117,9 @@ pub fn check(namespace: &str, db: &Database) -> Check {
                         "writes through {} would fail or hit a replica: check the Service's selector (cnpg.io/instanceRole=primary) and the instance pods' role labels; kubectl get pods -n {ns} -L cnpg.io/instanceRole",
                         db.service.name
                     ))
-                    .into();
+                    );
                 }
-                Passed {
+                Ok(Passed {
                     summary: format!(
                         "healthy, {}/{} instances ready, primary {primary} behind {}",
                         health.ready, health.instances, db.service.name
@@ -133,7 +127,7 @@ pub fn check(namespace: &str, db: &Database) -> Check {
                     metrics,
                     ..Passed::default()
                 }
-                .into()
+                .into())
             }
         }),
         namespace,

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
-use crate::check::{Cause, Check, Failure, Layer, Outcome, Passed};
-use crate::env::{Env, secret_value};
+use crate::check::Check;
+use crate::context::{Context, secret_value};
+use crate::outcome::{Cause, Failure, Layer, Passed, ProbeResult, Verdict};
 use crate::secret::SecretValue;
 use crate::suite::Suite;
 
-use super::{in_namespace, name};
+use super::{in_namespace, secrets_name, vllm_key_name};
+use crate::checks::qualified;
 
 const SEALED_GROUP_VERSION: &str = "bitnami.com/v1alpha1";
 
@@ -31,20 +33,13 @@ pub fn checks(suite: &Arc<Suite>) -> Vec<Check> {
         if v.secret.is_none() {
             continue;
         }
-        let check_name = if many {
-            format!(
-                "kubernetes::secrets::vllm-api-key::{}/{}",
-                v.namespace, v.service.name
-            )
-        } else {
-            "kubernetes::secrets::vllm-api-key".to_string()
-        };
+        let check_name = vllm_key_name(many.then_some((&v.namespace, &v.service.name)));
         let s = Arc::clone(suite);
-        let check = Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        let check = Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let s = Arc::clone(&s);
             async move {
-                ctx.observe("reading both copies of the vLLM API key");
-                coupling(&env, &s, i).await
+                attempt.observe("reading both copies of the vLLM API key");
+                coupling(&cx, &s, i).await
             }
         });
         out.push(in_namespace(in_namespace(check, ns), &v.namespace));
@@ -55,20 +50,17 @@ pub fn checks(suite: &Arc<Suite>) -> Vec<Check> {
 /// `keys`: the keys the Secret must hold, non-empty. Reading it registers all its values with
 /// the redactor (`Cluster::get`).
 fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>) -> Check {
-    let check_name = name(suite, "secrets", namespace, secret);
+    let check_name = secrets_name(&qualified(suite, namespace, secret));
     let (ns, secret) = (namespace.to_string(), secret.to_string());
     in_namespace(
-        Check::new(check_name, Layer::Kubernetes, move |env, ctx| {
+        Check::new(check_name, Layer::Kubernetes, move |cx, attempt| {
             let (ns, secret, keys) = (ns.clone(), secret.clone(), keys.clone());
             async move {
-                ctx.observe(format!("getting secret {ns}/{secret}"));
-                let sealed = sealed_status(&env, &ns, &secret).await;
-                let found = match env.cluster.get::<Secret>(&ns, &secret).await {
-                    Ok(s) => s,
-                    Err(f) => return f.into(),
-                };
+                attempt.observe(format!("getting secret {ns}/{secret}"));
+                let sealed = sealed_status(&cx, &ns, &secret).await;
+                let found = cx.cluster.get::<Secret>(&ns, &secret).await?;
                 let Some(found) = found else {
-                    let mut f = Outcome::fail(
+                    let mut f = Failure::new(
                         Cause::NotFound,
                         format!("secret {ns}/{secret} not found"),
                     )
@@ -78,7 +70,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                     if let Some(s) = sealed {
                         f = f.details(s);
                     }
-                    return f.into();
+                    return Err(f);
                 };
                 let mut missing = Vec::new();
                 let mut empty = Vec::new();
@@ -94,7 +86,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                 );
                 let failure = if !missing.is_empty() {
                     Some(
-                        Outcome::fail(
+                        Failure::new(
                             Cause::MissingKey,
                             format!("secret {ns}/{secret} has no key {}", missing.join(", ")),
                         )
@@ -102,7 +94,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                     )
                 } else if !empty.is_empty() {
                     Some(
-                        Outcome::fail(
+                        Failure::new(
                             Cause::EmptyKey,
                             format!("secret {ns}/{secret}: key {} is empty", empty.join(", ")),
                         )
@@ -122,7 +114,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                         if let Some(s) = sealed {
                             f.details = Some(format!("{}\n{s}", f.details.unwrap_or_default()));
                         }
-                        f.into()
+                        Err(f)
                     }
                     None => {
                         let mut p = Passed {
@@ -132,7 +124,7 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                         if let Some(s) = sealed {
                             p = p.note(s);
                         }
-                        p.into()
+                        Ok(p.into())
                     }
                 }
             }
@@ -143,13 +135,13 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
 
 /// The SealedSecret's `Synced` condition, worded for a report; `None` when there is no
 /// SealedSecret (or the CRD is not installed), or it is synced.
-async fn sealed_status(env: &Env, ns: &str, name: &str) -> Option<String> {
-    if env.cluster.serves(SEALED_GROUP_VERSION) == Some(false) {
+async fn sealed_status(cx: &Context, ns: &str, name: &str) -> Option<String> {
+    if cx.cluster.serves(SEALED_GROUP_VERSION) == Some(false) {
         return None;
     }
     let gvk = GroupVersionKind::gvk("bitnami.com", "v1alpha1", "SealedSecret");
     let ar = ApiResource::from_gvk_with_plural(&gvk, "sealedsecrets");
-    let api: Api<DynamicObject> = Api::namespaced_with(env.cluster.client.clone(), ns, &ar);
+    let api: Api<DynamicObject> = Api::namespaced_with(cx.cluster.client.clone(), ns, &ar);
     let obj = api.get_opt(name).await.ok().flatten()?;
     let conditions = obj.data.get("status")?.get("conditions")?.as_array()?;
     let synced = conditions
@@ -169,17 +161,14 @@ async fn sealed_status(env: &Env, ns: &str, name: &str) -> Option<String> {
 
 /// Reads one key for the coupling check: the value, or why it cannot be compared.
 async fn read_key(
-    env: &Env,
+    cx: &Context,
     suite: &Suite,
     ns: &str,
     secret: &str,
     key: &str,
 ) -> Result<SecretValue, String> {
-    let which = format!(
-        "kubernetes::secrets::{}",
-        crate::checks::qualified(suite, ns, secret)
-    );
-    match env.cluster.get::<Secret>(ns, secret).await {
+    let which = secrets_name(&qualified(suite, ns, secret));
+    match cx.cluster.get::<Secret>(ns, secret).await {
         Ok(Some(s)) => match secret_value(&s, key) {
             Some(v) if !v.is_empty() => Ok(v),
             _ => Err(format!(
@@ -194,31 +183,35 @@ async fn read_key(
     }
 }
 
-async fn coupling(env: &Env, suite: &Suite, vllm: usize) -> Outcome {
+async fn coupling(cx: &Context, suite: &Suite, vllm: usize) -> ProbeResult {
     let l = &suite.litellm.secret;
     let v = &suite.vllm[vllm];
     let Some(vs) = &v.secret else {
-        return Outcome::Skipped("the suite names no vLLM secret".into());
+        return Ok(Verdict::skip("the suite names no vLLM secret"));
     };
-    let ours = read_key(env, suite, &suite.namespace, &l.name, &l.vllm_api_key).await;
-    let theirs = read_key(env, suite, &v.namespace, &vs.name, &vs.api_key).await;
+    let ours = read_key(cx, suite, &suite.namespace, &l.name, &l.vllm_api_key).await;
+    let theirs = read_key(cx, suite, &v.namespace, &vs.name, &vs.api_key).await;
     let (ours, theirs) = match (ours, theirs) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(why), _) | (_, Err(why)) => return Outcome::Skipped(format!("cannot compare: {why}")),
+        (Err(why), _) | (_, Err(why)) => {
+            return Ok(Verdict::skip(format!("cannot compare: {why}")));
+        }
     };
     let what = format!(
         "{}/{} {} and {}/{} {}",
         suite.namespace, l.name, l.vllm_api_key, v.namespace, vs.name, vs.api_key
     );
     if ours.same_as(&theirs) {
-        Outcome::pass(format!("{what} are equal (compared by SHA-256 digest)"))
+        Ok(Verdict::pass(format!(
+            "{what} are equal (compared by SHA-256 digest)"
+        )))
     } else {
-        let f: Failure = Outcome::fail(Cause::KeyMismatch, format!("{what} differ"))
+        let f: Failure = Failure::new(Cause::KeyMismatch, format!("{what} differ"))
             .details("values compared by SHA-256 digest; neither is shown")
             .hint(format!(
                 "vLLM's key was rotated without LiteLLM's copy: re-seal {} with the new {} (kubeseal), let Argo CD sync, then restart LiteLLM so it reads it (kubectl -n {} rollout restart deploy -l {}). Until then every chat request gets 401 from vLLM",
                 l.name, l.vllm_api_key, suite.namespace, suite.litellm.pods.selector
             ));
-        f.into()
+        Err(f)
     }
 }

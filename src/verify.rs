@@ -1,0 +1,293 @@
+//! The pipeline as a library call: a [`Plan`] in, a [`RunReport`] out, with [`Event`]s on the
+//! way (the run started, each check finished, the run finished). In between: the catalog of
+//! checks the suite describes, the cluster connection, what every check relies on (the proxy
+//! config, the Secrets registered with the redactor), the endpoints made final (resolved,
+//! cluster DNS probed, port-forwards set up) before the checks are handed their context, and
+//! the runner.
+//!
+//! Architecture invariant: no printing, no `std::process::exit`, no signal handlers and no
+//! process environment read here: the CLI, `serve` and fleet runs call [`run`] repeatedly and
+//! concurrently, each with its own plan, and decide themselves what an outcome means.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::check::ALIAS;
+use crate::checks;
+use crate::cluster::{self, Cluster};
+use crate::context::Context;
+use crate::endpoints::Endpoints;
+use crate::events::{Event, Events, RunStart};
+use crate::http::Http;
+use crate::outcome::{Cause, RunReport};
+use crate::plan::{ConnectMode, Plan};
+use crate::runner::{self, RunOptions, Stop, Stopper, stop};
+use crate::secret::Redactor;
+use crate::text::error_chain;
+
+/// Why nothing could be checked: the one `smokecheck::setup` entry of the run's report (exit
+/// code 2 on the command line).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct SetupFailure {
+    /// The kube context, once known.
+    pub context: Option<String>,
+    pub namespace: String,
+    pub cause: Cause,
+    /// One line: what went wrong, with its sources.
+    pub message: String,
+}
+
+impl SetupFailure {
+    pub fn new(namespace: impl Into<String>, cause: Cause, message: impl Into<String>) -> Self {
+        SetupFailure {
+            context: None,
+            namespace: namespace.into(),
+            cause,
+            message: message.into(),
+        }
+    }
+
+    /// The report of the run that could not start, its message redacted: no secret has been
+    /// read yet, but an argument or a plugin's output may hold one.
+    pub fn report(&self) -> RunReport {
+        let message = Redactor::default().redact(&self.message);
+        RunReport::setup_failure(
+            self.context.clone(),
+            self.namespace.clone(),
+            self.cause,
+            message,
+        )
+    }
+}
+
+/// The names of the checks `plan` selects, without touching the network (`--list`). Per-alias
+/// checks are named from the suite's aliases, or listed as their pattern when the aliases come
+/// from the cluster.
+pub fn list(plan: &Plan) -> Result<Vec<String>, SetupFailure> {
+    let catalog = checks::catalog(&plan.suite);
+    let selection = &plan.selection;
+    let mut names: Vec<String> = catalog
+        .checks
+        .iter()
+        .map(|c| c.name.clone())
+        .filter(|n| selection.selects(n))
+        .collect();
+    if names.is_empty() && catalog.families.is_empty() {
+        return Err(no_match(plan));
+    }
+    for family in &catalog.families {
+        match &plan.suite.litellm.aliases {
+            Some(aliases) => names.extend(
+                aliases
+                    .iter()
+                    .map(|a| family.name_for(a))
+                    .filter(|n| selection.selects(n)),
+            ),
+            // Aliases come from the cluster: a filter naming one (`e2e::chat::small`) lists
+            // the pattern it would match.
+            None if selection.selects(&family.pattern)
+                || selection.filters.is_empty()
+                || selection.filters.iter().any(|f| {
+                    f.starts_with(family.pattern.split(ALIAS).next().unwrap_or_default())
+                }) =>
+            {
+                names.push(family.pattern.clone())
+            }
+            None => {}
+        }
+    }
+    if names.is_empty() {
+        return Err(no_match(plan));
+    }
+    Ok(names)
+}
+
+/// The filters select nothing (a typo in a hook's filter must not pass a sync).
+fn no_match(plan: &Plan) -> SetupFailure {
+    SetupFailure::new(
+        plan.suite.namespace.clone(),
+        Cause::Setup,
+        format!(
+            "no check matches {}: `smokecheck verify --list` shows the names",
+            plan.selection.describe()
+        ),
+    )
+}
+
+/// Runs the checks `plan` selects against its cluster, emitting each step to `events`, and
+/// returns the run's report; or says why nothing could be checked. `stop` ends the run early
+/// (its checks report where they were); the plan's deadline ends it too, without stopping
+/// `stop` itself, and so does dropping the returned future.
+///
+/// Needs a multi-thread tokio runtime: the runner blocks a thread of its blocking pool while
+/// its checks run on the others.
+pub async fn run(
+    plan: &Plan,
+    events: &mut dyn Events,
+    stop: &Stopper,
+) -> Result<RunReport, SetupFailure> {
+    let started = Instant::now();
+    let namespace = plan.suite.namespace.clone();
+    let catalog = checks::catalog(&plan.suite);
+    let mut selected: Vec<_> = catalog
+        .checks
+        .into_iter()
+        .filter(|c| plan.selection.selects(&c.name))
+        .collect();
+    let families = catalog.families;
+    // Per-alias checks are only known once the proxy config is read; a filter may still
+    // match them, so "matches nothing" is final here only without families.
+    if selected.is_empty() && families.is_empty() {
+        return Err(no_match(plan));
+    }
+
+    let stopper = stop.child();
+    let _stop_on_drop = stopper.stop_on_drop();
+    let _deadline = plan
+        .deadline
+        .map(|d| AbortOnDropHandle::new(tokio::spawn(stop::at_deadline(stopper.clone(), d))));
+
+    let cluster = tokio::select! {
+        c = cluster::connect(&plan.kube, plan.timeout) => c.map_err(|e| {
+            SetupFailure::new(namespace.clone(), e.cause(), error_chain(&e))
+        })?,
+        _ = stopper.cancelled() => {
+            return Err(SetupFailure::new(
+                namespace,
+                Cause::Interrupted,
+                "stopped before the API server answered",
+            ));
+        }
+    };
+    let context = cluster.context.clone();
+    let url = cluster.url.clone();
+
+    let suite = Arc::new(plan.suite.clone());
+    let endpoints = Endpoints::resolve(&plan.suite, &plan.endpoints);
+    // Reading the proxy config and the Secrets takes a few API calls: a deadline or a signal
+    // during them still ends the run with its reports, and so does --timeout (kube's read
+    // timeout is an idle one: a server trickling a byte a second would hold them forever).
+    let prepare = Context::prepare(
+        suite,
+        cluster,
+        Redactor::default(),
+        endpoints,
+        plan.hook.clone(),
+        Http::new(&plan.proxies),
+    );
+    let prepared = tokio::select! {
+        cx = tokio::time::timeout(plan.timeout, prepare) => Some(cx),
+        _ = stopper.cancelled() => None,
+    };
+    // Every check needs these reads (the redactor's secrets above all, before any server text
+    // is shown): an API server too slow for them is one that cannot be checked, as at connect.
+    let mut cx = match prepared {
+        Some(Ok(cx)) => cx,
+        Some(Err(_)) => {
+            return Err(SetupFailure {
+                context: Some(context),
+                ..SetupFailure::new(
+                    namespace,
+                    Cause::Timeout,
+                    format!(
+                        "reading the suite's proxy config and Secrets from the API server at {url} did not finish within {}",
+                        humantime::format_duration(plan.timeout)
+                    ),
+                )
+            });
+        }
+        None => {
+            let stop = stopper.reason().unwrap_or(Stop::Signal("a signal"));
+            let report = RunReport {
+                context: Some(context),
+                namespace,
+                duration: started.elapsed(),
+                checks: runner::not_run(&selected, stop),
+                error: None,
+            };
+            events.event(&Event::RunFinished(report.clone()));
+            return Ok(report);
+        }
+    };
+    for alias in cx.aliases() {
+        for family in &families {
+            if let Some(check) = (family.build)(&cx, &alias)
+                && plan.selection.selects(&check.name)
+                && !selected.iter().any(|c| c.name == check.name)
+            {
+                selected.push(check);
+            }
+        }
+    }
+    if selected.is_empty() {
+        return Err(no_match(plan));
+    }
+    // Only runs that talk to LiteLLM, vLLM or the database need their addresses reachable.
+    if selected.iter().any(|c| c.layer.reaches_endpoints()) {
+        tokio::select! {
+            _ = reach_endpoints(&mut cx.endpoints, plan, &cx.cluster) => {},
+            // The runner reports every check as not run.
+            _ = stopper.cancelled() => {},
+        }
+    }
+    // An https:// URL through a port-forward keeps the Service's name; the client connects it
+    // to the local port.
+    let local_names = cx.endpoints.local_names();
+    if !local_names.is_empty() {
+        cx.http = Http::resolving(&plan.proxies, &local_names);
+    }
+    let forwards = cx.endpoints.lifetime();
+
+    events.event(&Event::RunStarted(RunStart {
+        context: context.clone(),
+        namespace: namespace.clone(),
+        checks: selected.len(),
+        notes: cx
+            .endpoints
+            .forwards()
+            .map(|f| f.to_string())
+            .chain(cx.endpoints.forward_errors.iter().cloned())
+            .collect(),
+    }));
+    let options = RunOptions {
+        timeout: plan.timeout,
+        wait: plan.wait,
+        threads: plan.threads,
+    };
+    let results = runner::run(Arc::new(cx), selected, &options, &stopper, events).await;
+    // Connections a timed-out check left behind (a session waiting on a lock) end with the run,
+    // closed properly, before the report says it is over.
+    forwards.close().await;
+    let report = RunReport {
+        context: Some(context),
+        namespace,
+        duration: started.elapsed(),
+        checks: results,
+        error: None,
+    };
+    events.event(&Event::RunFinished(report.clone()));
+    Ok(report)
+}
+
+/// Sets up port-forwards where the endpoints are not reachable directly: `--connect
+/// port-forward`, or `auto` outside the cluster when its DNS names do not resolve here.
+async fn reach_endpoints(endpoints: &mut Endpoints, plan: &Plan, cluster: &Cluster) {
+    let forward = match plan.connect {
+        ConnectMode::Direct => false,
+        ConnectMode::PortForward => true,
+        ConnectMode::Auto => {
+            !plan.in_cluster
+                && !endpoints
+                    .cluster_dns_resolves(&plan.suite, plan.timeout.min(Duration::from_secs(2)))
+                    .await
+        }
+    };
+    if forward {
+        endpoints
+            .port_forward(cluster, &plan.suite, plan.timeout)
+            .await;
+    }
+}
