@@ -456,11 +456,17 @@ pub fn forbidden(values: &[String]) -> Vec<String> {
 /// Asserts that none of [`forbidden`]`(values)` appears in anything the run wrote.
 #[track_caller]
 pub fn assert_no_leaks(what: &str, values: &[String], run: &Run) {
+    assert_no_leaks_in(what, values, &run.all_output());
+}
+
+/// Asserts that none of [`forbidden`]`(values)` appears in `output` (what an in-process run
+/// returned or told its event sink, say).
+#[track_caller]
+pub fn assert_no_leaks_in(what: &str, values: &[String], output: &str) {
     let forbidden = forbidden(values);
-    let output = run.all_output();
     let matcher = aho_corasick::AhoCorasick::new(&forbidden).expect("matcher");
     let found: Vec<&str> = matcher
-        .find_iter(&output)
+        .find_iter(output)
         .map(|m| forbidden[m.pattern().as_usize()].as_str())
         .collect();
     assert!(

@@ -17,6 +17,7 @@ mod kube_fake;
 mod laptop;
 mod leaks;
 mod llm_bed;
+mod pipeline;
 mod postgres_bed;
 mod snapshots;
 mod verify_database;
