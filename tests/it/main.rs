@@ -4,6 +4,7 @@
 mod support;
 
 mod cli_contract;
+mod cli_run;
 mod deploy;
 mod forwarding;
 mod harness;
