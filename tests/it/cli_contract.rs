@@ -5,7 +5,7 @@
 //! termination message on every way out, a panic included). What a run that starts does
 //! (filters, exit codes, the clock, signals, hook mode, colour) is cli_run.rs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -48,19 +48,29 @@ fn out_of_range_durations_are_usage_errors_naming_the_flag() {
     }
 }
 
-#[test]
-fn bad_suite_is_a_one_line_error_naming_file_line_and_field() {
+/// `smokecheck verify ARGS --suite <a file holding text>`, which must be refused with exit code
+/// 2: its stderr, and the suite file's path (in the returned dir).
+#[track_caller]
+fn refused_suite(text: &str, args: &[&str]) -> (String, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let suite = dir.path().join("suite.yaml");
-    std::fs::write(&suite, "version: 1\nlitellm:\n  pods:\n    selektor: a=b\n").expect("write");
+    std::fs::write(&suite, text).expect("write");
     let out = command()
         .arg("verify")
+        .args(args)
         .arg("--suite")
         .arg(&suite)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (stderr, suite, dir)
+}
+
+#[test]
+fn bad_suite_is_a_one_line_error_naming_file_line_and_field() {
+    let (stderr, suite, _dir) =
+        refused_suite("version: 1\nlitellm:\n  pods:\n    selektor: a=b\n", &[]);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -73,18 +83,10 @@ fn bad_suite_is_a_one_line_error_naming_file_line_and_field() {
 
 #[test]
 fn an_alias_listed_twice_is_a_suite_error() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let suite = dir.path().join("suite.yaml");
-    std::fs::write(&suite, "version: 1\nlitellm:\n  aliases: [small, small]\n").expect("write");
-    let out = command()
-        .arg("verify")
-        .arg("--list")
-        .arg("--suite")
-        .arg(&suite)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (stderr, _, _dir) = refused_suite(
+        "version: 1\nlitellm:\n  aliases: [small, small]\n",
+        &["--list"],
+    );
     assert!(
         stderr.contains("litellm.aliases[1]: \"small\" is listed twice"),
         "{stderr}"

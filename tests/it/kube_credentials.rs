@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::{command, passed, run_in, run_reporting_in};
+use crate::harness::{Run, command, passed, run_in, run_reporting_in};
 use crate::support::fake_kube::FakeKube;
 
 /// Replaces the kubeconfig's static token by `user` (lines indented under `user:`).
@@ -174,6 +174,32 @@ fn a_malformed_client_key_line_from_kubeconfig_env_is_reported_by_file_line_and_
     );
 }
 
+/// A run with `--timeout 2s` whose kubeconfig's `user` is a credential plugin that hangs: it
+/// must end well before the plugin would (a generous bound: the machine is shared), with exit
+/// code 2 naming the timeout.
+#[track_caller]
+fn hanging_plugin_run(fake: &FakeKube, dir: tempfile::TempDir, user: &str) -> Run {
+    let kubeconfig = with_user(fake, dir.path(), user);
+    let started = Instant::now();
+    let run = run_in(
+        dir,
+        &kubeconfig,
+        &["--format", "json"],
+        &["--timeout", "2s"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the run waited for the plugin"
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did not finish within 2s"),
+        "{}",
+        run.stderr
+    );
+    run
+}
+
 /// The pids of processes whose command line is exactly `argv`.
 fn processes(argv: &[&str]) -> Vec<i32> {
     let wanted: Vec<u8> = argv
@@ -200,24 +226,7 @@ fn a_timed_out_credential_plugin_is_killed_with_the_processes_it_started() {
         &format!("sleep {nap}\necho done"),
         &[],
     );
-    let kubeconfig = with_user(&fake, dir.path(), &user);
-    let started = Instant::now();
-    let run = run_in(
-        dir,
-        &kubeconfig,
-        &["--format", "json"],
-        &["--timeout", "2s"],
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "the run waited"
-    );
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("did not finish within 2s"),
-        "{}",
-        run.stderr
-    );
+    hanging_plugin_run(&fake, dir, &user);
     // The kill is sent before smokecheck exits; give the kernel a moment to reap.
     let until = Instant::now() + Duration::from_secs(5);
     let mut left = processes(&["sleep", &nap]);
@@ -266,19 +275,7 @@ fn a_credential_plugin_that_hangs_ends_the_run_on_time() {
     let dir = tempfile::tempdir().expect("temp dir");
     // An exec plugin stuck (on SSO, say): `sleep` never prints a credential in time.
     let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: sleep\n      args: [\"20\"]\n      interactiveMode: Never\n";
-    let kubeconfig = with_user(&fake, dir.path(), exec);
-    let started = Instant::now();
-    let run = run_in(
-        dir,
-        &kubeconfig,
-        &["--format", "json"],
-        &["--timeout", "2s"],
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "the run waited for the plugin"
-    );
-    assert_eq!(run.code, 2, "{}", run.stderr);
+    let run = hanging_plugin_run(&fake, dir, exec);
     assert!(
         run.stderr.contains("obtaining credentials (the kubeconfig's exec credential plugin) did not finish within 2s"),
         "{}",
