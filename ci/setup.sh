@@ -57,7 +57,7 @@ PY
   fi
 }
 
-# PostgreSQL 15 for the database test bed (tests/support/postgres.rs): a real server, run as
+# PostgreSQL 15 for the database test bed (tests/support/postgres/): a real server, run as
 # the `postgres` OS user that the package creates.
 ensure_postgres() {
   if [ -x /usr/lib/postgresql/15/bin/postgres ]; then return; fi

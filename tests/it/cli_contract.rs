@@ -1,13 +1,15 @@
-//! The command-line contract under abuse: flag values out of range, a reader that goes away,
-//! credentials smuggled into `--endpoint`, and reports that must always land (never an earlier
-//! run's pass left for CI to read, never a half-written file, a termination message on every
-//! way out, a panic included).
+//! The command-line contract under abuse: usage errors that name what is wrong (a flag value
+//! bad or out of range, a suite file's line and field, a hook deadline that leaves no time), a
+//! reader that goes away, credentials smuggled into `--endpoint`, and reports that must always
+//! land (never an earlier run's pass left for CI to read, never a half-written file, a
+//! termination message on every way out, a panic included). What a run that starts does
+//! (filters, exit codes, the clock, signals, hook mode, colour) is cli_run.rs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{command, run_in};
+use crate::harness::{command, eventually, run_in};
 use crate::support::fake_kube::FakeKube;
 
 /// An earlier run's JUnit report saying everything passed.
@@ -44,6 +46,100 @@ fn out_of_range_durations_are_usage_errors_naming_the_flag() {
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
         assert_eq!(run.json()["checks"][0]["cause"], "setup", "{}", run.stdout);
     }
+}
+
+/// `smokecheck verify ARGS --suite <a file holding text>`, which must be refused with exit code
+/// 2: its stderr, and the suite file's path (in the returned dir).
+#[track_caller]
+fn refused_suite(text: &str, args: &[&str]) -> (String, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let suite = dir.path().join("suite.yaml");
+    std::fs::write(&suite, text).expect("write");
+    let out = command()
+        .arg("verify")
+        .args(args)
+        .arg("--suite")
+        .arg(&suite)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (stderr, suite, dir)
+}
+
+#[test]
+fn bad_suite_is_a_one_line_error_naming_file_line_and_field() {
+    let (stderr, suite, _dir) =
+        refused_suite("version: 1\nlitellm:\n  pods:\n    selektor: a=b\n", &[]);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:4:5: litellm.pods.selektor: unknown field `selektor`",
+            suite.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_alias_listed_twice_is_a_suite_error() {
+    let (stderr, _, _dir) = refused_suite(
+        "version: 1\nlitellm:\n  aliases: [small, small]\n",
+        &["--list"],
+    );
+    assert!(
+        stderr.contains("litellm.aliases[1]: \"small\" is listed twice"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_flag_value_names_the_flag() {
+    let out = command()
+        .args(["verify", "--timeout", "soon"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: --timeout: \"soon\" is not a duration"),
+        "{stderr}"
+    );
+    let out = command()
+        .args(["verify", "--endpoint", "litelm=http://x"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--endpoint: unknown endpoint \"litelm\"")
+    );
+}
+
+#[test]
+fn hook_deadline_must_leave_time_before_the_jobs() {
+    let out = command()
+        .args([
+            "verify",
+            "--list",
+            "--job-active-deadline",
+            "60s",
+            "--deadline",
+            "2m",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: --deadline: 2m leaves no time to write the reports before the Job's activeDeadlineSeconds (1m): use at most 50s"), "{stderr}");
+    let out = command()
+        .args(["verify", "--list", "--argocd-app", "litellm"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--argocd-app: \"litellm\" is not NAMESPACE/NAME")
+    );
 }
 
 /// Runs smokecheck with a stdout whose reader is already gone (`| head -c0`).
@@ -102,6 +198,37 @@ fn a_closed_stdout_is_not_a_panic_and_keeps_the_exit_code() {
     }
 }
 
+/// `smokecheck verify --format json --endpoint SPEC --junit <tmp>`, which must be refused with
+/// exit code 2: its stderr, and everything it wrote (stderr, stdout, the JUnit file).
+#[track_caller]
+fn refused_endpoint(spec: &str) -> (String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let junit = dir.path().join("j.xml");
+    let out = command()
+        .args(["verify", "--format", "json", "--endpoint", spec, "--junit"])
+        .arg(&junit)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{spec}");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let all = format!(
+        "{stderr}{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(&junit).unwrap_or_default()
+    );
+    (stderr, all)
+}
+
+#[test]
+fn credentials_on_the_command_line_are_refused_and_never_echoed() {
+    let (stderr, all) = refused_endpoint("database=postgresql://litellm:hunter2secret@db:5432");
+    assert!(
+        stderr.contains("--endpoint: database: the URL must not carry credentials"),
+        "{stderr}"
+    );
+    assert!(!all.contains("hunter2secret"), "{all}");
+}
+
 #[test]
 fn credentials_in_an_endpoint_query_or_fragment_are_refused_and_never_echoed() {
     for spec in [
@@ -113,15 +240,7 @@ fn credentials_in_an_endpoint_query_or_fragment_are_refused_and_never_echoed() {
         "litellm=http://127.0.0.1:4000/#access_token=hunter2secret",
         "litellm=http://127.0.0.1:4000/?x=%20&Token=hunter2secret%ZZ",
     ] {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let junit = dir.path().join("j.xml");
-        let out = command()
-            .args(["verify", "--format", "json", "--endpoint", spec, "--junit"])
-            .arg(&junit)
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(2), "{spec}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (stderr, all) = refused_endpoint(spec);
         assert!(
             stderr.starts_with("error: --endpoint: "),
             "{spec}: {stderr}"
@@ -129,11 +248,6 @@ fn credentials_in_an_endpoint_query_or_fragment_are_refused_and_never_echoed() {
         assert!(
             stderr.contains("must not carry credentials"),
             "{spec}: {stderr}"
-        );
-        let all = format!(
-            "{stderr}{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            std::fs::read_to_string(&junit).unwrap_or_default()
         );
         assert!(!all.contains("hunter2secret"), "{spec}: {all}");
     }
@@ -153,15 +267,6 @@ fn credentials_in_an_endpoint_query_or_fragment_are_refused_and_never_echoed() {
         stderr.contains("--endpoint: litellm: the URL must not have a query string"),
         "{stderr}"
     );
-}
-
-/// Waits (bounded) until `done` holds.
-fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < until, "gave up waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Runs the real `smokecheck` binary against the test bed and gives tests what it wrote:
 //! exit code, stdout, stderr, the JUnit file and the JSON document.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
@@ -17,7 +18,7 @@ pub struct Run {
     /// The child's own peak resident memory, in KiB (see [`measured`]).
     pub peak_rss_kib: u64,
     /// From spawn to exit.
-    pub elapsed: std::time::Duration,
+    pub elapsed: Duration,
     /// The termination message, when the run was given `--termination-log` (see
     /// [`verify_reporting`]).
     pub termination: Option<String>,
@@ -154,13 +155,57 @@ pub fn verify_json(fake: &FakeKube, args: &[&str]) -> Run {
 pub fn verify_reporting(fake: &FakeKube, format: &[&str], args: &[&str]) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = fake.write_kubeconfig(dir.path());
+    run_reporting_in(dir, &kubeconfig, format, args)
+}
+
+/// [`run_in`] with `--termination-log <dir>/termination-log`: the run's
+/// [`Run::termination`] holds the message.
+pub fn run_reporting_in(
+    dir: tempfile::TempDir,
+    kubeconfig: &Path,
+    format: &[&str],
+    args: &[&str],
+) -> Run {
     let termination = dir.path().join(TERMINATION_LOG);
     let mut all = vec![
         "--termination-log",
         termination.to_str().expect("utf-8 path"),
     ];
     all.extend(args);
-    run_in(dir, &kubeconfig, format, &all)
+    run_in(dir, kubeconfig, format, &all)
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Writes `dir/kubeconfig`, whose one context names an API server at an [`unused_port`] (with
+/// a token); returns its path and the port.
+pub fn unreachable_kubeconfig(dir: &Path) -> (PathBuf, u16) {
+    let port = unused_port();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{token: t}}\n"),
+    )
+    .expect("write kubeconfig");
+    (kubeconfig, port)
+}
+
+/// Waits until `done` holds, polling (what it waits on has no signal to wait for: another
+/// process's requests, say); fails naming `what` after `limit`.
+#[track_caller]
+pub fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < until, "gave up waiting: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Where [`verify_reporting`] has the termination message written, in the run's directory.
@@ -208,7 +253,7 @@ pub struct Measured {
     pub stdout: String,
     pub stderr: String,
     pub peak_rss_kib: u64,
-    pub elapsed: std::time::Duration,
+    pub elapsed: Duration,
 }
 
 /// Runs `cmd` to its end under GNU time, collecting its output and its own peak memory.
@@ -235,7 +280,7 @@ pub fn measured(cmd: Command) -> Measured {
     if let Some(dir) = cmd.get_current_dir() {
         timed.current_dir(dir);
     }
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let out = timed
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -456,11 +501,17 @@ pub fn forbidden(values: &[String]) -> Vec<String> {
 /// Asserts that none of [`forbidden`]`(values)` appears in anything the run wrote.
 #[track_caller]
 pub fn assert_no_leaks(what: &str, values: &[String], run: &Run) {
+    assert_no_leaks_in(what, values, &run.all_output());
+}
+
+/// Asserts that none of [`forbidden`]`(values)` appears in `output` (what an in-process run
+/// returned or told its event sink, say).
+#[track_caller]
+pub fn assert_no_leaks_in(what: &str, values: &[String], output: &str) {
     let forbidden = forbidden(values);
-    let output = run.all_output();
     let matcher = aho_corasick::AhoCorasick::new(&forbidden).expect("matcher");
     let found: Vec<&str> = matcher
-        .find_iter(&output)
+        .find_iter(output)
         .map(|m| forbidden[m.pattern().as_usize()].as_str())
         .collect();
     assert!(

@@ -1,12 +1,14 @@
-//! Kubernetes credentials never reach the output: a failing exec credential plugin is reported
-//! by its command, exit status and env var names (never their values, never its output), a
-//! malformed kubeconfig by file, line and field (never the line), and a plugin that hangs is
-//! killed with everything it started.
+//! Kubernetes credentials: the kubeconfig's ways to authenticate work (a static token, an exec
+//! credential plugin), a rejected or hanging one ends the run on time with exit 2, and none
+//! reaches the output: a failing exec credential plugin is reported by its command, exit status
+//! and env var names (never their values, never its output), a malformed kubeconfig by file,
+//! line and field (never the line), and a plugin that hangs is killed with everything it
+//! started.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Run, command, run_in};
+use crate::harness::{Run, command, passed, run_in, run_reporting_in};
 use crate::support::fake_kube::FakeKube;
 
 /// Replaces the kubeconfig's static token by `user` (lines indented under `user:`).
@@ -39,15 +41,6 @@ fn plugin(dir: &Path, name: &str, script: &str, env: &[(&str, &str)]) -> String 
     block
 }
 
-/// Everything a run wrote: stdout, stderr, JUnit and the termination message.
-fn everything(run: &Run, term: &Path) -> String {
-    format!(
-        "{}\n{}",
-        run.all_output(),
-        std::fs::read_to_string(term).unwrap_or_default()
-    )
-}
-
 #[test]
 fn a_failing_credential_plugin_is_reported_without_its_env_values_or_output() {
     let fake = FakeKube::start("healthy");
@@ -64,16 +57,9 @@ fn a_failing_credential_plugin_is_reported_without_its_env_values_or_output() {
         &[("SSO_TOKEN", secret)],
     );
     let kubeconfig = with_user(&fake, dir.path(), &user);
-    let term = dir.path().join("termination-log");
-    let term_arg = term.display().to_string();
-    let run = run_in(
-        dir,
-        &kubeconfig,
-        &["--format", "json"],
-        &["--termination-log", &term_arg],
-    );
+    let run = run_reporting_in(dir, &kubeconfig, &["--format", "json"], &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    let all = everything(&run, &term);
+    let all = run.all_output();
     assert!(!all.contains(secret), "the plugin's secret leaked:\n{all}");
     assert!(!all.contains("second line"), "only its first line: {all}");
     let stderr = run.stderr.trim_end();
@@ -106,16 +92,9 @@ fn a_credential_plugin_that_prints_no_credential_is_reported_without_its_output(
         &[],
     );
     let kubeconfig = with_user(&fake, dir.path(), &user);
-    let term = dir.path().join("termination-log");
-    let term_arg = term.display().to_string();
-    let run = run_in(
-        dir,
-        &kubeconfig,
-        &["--format", "json"],
-        &["--termination-log", &term_arg],
-    );
+    let run = run_reporting_in(dir, &kubeconfig, &["--format", "json"], &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    let all = everything(&run, &term);
+    let all = run.all_output();
     assert!(!all.contains(secret), "{all}");
     assert!(
         run.stderr
@@ -147,16 +126,9 @@ fn a_malformed_token_line_is_reported_by_file_line_and_field_not_content() {
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = malformed(dir.path(), &format!("    token: \"{secret}"));
     let shown = kubeconfig.display().to_string();
-    let term = dir.path().join("termination-log");
-    let term_arg = term.display().to_string();
-    let run = run_in(
-        dir,
-        &kubeconfig,
-        &["--format", "plain"],
-        &["--termination-log", &term_arg],
-    );
+    let run = run_reporting_in(dir, &kubeconfig, &["--format", "plain"], &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    let all = everything(&run, &term);
+    let all = run.all_output();
     assert!(!all.contains(secret), "{all}");
     assert!(!all.contains("SuperSecret"), "no part of it: {all}");
     let stderr = run.stderr.trim_end();
@@ -202,6 +174,32 @@ fn a_malformed_client_key_line_from_kubeconfig_env_is_reported_by_file_line_and_
     );
 }
 
+/// A run with `--timeout 2s` whose kubeconfig's `user` is a credential plugin that hangs: it
+/// must end well before the plugin would (a generous bound: the machine is shared), with exit
+/// code 2 naming the timeout.
+#[track_caller]
+fn hanging_plugin_run(fake: &FakeKube, dir: tempfile::TempDir, user: &str) -> Run {
+    let kubeconfig = with_user(fake, dir.path(), user);
+    let started = Instant::now();
+    let run = run_in(
+        dir,
+        &kubeconfig,
+        &["--format", "json"],
+        &["--timeout", "2s"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the run waited for the plugin"
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("did not finish within 2s"),
+        "{}",
+        run.stderr
+    );
+    run
+}
+
 /// The pids of processes whose command line is exactly `argv`.
 fn processes(argv: &[&str]) -> Vec<i32> {
     let wanted: Vec<u8> = argv
@@ -228,24 +226,7 @@ fn a_timed_out_credential_plugin_is_killed_with_the_processes_it_started() {
         &format!("sleep {nap}\necho done"),
         &[],
     );
-    let kubeconfig = with_user(&fake, dir.path(), &user);
-    let started = Instant::now();
-    let run = run_in(
-        dir,
-        &kubeconfig,
-        &["--format", "json"],
-        &["--timeout", "2s"],
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "the run waited"
-    );
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("did not finish within 2s"),
-        "{}",
-        run.stderr
-    );
+    hanging_plugin_run(&fake, dir, &user);
     // The kill is sent before smokecheck exits; give the kernel a moment to reap.
     let until = Instant::now() + Duration::from_secs(5);
     let mut left = processes(&["sleep", &nap]);
@@ -261,4 +242,45 @@ fn a_timed_out_credential_plugin_is_killed_with_the_processes_it_started() {
         left.is_empty(),
         "the plugin's sleep outlived the run: {left:?}"
     );
+}
+
+#[test]
+fn exec_credential_plugin_kubeconfig_works() {
+    let fake = FakeKube::start("healthy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig_exec(dir.path());
+    let run = run_in(dir, &kubeconfig, &["--format", "json"], &["pods"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    passed(&run, "kubernetes::pods::litellm");
+}
+
+#[test]
+fn rejected_token_exits_2_naming_the_401() {
+    let fake = FakeKube::start("healthy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = with_user(&fake, dir.path(), "    token: wrong-token\n");
+    let run = run_in(dir, &kubeconfig, &["--format", "plain"], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("rejected our credentials (401 Unauthorized)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_credential_plugin_that_hangs_ends_the_run_on_time() {
+    let fake = FakeKube::start("healthy");
+    let dir = tempfile::tempdir().expect("temp dir");
+    // An exec plugin stuck (on SSO, say): `sleep` never prints a credential in time.
+    let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: sleep\n      args: [\"20\"]\n      interactiveMode: Never\n";
+    let run = hanging_plugin_run(&fake, dir, exec);
+    assert!(
+        run.stderr.contains("obtaining credentials (the kubeconfig's exec credential plugin) did not finish within 2s"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["checks"][0]["cause"], "unauthorized");
+    assert!(run.junit.is_some(), "the JUnit report is still written");
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli_contract;
+mod cli_run;
 mod deploy;
 mod forwarding;
 mod harness;
@@ -19,6 +20,7 @@ mod laptop;
 mod leaks;
 mod llm_bed;
 mod monitor;
+mod pipeline;
 mod postgres_bed;
 mod prometheus_bed;
 mod snapshots;
