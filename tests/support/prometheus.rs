@@ -294,6 +294,11 @@ impl Prometheus {
                 {
                     panic!("prometheus exited at start ({status})\n{}", self.context());
                 }
+                // Another test's server may answer on a port this one failed to bind: only
+                // our own log proves the port is ours.
+                if !self.log_tail(50).contains(LISTENING) {
+                    return Err("not listening yet".into());
+                }
                 match http(
                     reqwest::Method::GET,
                     &format!("{}/-/ready", self.url()),
@@ -545,6 +550,11 @@ pub(crate) fn bed_dir(what: &str) -> tempfile::TempDir {
         .unwrap_or_else(|e| panic!("creating a folder in {}: {e}", base.display()))
 }
 
+/// What Prometheus and the Pushgateway log once their listener is bound.
+pub(crate) const LISTENING: &str = "msg=\"Listening on\"";
+
+/// A port free a moment ago; the server started on it must prove it bound it ([`LISTENING`]),
+/// as another test may have taken it in between.
 pub(crate) fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

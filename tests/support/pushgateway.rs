@@ -16,7 +16,9 @@ use base64::engine::general_purpose::URL_SAFE;
 use serde_json::Value;
 
 use super::process::Supervised;
-use super::prometheus::{START_TIMEOUT, bed_dir, free_port, http, installed_by_ci_test, wait_for};
+use super::prometheus::{
+    LISTENING, START_TIMEOUT, bed_dir, free_port, http, installed_by_ci_test, wait_for,
+};
 
 /// A metric family of a group, as `/api/v1/metrics` describes it.
 #[derive(Clone, Debug)]
@@ -95,6 +97,9 @@ impl Pushgateway {
         let addr = free_port();
         let mut cmd = Command::new("prometheus-pushgateway");
         cmd.arg(format!("--web.listen-address={addr}"))
+            // Debian's build persists to /var/lib/prometheus/pushgateway.data by default,
+            // which every gateway on the machine would then share: keep this one in memory.
+            .arg("--persistence.file=")
             .arg("--log.level=info")
             .current_dir(dir.path());
         let process =
@@ -124,6 +129,11 @@ impl Pushgateway {
                         "the pushgateway exited at start ({status})\n{}",
                         gateway.context()
                     );
+                }
+                // Another test's server may answer on a port this one failed to bind: only
+                // our own log proves the port is ours.
+                if !gateway.log_tail(50).contains(LISTENING) {
+                    return Err("not listening yet".into());
                 }
                 match http(
                     reqwest::Method::GET,
