@@ -5,8 +5,10 @@
 //! fleet of clusters) can build one directly.
 //!
 //! Architecture invariant: a plan is data. This module never imports the command line, nor
-//! anything that runs (checks, clients, runner, reporters); what a run reads from the process
-//! environment is read into the plan once, so a plan runs the same way every time.
+//! anything that runs (checks, clients, runner, reporters). What a run reads from the process
+//! environment is read into the plan once, except kubectl's own variables (`KUBECONFIG`,
+//! `KUBERNETES_SERVICE_HOST`), which the cluster client reads when it connects without an
+//! explicit kubeconfig, as kubectl does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
