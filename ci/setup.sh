@@ -85,6 +85,17 @@ ensure_litellm_schema() {
   export SMOKECHECK_LITELLM_MIGRATIONS="$migrations"
 }
 
+# Prometheus (2.42, with promtool) and the Pushgateway (1.5) from Debian, for the continuous-
+# checks bed (tests/support/prometheus.rs, pushgateway.rs) and the alert proofs (promtool test
+# rules). The tests spawn the binaries on free ports with their own storage; the packages'
+# services are not used.
+ensure_prometheus() {
+  if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] && [ -x /usr/bin/prometheus-pushgateway ]; then
+    return
+  fi
+  apt_install prometheus prometheus-pushgateway
+}
+
 # Python tools the tests drive as real consumers of our output (junitparser reads the JUnit).
 junitparser_version=5.0.3
 ensure_tools_venv() {
@@ -107,6 +118,7 @@ ensure_test_bed() {
   ensure_litellm_venv
   ensure_postgres
   ensure_litellm_schema
+  ensure_prometheus
 }
 
 # cargo fuzz (libFuzzer) for ci/fuzz and the short fuzz run of ci/test. Pinned, and used on

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             "--serve" => serve = true,
             "--list-faults" => {
                 for f in FAULTS {
-                    println!("{:<18} {}", f.name, f.what);
+                    println!("{:<20} {}", f.name, f.what);
                 }
                 return ExitCode::SUCCESS;
             }
@@ -82,6 +82,14 @@ fn main() -> ExitCode {
         fault.name, fault.what
     );
     let stack = stack::start(fault);
+    // The external route has no name a resolver knows: say where it is and how to reach it.
+    for (host, url) in stack.ingress_endpoints() {
+        let port = url.rsplit(':').next().unwrap_or_default();
+        eprintln!(
+            "sandbox: the Ingress route https://{host} is served (as Traefik would) at {url}, its certificates chained to {ca}\n  curl --cacert {ca} --resolve {host}:{port}:127.0.0.1 https://{host}:{port}/health/liveliness",
+            ca = stack.ingress_ca().display()
+        );
+    }
     eprintln!(
         "sandbox: running smokecheck verify as from a laptop (port-forwards through the API server)\n"
     );

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 use crate::support::fake_kube::{
-    FakeKube, RESOURCES, Scenario, load_scenario, scenario_names, str_at,
+    FakeKube, RESOURCES, Scenario, installed, load_scenario, scenario_names, str_at,
 };
 
 /// kubectl pointed at one kubeconfig, with its own discovery cache.
@@ -93,23 +93,15 @@ fn resource_arg(object: &Value) -> String {
     }
 }
 
-#[test]
-fn kubectl_gets_every_healthy_object_back_unchanged() {
-    let (kube, _dir, kubectl) = start("healthy");
-    let objects = kube.scenario().objects.clone();
-    assert!(
-        objects.len() > 30,
-        "healthy scenario looks truncated: {} objects",
-        objects.len()
-    );
-    // Warm the discovery cache once, then read objects on a few threads.
+/// Reads every object back with `kubectl get -o json` (discovery cache warmed once, then a few
+/// threads); returns how each one that does not come back unchanged differs.
+fn read_back(kubectl: &Kubectl, objects: &[Value]) -> Vec<String> {
     kubectl.ok(&["api-resources", "-o", "name"]);
-    let failures: Vec<String> = std::thread::scope(|s| {
-        let chunks: Vec<&[Value]> = objects.chunks(objects.len().div_ceil(4)).collect();
+    std::thread::scope(|s| {
+        let chunks: Vec<&[Value]> = objects.chunks(objects.len().div_ceil(4).max(1)).collect();
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
-                let kubectl = &kubectl;
                 s.spawn(move || {
                     let mut failures = Vec::new();
                     for object in chunk {
@@ -143,7 +135,19 @@ fn kubectl_gets_every_healthy_object_back_unchanged() {
             .into_iter()
             .flat_map(|h| h.join().expect("a kubectl thread panicked"))
             .collect()
-    });
+    })
+}
+
+#[test]
+fn kubectl_gets_every_healthy_object_back_unchanged() {
+    let (kube, _dir, kubectl) = start("healthy");
+    let objects = kube.scenario().objects.clone();
+    assert!(
+        objects.len() > 30,
+        "healthy scenario looks truncated: {} objects",
+        objects.len()
+    );
+    let failures = read_back(&kubectl, &objects);
     assert!(
         failures.is_empty(),
         "{} objects differ:\n{}",
@@ -492,6 +496,188 @@ fn kubectl_api_resources_lists_installed_crds_only() {
     );
 }
 
+/// What issue 14's checks will read, where the scenarios hold it: Ingresses and IngressClasses
+/// (`networking.k8s.io/v1`), TLS Secrets with their generated certificates, Traefik's
+/// IngressRoute in both API groups, and pods whose restart times were filled in at load.
+#[test]
+fn kubectl_gets_every_ingress_and_warning_object_back_unchanged() {
+    for scenario in [
+        "ingress-healthy",
+        "ingress-tls-secret-wrong-type",
+        "ingressroute-acme",
+        "ingressroute-containo-us",
+        "pod-restarted-recently",
+        "pod-oom-killed",
+    ] {
+        let (kube, _dir, kubectl) = start(scenario);
+        let objects: Vec<Value> = kube
+            .scenario()
+            .objects
+            .iter()
+            .filter(|o| match str_at(o, "/kind") {
+                Some("Ingress" | "IngressClass" | "IngressRoute") => true,
+                Some("Secret") => str_at(o, "/metadata/name") == Some("litellm-tls"),
+                Some("Pod") => str_at(o, "/metadata/name") == Some("litellm-7c9d8f6b5d-4xk2p"),
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        assert!(!objects.is_empty(), "{scenario}: none of its objects");
+        let failures = read_back(&kubectl, &objects);
+        assert!(failures.is_empty(), "{scenario}:\n{}", failures.join("\n"));
+    }
+    // Lists, as the checks will make them (kind and apiVersion on the list; a CRD's items keep
+    // theirs, a built-in type's do not).
+    let (_kube, _dir, kubectl) = start("ingressroute-containo-us");
+    let list: Value = serde_json::from_str(&kubectl.ok(&[
+        "get",
+        "ingressroutes.traefik.containo.us,ingresses,secrets",
+        "-n",
+        "litellm",
+        "-o",
+        "json",
+    ]))
+    .expect("a JSON list");
+    let kinds: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| str_at(i, "/kind"))
+        .collect();
+    assert!(kinds.contains(&"IngressRoute"), "{kinds:?}");
+    let (_kube, _dir, kubectl) = start("pod-restarted-recently");
+    let previous = kubectl.ok(&[
+        "logs",
+        "-n",
+        "litellm",
+        "--previous",
+        "litellm-7c9d8f6b5d-4xk2p",
+    ]);
+    assert!(previous.contains("POST /v1/chat/completions"), "{previous}");
+}
+
+#[test]
+fn kubectl_sees_traefiks_crds_only_where_a_scenario_installs_them() {
+    for (scenario, v3, v2) in [
+        ("ingress-healthy", false, false),
+        ("ingressroute-acme", true, false),
+        ("ingressroute-containo-us", false, true),
+    ] {
+        let (_kube, _dir, kubectl) = start(scenario);
+        let all = kubectl.ok(&["api-resources", "-o", "name"]);
+        let has = |name: &str| all.lines().any(|l| l == name);
+        for name in [
+            "ingresses.networking.k8s.io",
+            "ingressclasses.networking.k8s.io",
+        ] {
+            assert!(has(name), "{scenario}: api-resources lacks {name}:\n{all}");
+        }
+        for (group, installed) in [("traefik.io", v3), ("traefik.containo.us", v2)] {
+            for kind in ["ingressroutes", "middlewares", "tlsoptions"] {
+                let name = format!("{kind}.{group}");
+                assert_eq!(has(&name), installed, "{scenario}: {name}:\n{all}");
+            }
+            let resource = format!("ingressroutes.{group}");
+            if installed {
+                let names = kubectl.ok(&["get", &resource, "-n", "litellm", "-o", "name"]);
+                assert_eq!(names.trim(), format!("ingressroute.{group}/litellm"));
+            } else {
+                let err = kubectl.fails(&["get", &resource, "-n", "litellm"]);
+                assert!(
+                    err.contains("the server doesn't have a resource type"),
+                    "{err}"
+                );
+            }
+        }
+    }
+}
+
+/// kube-rs reads the Ingress, IngressClass and TLS Secret as typed objects, field for field
+/// (serde drops a field the API does not have, so a misspelt one comes back missing), and its
+/// discovery finds Traefik's IngressRoute (no status subresource, as Traefik's CRD declares).
+#[test]
+fn kube_rs_reads_ingress_objects_typed_and_discovers_ingress_routes() {
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+    use kube::api::{Api, DynamicObject};
+
+    for scenario in ["ingress-healthy", "ingressroute-acme"] {
+        let kube_fake = FakeKube::start(scenario);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = kube_fake.write_kubeconfig(dir.path());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let want = |kind: &str, ns: Option<&str>, name: &str| {
+            kube_fake.scenario().object(kind, ns, name).clone()
+        };
+        runtime.block_on(async {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(&path).expect("reading the kubeconfig");
+            let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .expect("a kube config");
+            let client = kube::Client::try_from(config).expect("a kube client");
+            let classes: Api<IngressClass> = Api::all(client.clone());
+            let class = classes.get("traefik").await.expect("the IngressClass");
+            assert_eq!(
+                serde_json::to_value(&class).expect("serializes"),
+                want("IngressClass", None, "traefik")
+            );
+            let discovery = kube::Discovery::new(client.clone())
+                .run()
+                .await
+                .expect("discovery");
+            let ingress = discovery
+                .get("networking.k8s.io")
+                .and_then(|g| g.recommended_kind("Ingress"))
+                .expect("networking.k8s.io/v1 Ingress");
+            assert!(
+                ingress
+                    .1
+                    .subresources
+                    .iter()
+                    .any(|(r, _)| r.plural == "ingresses/status" || r.plural == "status"),
+                "{:?}",
+                ingress.1
+            );
+            if scenario == "ingress-healthy" {
+                let ingresses: Api<Ingress> = Api::namespaced(client.clone(), "litellm");
+                let list = ingresses
+                    .list(&Default::default())
+                    .await
+                    .expect("listing ingresses");
+                assert_eq!(list.items.len(), 1);
+                assert_eq!(
+                    serde_json::to_value(&list.items[0]).expect("serializes"),
+                    want("Ingress", Some("litellm"), "litellm")
+                );
+                let secrets: Api<Secret> = Api::namespaced(client.clone(), "litellm");
+                let tls = secrets.get("litellm-tls").await.expect("the TLS Secret");
+                assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+                assert_eq!(
+                    serde_json::to_value(&tls).expect("serializes"),
+                    want("Secret", Some("litellm"), "litellm-tls")
+                );
+                assert!(!discovery.has_group("traefik.io"));
+            } else {
+                let (resource, caps) = discovery
+                    .get("traefik.io")
+                    .and_then(|g| g.recommended_kind("IngressRoute"))
+                    .expect("traefik.io IngressRoute");
+                assert_eq!(resource.plural, "ingressroutes");
+                assert!(caps.subresources.is_empty(), "{caps:?}");
+                let routes: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), "litellm", &resource);
+                let route = routes.get("litellm").await.expect("the IngressRoute");
+                assert_eq!(route.data["spec"]["tls"]["certResolver"], "letsencrypt");
+                assert!(!discovery.has_group("traefik.containo.us"));
+            }
+        });
+    }
+}
+
 /// kube-rs, the client smokecheck itself uses, against the same server.
 #[test]
 fn kube_rs_reads_typed_objects_and_errors() {
@@ -598,6 +784,9 @@ fn every_scenario_loads_and_is_consistent() {
         "rbac-forbidden",
         "namespace-missing",
         "cnpg-not-installed",
+        "ingress-healthy",
+        "ingressroute-acme",
+        "pod-restarted-recently",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -638,12 +827,30 @@ fn consistency_problems(s: &Scenario, problems: &mut Vec<String>) {
         {
             problems.push(format!("{name}: {key:?} lives in missing namespace {ns}"));
         }
-        let served = RESOURCES.iter().any(|r| {
-            Some(r.api_version().as_str()) == str_at(object, "/apiVersion")
-                && Some(r.kind) == str_at(object, "/kind")
-        });
+        // Served by this scenario: a Traefik object needs its CRD group installed.
+        let served = installed(&s.crds_not_installed, &s.crds_installed)
+            .iter()
+            .any(|r| {
+                Some(r.api_version().as_str()) == str_at(object, "/apiVersion")
+                    && Some(r.kind) == str_at(object, "/kind")
+            });
         if !served {
-            problems.push(format!("{name}: the fake serves no resource for {key:?}"));
+            problems.push(format!(
+                "{name}: the scenario serves no resource for {key:?}"
+            ));
+        }
+        // The apiserver refuses a kubernetes.io/tls Secret without both keys.
+        if str_at(object, "/kind") == Some("Secret")
+            && str_at(object, "/type") == Some("kubernetes.io/tls")
+            && ["tls.crt", "tls.key"].iter().any(|k| {
+                object
+                    .pointer(&format!("/data/{}", k.replace('/', "~1")))
+                    .is_none()
+            })
+        {
+            problems.push(format!(
+                "{name}: TLS Secret {key:?} lacks tls.crt or tls.key"
+            ));
         }
     }
     for slice in s.of_kind("EndpointSlice") {

@@ -132,6 +132,7 @@ const LEAK: Fault = Fault {
     scenario: "crash-loop",
     alias: alias::STACK_LEAK,
     database: DbScenario::FailedMigration,
+    also_served: &[],
     what: "servers that echo secrets",
 };
 

@@ -66,7 +66,10 @@ pub mod alias {
     /// The leak sweep's (tests/it/leaks.rs): its fake answers 503 with an error message that
     /// echoes secret values, which the proxy relays.
     pub const STACK_LEAK: &str = "stack-leak";
-    pub const ALL: [&str; 12] = [
+    /// Guardrail on, fake healthy, and called by one test only (tests/it/monitor.rs): its fake
+    /// counts exactly the requests of one run, for the cost note of the continuous checks.
+    pub const SERVE_COST: &str = "serve-cost";
+    pub const ALL: [&str; 13] = [
         HEALTHY,
         TRIM_OFF,
         KEY_MISMATCH,
@@ -79,6 +82,7 @@ pub mod alias {
         STACK_KEY_MISMATCH,
         STACK_DOWN,
         STACK_LEAK,
+        SERVE_COST,
     ];
 }
 
@@ -212,7 +216,7 @@ fn start_shared() -> Result<LiteLlm, String> {
             name,
             api_base: format!("{}/v1", fake.url()),
             guardrail: match *name {
-                alias::HEALTHY => Some("message_trimming"),
+                alias::HEALTHY | alias::SERVE_COST => Some("message_trimming"),
                 alias::GUARDRAIL_CRASH => Some("message_trimming_crash"),
                 _ => None,
             },

@@ -103,3 +103,44 @@ impl Drop for Supervised {
         let _ = self.child.wait();
     }
 }
+
+/// Runs a short-lived tool (`promtool`, `kubectl kustomize`) to completion within `timeout`,
+/// feeding it `input` on stdin, and returns what it printed and how it exited, whatever the
+/// exit code (tests assert on failures too). A tool still running at the deadline is killed
+/// and reported as such, so a hung tool fails its test instead of hanging the binary.
+pub fn run_bounded(
+    mut cmd: Command,
+    input: Option<Vec<u8>>,
+    timeout: std::time::Duration,
+) -> Result<std::process::Output, String> {
+    let what = format!("{cmd:?}");
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| format!("spawning {what}: {e}"))?;
+    let pid = child.id();
+    let stdin = child.stdin.take();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+            use std::io::Write;
+            // A tool that exits without reading all of its input closes the pipe: its exit
+            // status and stderr say why, the write error adds nothing.
+            let _ = stdin.write_all(&input);
+        }
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.map_err(|e| format!("waiting for {what}: {e}")),
+        Err(_) => {
+            // SAFETY: plain syscall on our own child, which has not been reaped (its waiter
+            // thread is still blocked in wait).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            Err(format!("{what} did not finish within {timeout:?}"))
+        }
+    }
+}

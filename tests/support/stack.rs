@@ -1,18 +1,31 @@
 //! The whole deployment on one machine: the fake API server serving a scenario whose Secrets,
 //! proxy config and CA are the test bed's, with port-forwards to the bed's servers standing in
-//! for the pods (LiteLLM pods → the real LiteLLM proxy, the vLLM pod → a fake vLLM, the CNPG
-//! primary → the real PostgreSQL). `smokecheck verify` then runs as an on-call engineer's laptop
-//! would: no `--endpoint`, no cluster DNS, everything through port-forwards. Used by the
-//! end-to-end test and by `ci/sandbox`.
+//! for the pods (LiteLLM pods → the real LiteLLM proxy, seen through a view that serves the
+//! deployment's aliases only; the vLLM pod → a fake vLLM; the CNPG primary → the real
+//! PostgreSQL). `smokecheck verify` then runs as an on-call engineer's laptop would: no
+//! `--endpoint`, no cluster DNS, everything through port-forwards. Used by the end-to-end test
+//! and by `ci/sandbox`.
+//!
+//! When the scenario routes users in through an Ingress or IngressRoute, the stack also serves
+//! that external route as Traefik would (ingress.rs): one TLS front per host on 127.0.0.1,
+//! presenting the certificates of the scenario's TLS Secrets (chosen by SNI, else Traefik's
+//! self-signed default) and relaying to LiteLLM, or answering Traefik's 404 where no router
+//! reaches it. The host names resolve nowhere (`*.example.test`): a client reaches a front by
+//! [`Stack::ingress_endpoints`] (`--endpoint ingress:<host>=URL`), keeping the host for SNI
+//! and verification, and trusts [`Stack::ingress_ca`].
 
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::alias_view::AliasView;
+use super::certs;
 use super::fake_kube::{FakeKube, Scenario, load_scenario};
+use super::ingress::{self, Backend as Routed};
 use super::litellm::{MASTER_KEY, SERVED_MODEL, VLLM_KEY, alias, litellm_proxy};
 use super::postgres::{Database, Scenario as DbScenario, postgres};
+use super::tls_front::{Backend, TRAEFIK_BAD_GATEWAY, TRAEFIK_NOT_FOUND, TlsFront};
 
 /// A failure to show, as `ci/sandbox --fault NAME` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +37,9 @@ pub struct Fault {
     pub alias: &'static str,
     /// The database the suite names.
     pub database: DbScenario,
+    /// Aliases the deployment's proxy serves beside `alias`, though its config (the ConfigMap)
+    /// lacks them: a proxy still running an older config.
+    pub also_served: &'static [&'static str],
     pub what: &'static str,
 }
 
@@ -37,6 +53,7 @@ pub const FAULTS: &[Fault] = &[
         scenario: "healthy",
         alias: alias::HEALTHY,
         database: DbScenario::Migrated,
+        also_served: &[],
         what: "everything works",
     },
     Fault {
@@ -44,6 +61,7 @@ pub const FAULTS: &[Fault] = &[
         scenario: "key-mismatch",
         alias: alias::STACK_KEY_MISMATCH,
         database: DbScenario::Migrated,
+        also_served: &[],
         what: "vLLM's key was rotated without re-sealing LiteLLM's copy",
     },
     Fault {
@@ -51,6 +69,7 @@ pub const FAULTS: &[Fault] = &[
         scenario: "healthy",
         alias: alias::STACK_DOWN,
         database: DbScenario::Migrated,
+        also_served: &[],
         what: "vLLM does not answer",
     },
     Fault {
@@ -58,6 +77,7 @@ pub const FAULTS: &[Fault] = &[
         scenario: "healthy",
         alias: alias::TRIM_OFF,
         database: DbScenario::Migrated,
+        also_served: &[],
         what: "the guardrail does not trim: oversized prompts reach vLLM",
     },
     Fault {
@@ -65,6 +85,7 @@ pub const FAULTS: &[Fault] = &[
         scenario: "migration-failed",
         alias: alias::HEALTHY,
         database: DbScenario::FailedMigration,
+        also_served: &[],
         what: "the Prisma migration Job failed and left a failed migration",
     },
     Fault {
@@ -72,6 +93,7 @@ pub const FAULTS: &[Fault] = &[
         scenario: "crash-loop",
         alias: alias::HEALTHY,
         database: DbScenario::Migrated,
+        also_served: &[],
         what: "one LiteLLM pod crash-loops on an import error",
     },
     Fault {
@@ -79,6 +101,7 @@ pub const FAULTS: &[Fault] = &[
         scenario: "missing-key",
         alias: alias::HEALTHY,
         database: DbScenario::Migrated,
+        also_served: &[],
         what: "the proxy Secret lacks CA_VLLM_LOCAL_API_KEY",
     },
     Fault {
@@ -86,7 +109,32 @@ pub const FAULTS: &[Fault] = &[
         scenario: "rw-on-replica",
         alias: alias::HEALTHY,
         database: DbScenario::Migrated,
+        also_served: &[],
         what: "the -rw Service routes to a replica",
+    },
+    Fault {
+        name: "cert-expiring",
+        scenario: "ingress-cert-expiring",
+        alias: alias::HEALTHY,
+        database: DbScenario::Migrated,
+        also_served: &[],
+        what: "the Ingress's TLS certificate expires in 10 days",
+    },
+    Fault {
+        name: "ingress-wrong-port",
+        scenario: "ingress-wrong-port",
+        alias: alias::HEALTHY,
+        database: DbScenario::Migrated,
+        also_served: &[],
+        what: "the Ingress routes to a Service port LiteLLM does not expose",
+    },
+    Fault {
+        name: "alias-not-in-config",
+        scenario: "healthy",
+        alias: alias::HEALTHY,
+        database: DbScenario::Migrated,
+        also_served: &[alias::TRIM_OFF],
+        what: "the proxy serves an alias its ConfigMap no longer has (not restarted)",
     },
 ];
 
@@ -101,12 +149,37 @@ pub struct Stack {
     pub kubeconfig: PathBuf,
     pub suite: PathBuf,
     pub fault: Fault,
+    /// The deployment's LiteLLM: what port-forwards to its pods reach.
+    pub litellm: AliasView,
+    /// The external route, one TLS front per host the scenario's Ingresses and IngressRoutes
+    /// name (none without them).
+    pub fronts: Vec<(String, TlsFront)>,
     dir: tempfile::TempDir,
 }
 
 impl Stack {
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// `(host, https://127.0.0.1:PORT)` per host of the external route: where a client reaches
+    /// it, keeping `host` for SNI and certificate verification (`--endpoint ingress:<host>=URL`).
+    pub fn ingress_endpoints(&self) -> Vec<(String, String)> {
+        self.fronts
+            .iter()
+            .map(|(host, front)| (host.clone(), front.url()))
+            .collect()
+    }
+
+    /// The TLS front serving `host`.
+    pub fn front(&self, host: &str) -> Option<&TlsFront> {
+        self.fronts.iter().find(|(h, _)| h == host).map(|(_, f)| f)
+    }
+
+    /// The PEM file of the CA the external route's certificates chain to (the bed's test CA,
+    /// standing in for the public CAs a client trusts).
+    pub fn ingress_ca(&self) -> PathBuf {
+        self.dir.path().join("ingress-ca.pem")
     }
 }
 
@@ -249,13 +322,33 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
             )
         })
         .collect();
+    // The external route, as Traefik would serve the scenario's Ingresses and IngressRoutes.
+    let traefik = ingress::traefik(&scenario);
     let fake = FakeKube::start_with(scenario);
-    let proxy_addr = proxy
-        .url()
-        .trim_start_matches("http://")
-        .parse()
-        .expect("proxy address");
+    let mut served = vec![fault.alias];
+    served.extend(fault.also_served);
+    let litellm = AliasView::start(&proxy.url(), &served);
+    let proxy_addr = litellm.addr();
     let vllm_addr = proxy.fake(fault.alias).addr();
+    let fronts = traefik
+        .routes
+        .iter()
+        .map(|route| {
+            let backend = match &route.backend {
+                Routed::Service {
+                    namespace, name, ..
+                } if namespace == "litellm" && name == "litellm" => Backend::Relay(proxy_addr),
+                Routed::Service {
+                    namespace, name, ..
+                } if namespace == "vllm" && name == "vllm" => Backend::Relay(vllm_addr),
+                // A Service the stack runs no server for: nothing answers behind it.
+                Routed::Service { .. } => Backend::Answer(TRAEFIK_BAD_GATEWAY),
+                Routed::NotFound => Backend::Answer(TRAEFIK_NOT_FOUND),
+            };
+            let front = TlsFront::traefik(traefik.store.clone(), backend);
+            (route.host.clone(), front)
+        })
+        .collect();
     let db_addr = format!("{}:{}", bed.host(), db.port)
         .parse()
         .expect("database address");
@@ -272,12 +365,16 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
     let kubeconfig = fake.write_kubeconfig(dir.path());
     let suite = dir.path().join("suite.yaml");
     std::fs::write(&suite, suite_text(&db.name)).expect("writing the suite");
+    std::fs::write(dir.path().join("ingress-ca.pem"), certs::test_ca_pem())
+        .expect("writing the ingress CA");
     Stack {
         fake,
         db,
         kubeconfig,
         suite,
         fault,
+        litellm,
+        fronts,
         dir,
     }
 }

@@ -20,6 +20,8 @@ pub struct ResourceType {
     /// Served from a CustomResourceDefinition (lists keep items' apiVersion/kind, discovery
     /// can be switched off per scenario).
     pub crd: bool,
+    /// Has a `/status` subresource in discovery.
+    pub status: bool,
 }
 
 impl ResourceType {
@@ -84,6 +86,7 @@ const fn rt(
     short_names: &'static [&'static str],
     categories: &'static [&'static str],
     crd: bool,
+    status: bool,
 ) -> ResourceType {
     ResourceType {
         group,
@@ -95,44 +98,82 @@ const fn rt(
         short_names,
         categories,
         crd,
+        status,
     }
 }
 
-/// Every resource type the fake knows, grouped by group/version in discovery order.
+/// Every resource type the fake knows, grouped by group/version in discovery order. `status`:
+/// the type has a `/status` subresource (Traefik's CRDs declare none).
 #[rustfmt::skip]
 pub const RESOURCES: &[ResourceType] = &[
-    //  group                        version     kind                     plural                    singular                 namespaced short   categories crd
-    rt("",                          "v1",       "ConfigMap",             "configmaps",             "configmap",             true,  &["cm"],  &[],       false),
-    rt("",                          "v1",       "Endpoints",             "endpoints",              "endpoints",             true,  &["ep"],  &[],       false),
-    rt("",                          "v1",       "Event",                 "events",                 "event",                 true,  &["ev"],  &[],       false),
-    rt("",                          "v1",       "Namespace",             "namespaces",             "namespace",             false, &["ns"],  &[],       false),
-    rt("",                          "v1",       "Node",                  "nodes",                  "node",                  false, &["no"],  &[],       false),
-    rt("",                          "v1",       "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true,  &["pvc"], &[],       false),
-    rt("",                          "v1",       "Pod",                   "pods",                   "pod",                   true,  &["po"],  &["all"],  false),
-    rt("",                          "v1",       "Secret",                "secrets",                "secret",                true,  &[],      &[],       false),
-    rt("",                          "v1",       "ServiceAccount",        "serviceaccounts",        "serviceaccount",        true,  &["sa"],  &[],       false),
-    rt("",                          "v1",       "Service",               "services",               "service",               true,  &["svc"], &["all"],  false),
-    rt("apps",                      "v1",       "DaemonSet",             "daemonsets",             "daemonset",             true,  &["ds"],  &["all"],  false),
-    rt("apps",                      "v1",       "Deployment",            "deployments",            "deployment",            true,  &["deploy"], &["all"], false),
-    rt("apps",                      "v1",       "ReplicaSet",            "replicasets",            "replicaset",            true,  &["rs"],  &["all"],  false),
-    rt("apps",                      "v1",       "StatefulSet",           "statefulsets",           "statefulset",           true,  &["sts"], &["all"],  false),
-    rt("batch",                     "v1",       "CronJob",               "cronjobs",               "cronjob",               true,  &["cj"],  &["all"],  false),
-    rt("batch",                     "v1",       "Job",                   "jobs",                   "job",                   true,  &[],      &["all"],  false),
-    rt("discovery.k8s.io",          "v1",       "EndpointSlice",         "endpointslices",         "endpointslice",         true,  &[],      &[],       false),
-    rt("rbac.authorization.k8s.io", "v1",       "ClusterRoleBinding",    "clusterrolebindings",    "clusterrolebinding",    false, &[],      &[],       false),
-    rt("rbac.authorization.k8s.io", "v1",       "ClusterRole",           "clusterroles",           "clusterrole",           false, &[],      &[],       false),
-    rt("rbac.authorization.k8s.io", "v1",       "RoleBinding",           "rolebindings",           "rolebinding",           true,  &[],      &[],       false),
-    rt("rbac.authorization.k8s.io", "v1",       "Role",                  "roles",                  "role",                  true,  &[],      &[],       false),
-    rt("postgresql.cnpg.io",        "v1",       "Cluster",               "clusters",               "cluster",               true,  &[],      &[],       true),
-    rt("bitnami.com",               "v1alpha1", "SealedSecret",          "sealedsecrets",          "sealedsecret",          true,  &[],      &[],       true),
-    rt("argoproj.io",               "v1alpha1", "Application",           "applications",           "application",           true,  &["app", "apps"], &[], true),
+    //  group                        version     kind                     plural                    singular                 namespaced short   categories crd    status
+    rt("",                          "v1",       "ConfigMap",             "configmaps",             "configmap",             true,  &["cm"],  &[],       false, false),
+    rt("",                          "v1",       "Endpoints",             "endpoints",              "endpoints",             true,  &["ep"],  &[],       false, false),
+    rt("",                          "v1",       "Event",                 "events",                 "event",                 true,  &["ev"],  &[],       false, false),
+    rt("",                          "v1",       "Namespace",             "namespaces",             "namespace",             false, &["ns"],  &[],       false, true),
+    rt("",                          "v1",       "Node",                  "nodes",                  "node",                  false, &["no"],  &[],       false, false),
+    rt("",                          "v1",       "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true,  &["pvc"], &[],       false, false),
+    rt("",                          "v1",       "Pod",                   "pods",                   "pod",                   true,  &["po"],  &["all"],  false, true),
+    rt("",                          "v1",       "Secret",                "secrets",                "secret",                true,  &[],      &[],       false, false),
+    rt("",                          "v1",       "ServiceAccount",        "serviceaccounts",        "serviceaccount",        true,  &["sa"],  &[],       false, false),
+    rt("",                          "v1",       "Service",               "services",               "service",               true,  &["svc"], &["all"],  false, true),
+    rt("apps",                      "v1",       "DaemonSet",             "daemonsets",             "daemonset",             true,  &["ds"],  &["all"],  false, false),
+    rt("apps",                      "v1",       "Deployment",            "deployments",            "deployment",            true,  &["deploy"], &["all"], false, true),
+    rt("apps",                      "v1",       "ReplicaSet",            "replicasets",            "replicaset",            true,  &["rs"],  &["all"],  false, false),
+    rt("apps",                      "v1",       "StatefulSet",           "statefulsets",           "statefulset",           true,  &["sts"], &["all"],  false, false),
+    rt("batch",                     "v1",       "CronJob",               "cronjobs",               "cronjob",               true,  &["cj"],  &["all"],  false, false),
+    rt("batch",                     "v1",       "Job",                   "jobs",                   "job",                   true,  &[],      &["all"],  false, true),
+    rt("discovery.k8s.io",          "v1",       "EndpointSlice",         "endpointslices",         "endpointslice",         true,  &[],      &[],       false, false),
+    rt("networking.k8s.io",         "v1",       "IngressClass",          "ingressclasses",         "ingressclass",          false, &[],      &[],       false, false),
+    rt("networking.k8s.io",         "v1",       "Ingress",               "ingresses",              "ingress",               true,  &["ing"], &[],       false, true),
+    rt("rbac.authorization.k8s.io", "v1",       "ClusterRoleBinding",    "clusterrolebindings",    "clusterrolebinding",    false, &[],      &[],       false, false),
+    rt("rbac.authorization.k8s.io", "v1",       "ClusterRole",           "clusterroles",           "clusterrole",           false, &[],      &[],       false, false),
+    rt("rbac.authorization.k8s.io", "v1",       "RoleBinding",           "rolebindings",           "rolebinding",           true,  &[],      &[],       false, false),
+    rt("rbac.authorization.k8s.io", "v1",       "Role",                  "roles",                  "role",                  true,  &[],      &[],       false, false),
+    rt("postgresql.cnpg.io",        "v1",       "Cluster",               "clusters",               "cluster",               true,  &[],      &[],       true,  true),
+    rt("bitnami.com",               "v1alpha1", "SealedSecret",          "sealedsecrets",          "sealedsecret",          true,  &[],      &[],       true,  true),
+    rt("argoproj.io",               "v1alpha1", "Application",           "applications",           "application",           true,  &["app", "apps"], &[], true, true),
+    // Traefik v3's CRDs (served only where a scenario installs them, see OPT_IN_GROUPS) ...
+    rt("traefik.io",                "v1alpha1", "IngressRoute",          "ingressroutes",          "ingressroute",          true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "IngressRouteTCP",       "ingressroutetcps",       "ingressroutetcp",       true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "IngressRouteUDP",       "ingressrouteudps",       "ingressrouteudp",       true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "Middleware",            "middlewares",            "middleware",            true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "MiddlewareTCP",         "middlewaretcps",         "middlewaretcp",         true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "ServersTransport",      "serverstransports",      "serverstransport",      true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "ServersTransportTCP",   "serverstransporttcps",   "serverstransporttcp",   true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "TLSOption",             "tlsoptions",             "tlsoption",             true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "TLSStore",              "tlsstores",              "tlsstore",              true,  &[],      &[],       true,  false),
+    rt("traefik.io",                "v1alpha1", "TraefikService",        "traefikservices",        "traefikservice",        true,  &[],      &[],       true,  false),
+    // ... and Traefik v2's, the group v3 dropped.
+    rt("traefik.containo.us",       "v1alpha1", "IngressRoute",          "ingressroutes",          "ingressroute",          true,  &[],      &[],       true,  false),
+    rt("traefik.containo.us",       "v1alpha1", "IngressRouteTCP",       "ingressroutetcps",       "ingressroutetcp",       true,  &[],      &[],       true,  false),
+    rt("traefik.containo.us",       "v1alpha1", "IngressRouteUDP",       "ingressrouteudps",       "ingressrouteudp",       true,  &[],      &[],       true,  false),
+    rt("traefik.containo.us",       "v1alpha1", "Middleware",            "middlewares",            "middleware",            true,  &[],      &[],       true,  false),
+    rt("traefik.containo.us",       "v1alpha1", "MiddlewareTCP",         "middlewaretcps",         "middlewaretcp",         true,  &[],      &[],       true,  false),
+    rt("traefik.containo.us",       "v1alpha1", "ServersTransport",      "serverstransports",      "serverstransport",      true,  &[],      &[],       true,  false),
+    rt("traefik.containo.us",       "v1alpha1", "TLSOption",             "tlsoptions",             "tlsoption",             true,  &[],      &[],       true,  false),
+    rt("traefik.containo.us",       "v1alpha1", "TLSStore",              "tlsstores",              "tlsstore",              true,  &[],      &[],       true,  false),
+    rt("traefik.containo.us",       "v1alpha1", "TraefikService",        "traefikservices",        "traefikservice",        true,  &[],      &[],       true,  false),
 ];
 
-/// The resource types served in a scenario (CRD groups not installed are left out).
-pub fn installed(crds_not_installed: &[String]) -> Vec<ResourceType> {
+/// CRD groups a scenario serves only when it installs them (`crds_installed`): the reference
+/// deployment has no Traefik CRDs, a cluster running Traefik has one group or both.
+pub const OPT_IN_GROUPS: &[&str] = &["traefik.io", "traefik.containo.us"];
+
+/// The resource types served in a scenario: the default CRD groups but those not installed,
+/// and the opt-in groups it installs.
+pub fn installed(crds_not_installed: &[String], crds_installed: &[String]) -> Vec<ResourceType> {
+    let listed = |groups: &[String], group: &str| groups.iter().any(|g| g == group);
     RESOURCES
         .iter()
-        .filter(|r| !(r.crd && crds_not_installed.iter().any(|g| g == r.group)))
+        .filter(|r| {
+            !r.crd
+                || if OPT_IN_GROUPS.contains(&r.group) {
+                    listed(crds_installed, r.group)
+                } else {
+                    !listed(crds_not_installed, r.group)
+                }
+        })
         .copied()
         .collect()
 }
@@ -217,15 +258,7 @@ pub fn resource_list(resources: &[ResourceType], group: &str, version: &str) -> 
             entries.push(json!({"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]}));
             entries.push(json!({"name": "pods/portforward", "singularName": "", "namespaced": true, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}));
         }
-        if !r.crd
-            && matches!(
-                r.kind,
-                "Pod" | "Deployment" | "Job" | "Namespace" | "Service"
-            )
-        {
-            entries.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
-        }
-        if r.crd {
+        if r.status {
             entries.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
         }
     }

@@ -37,11 +37,12 @@ use tokio::sync::oneshot;
 use super::hostile::{self, Behaviour};
 
 #[allow(unused_imports)]
-pub use api::{RESOURCES, ResourceType};
+pub use api::{OPT_IN_GROUPS, RESOURCES, ResourceType, installed};
 pub use handler::{ForwardStream, RecordedRequest, StreamEnd};
 #[allow(unused_imports)]
 pub use scenario::{
-    DEFAULT_USER, Forbid, Scenario, identity, load_scenario, scenario_names, scenarios_dir, str_at,
+    Certificate, DEFAULT_USER, Forbid, Scenario, identity, load_scenario, relative_time, rfc3339,
+    scenario_names, scenarios_dir, str_at,
 };
 
 /// A running fake API server; stops when dropped.
@@ -67,7 +68,7 @@ impl FakeKube {
         let tls = Tls::generate();
         let token = format!("fake-kube-token-{}", random_hex());
         let shared = Arc::new(handler::Shared {
-            resources: api::installed(&scenario.crds_not_installed),
+            resources: api::installed(&scenario.crds_not_installed, &scenario.crds_installed),
             scenario,
             token: token.clone(),
             requests: Default::default(),

@@ -4,6 +4,10 @@
 //! replace others; the format is documented in `tests/fixtures/scenarios/README.md`. Loading is
 //! independent of the server so tests can look objects up (e.g. secret values that must never
 //! appear in output) without starting anything.
+//!
+//! What ages cannot be written down: a timestamp `${now-12m}` is filled in at load (a restart
+//! "in the last hour" stays in the last hour), and a TLS Secret named under `certificates:` gets
+//! a certificate generated then (tests/support/certs.rs), valid or expiring relative to now.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::support::certs::{self, CertSpec, Generated};
 
 /// The default identity the fake API server reports in 403 messages.
 pub const DEFAULT_USER: &str = "system:serviceaccount:litellm:smokecheck";
@@ -30,6 +36,8 @@ pub struct Scenario {
     pub user: String,
     /// CRD API groups absent from discovery (and 404 on their paths).
     pub crds_not_installed: Vec<String>,
+    /// Opt-in CRD API groups served (Traefik's, `fake_kube::OPT_IN_GROUPS`).
+    pub crds_installed: Vec<String>,
 }
 
 /// A (verb, resource, namespace) triple the scenario's user may not perform.
@@ -57,6 +65,37 @@ struct Deletion {
     api_version: Option<String>,
 }
 
+/// A TLS Secret whose `tls.crt` and `tls.key` are generated at load (`certificates:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    pub namespace: String,
+    /// The Secret to fill: it must exist in the scenario (this folder or its base).
+    pub secret: String,
+    /// DNS names the certificate is for.
+    pub hosts: Vec<String>,
+    /// Days left; negative: expired that many days ago.
+    #[serde(default = "sixty_days")]
+    pub expires_in_days: i64,
+    /// Signed by its own key instead of the bed's test CA.
+    #[serde(default)]
+    pub self_signed: bool,
+}
+
+fn sixty_days() -> i64 {
+    60
+}
+
+impl Certificate {
+    pub fn spec(&self) -> CertSpec {
+        CertSpec {
+            hosts: self.hosts.clone(),
+            expires_in: self.expires_in_days * certs::DAY,
+            self_signed: self.self_signed,
+        }
+    }
+}
+
 /// `_scenario.yaml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +110,10 @@ struct Meta {
     user: Option<String>,
     #[serde(default)]
     crds_not_installed: Option<Vec<String>>,
+    #[serde(default)]
+    crds_installed: Option<Vec<String>>,
+    #[serde(default)]
+    certificates: Vec<Certificate>,
     /// Free text saying what the scenario breaks; not interpreted.
     #[serde(default)]
     description: Option<String>,
@@ -127,6 +170,7 @@ fn load(name: &str, chain: &mut Vec<String>) -> Scenario {
             forbid: Vec::new(),
             user: DEFAULT_USER.to_string(),
             crds_not_installed: Vec::new(),
+            crds_installed: Vec::new(),
         },
     };
     scenario.name = name.to_string();
@@ -148,7 +192,9 @@ fn load(name: &str, chain: &mut Vec<String>) -> Scenario {
             );
         }
     }
-    for object in read_objects(&dir) {
+    let now = certs::now();
+    for mut object in read_objects(&dir) {
+        expand_times(&mut object, now, &dir);
         let key = identity(&object);
         // A replaced pod is a different pod state: its logs are the overlay's only, so a pod
         // that now fails to pull its image does not serve the healthy startup log.
@@ -168,6 +214,16 @@ fn load(name: &str, chain: &mut Vec<String>) -> Scenario {
     if let Some(groups) = meta.crds_not_installed {
         scenario.crds_not_installed = groups;
     }
+    if let Some(groups) = meta.crds_installed {
+        scenario.crds_installed = groups;
+    }
+    for cert in &meta.certificates {
+        scenario.set_certificate(
+            &cert.namespace,
+            &cert.secret,
+            &certs::generate(&cert.spec()),
+        );
+    }
     chain.pop();
     scenario
 }
@@ -182,6 +238,60 @@ impl Deletion {
                 .as_deref()
                 .is_none_or(|v| str_at(object, "/apiVersion") == Some(v))
     }
+}
+
+/// Replaces every string `${now}`, `${now-12m}` or `${now+10d}` (units s, m, h, d) in `value`
+/// with that time as RFC 3339 in UTC, seconds precision, as the apiserver writes timestamps.
+fn expand_times(value: &mut Value, now: i64, dir: &Path) {
+    match value {
+        Value::String(text) if text.starts_with("${now") => {
+            let unix = relative_time(text, now).unwrap_or_else(|| {
+                panic!(
+                    "{}: {text:?} is no time relative to now (${{now}}, ${{now-12m}}, ${{now+10d}}: s, m, h, d)",
+                    dir.display()
+                )
+            });
+            *text = rfc3339(unix);
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| expand_times(v, now, dir)),
+        Value::Object(map) => map.values_mut().for_each(|v| expand_times(v, now, dir)),
+        _ => {}
+    }
+}
+
+/// The Unix time `${now±N<unit>}` names, `now` being the given Unix time; `None` for any other
+/// text.
+pub fn relative_time(text: &str, now: i64) -> Option<i64> {
+    let inner = text.strip_prefix("${now")?.strip_suffix('}')?;
+    if inner.is_empty() {
+        return Some(now);
+    }
+    let (sign, rest) = match inner.split_at_checked(1)? {
+        ("+", rest) => (1, rest),
+        ("-", rest) => (-1, rest),
+        _ => return None,
+    };
+    let (digits, unit) = rest.split_at_checked(rest.len().checked_sub(1)?)?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => certs::DAY,
+        _ => return None,
+    };
+    // Digits only: the sign was the one before them.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = i64::from(digits.parse::<u32>().ok()?);
+    Some(now + sign * n * unit)
+}
+
+/// `2026-12-04T00:20:50Z`.
+pub fn rfc3339(unix: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(unix)
+        .expect("a time within jiff's range")
+        .to_string()
 }
 
 fn read(path: &Path) -> String {
@@ -334,6 +444,13 @@ impl Scenario {
         }
         secret["data"][key] =
             Value::from(base64::engine::general_purpose::STANDARD.encode(value.as_bytes()));
+    }
+
+    /// Puts a generated certificate and its key into a Secret's `tls.crt` and `tls.key` (other
+    /// keys and the Secret's type stay as they are); panics when the Secret is absent.
+    pub fn set_certificate(&mut self, namespace: &str, name: &str, cert: &Generated) {
+        self.set_secret_value(namespace, name, "tls.crt", &cert.cert_pem);
+        self.set_secret_value(namespace, name, "tls.key", &cert.key_pem);
     }
 
     /// Every non-empty decoded sensitive Secret value of the scenario (not the CNPG keys that
