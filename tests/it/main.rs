@@ -15,6 +15,7 @@ mod junit_consumer;
 mod kube_credentials;
 mod kube_fake;
 mod laptop;
+mod latency_bed;
 mod leaks;
 mod llm_bed;
 mod postgres_bed;

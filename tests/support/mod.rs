@@ -5,6 +5,7 @@ pub mod fake_kube;
 pub mod fake_vllm;
 pub mod hostile;
 pub mod impostor;
+pub mod latency;
 pub mod litellm;
 pub mod open_proxy;
 pub mod postgres;
