@@ -19,6 +19,7 @@ mod latency_bed;
 mod leaks;
 mod llm_bed;
 mod postgres_bed;
+mod scale_bed;
 mod snapshots;
 mod verify_database;
 mod verify_e2e;

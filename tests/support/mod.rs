@@ -11,5 +11,6 @@ pub mod open_proxy;
 pub mod postgres;
 pub mod process;
 pub mod recording_proxy;
+pub mod scale;
 pub mod stack;
 pub mod tls_front;

@@ -4,15 +4,26 @@
 //! primary → the real PostgreSQL). `smokecheck verify` then runs as an on-call engineer's laptop
 //! would: no `--endpoint`, no cluster DNS, everything through port-forwards. Used by the
 //! end-to-end test and by `ci/sandbox`.
+//!
+//! [`Options`] scale it and slow it down for benchmarks (`ci/sandbox` flags, `ci/bench`): a
+//! proxy of its own whose config has N aliases on one fake vLLM, filler Pods and Secrets in the
+//! namespace (support/scale.rs), and latency on the API server, the port-forwards and the
+//! model (support/latency.rs).
 
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::fake_kube::{FakeKube, Scenario, load_scenario};
-use super::litellm::{MASTER_KEY, SERVED_MODEL, VLLM_KEY, alias, litellm_proxy};
+use super::fake_kube::{FakeKube, ForwardLatency, Scenario, load_scenario};
+use super::fake_vllm::{FakeVllm, Fault as VllmFault};
+use super::latency::{Latency, ModelLatency};
+use super::litellm::{
+    LiteLlm, MASTER_KEY, MAX_MODEL_LEN, OTHER_VLLM_KEY, SERVED_MODEL, VLLM_KEY, alias,
+    litellm_proxy, start_dedicated,
+};
 use super::postgres::{Database, Scenario as DbScenario, postgres};
+use super::scale;
 
 /// A failure to show, as `ci/sandbox --fault NAME` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +105,28 @@ pub fn fault(name: &str) -> Option<Fault> {
     FAULTS.iter().copied().find(|f| f.name == name)
 }
 
+/// How big and how slow a stack is. The default is today's stack: the test binary's shared
+/// proxy, the scenario as it is, no added latency.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `Some(n)`: a proxy of the stack's own whose config has `n` aliases (`chat-001`, ...,
+    /// support/scale.rs), all routed to one fake vLLM of its own, and the same aliases in the
+    /// cluster's proxy config. `None`: the shared proxy, the fault's one alias.
+    pub aliases: Option<usize>,
+    /// Pods and Secrets added to namespace `litellm` beside the suite's own.
+    pub filler_pods: usize,
+    pub filler_secrets: usize,
+    /// Seeds the filler's content.
+    pub seed: u64,
+    /// Every API request (FakeKube::set_latency).
+    pub api_latency: Latency,
+    /// Each port-forward stream's setup and round trips (FakeKube::set_forward_latency).
+    pub forward: ForwardLatency,
+    /// The fake vLLM's, per endpoint; needs `aliases` (the shared proxy's fakes are shared with
+    /// every other test of the binary).
+    pub model: ModelLatency,
+}
+
 /// A running stack; everything stops when it is dropped.
 pub struct Stack {
     pub fake: FakeKube,
@@ -101,12 +134,22 @@ pub struct Stack {
     pub kubeconfig: PathBuf,
     pub suite: PathBuf,
     pub fault: Fault,
+    /// The aliases of the cluster's proxy config.
+    pub aliases: Vec<String>,
+    /// The stack's own proxy, when `Options::aliases` asked for one.
+    pub own_proxy: Option<LiteLlm>,
     dir: tempfile::TempDir,
 }
 
 impl Stack {
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// The fake vLLM behind the cluster's vLLM pod.
+    pub fn vllm(&self) -> &FakeVllm {
+        let proxy = self.own_proxy.as_ref().unwrap_or_else(|| litellm_proxy());
+        proxy.fake(&self.aliases[0])
     }
 }
 
@@ -125,12 +168,17 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// The proxy config as its ConfigMap holds it: the fault's alias at the in-cluster vLLM
-/// Service, behind the trimming guardrail (the bed's class).
-fn config_yaml(alias: &str) -> String {
-    format!(
-        "model_list:\n  - model_name: {alias}\n    litellm_params:\n      model: openai/{SERVED_MODEL}\n      api_base: http://vllm.vllm.svc.cluster.local/v1\n      api_key: os.environ/CA_VLLM_LOCAL_API_KEY\n      guardrails: [message_trimming]\nguardrails:\n  - guardrail_name: message_trimming\n    litellm_params:\n      guardrail: custom_guardrails.message_overflow.MessageOverflowGuardrail\n      mode: pre_call\n      default_on: false\ngeneral_settings:\n  master_key: os.environ/PROXY_MASTER_KEY\n  database_url: os.environ/DATABASE_URL\n"
-    )
+/// The proxy config as its ConfigMap holds it: the aliases at the in-cluster vLLM Service,
+/// behind the trimming guardrail (the bed's class).
+fn config_yaml(aliases: &[String]) -> String {
+    let mut y = String::from("model_list:\n");
+    for alias in aliases {
+        y.push_str(&format!(
+            "  - model_name: {alias}\n    litellm_params:\n      model: openai/{SERVED_MODEL}\n      api_base: http://vllm.vllm.svc.cluster.local/v1\n      api_key: os.environ/CA_VLLM_LOCAL_API_KEY\n      guardrails: [message_trimming]\n"
+        ));
+    }
+    y.push_str("guardrails:\n  - guardrail_name: message_trimming\n    litellm_params:\n      guardrail: custom_guardrails.message_overflow.MessageOverflowGuardrail\n      mode: pre_call\n      default_on: false\ngeneral_settings:\n  master_key: os.environ/PROXY_MASTER_KEY\n  database_url: os.environ/DATABASE_URL\n");
+    y
 }
 
 /// Starts the stack for `fault`: the bed's servers (once per process), a fake cluster, and the
@@ -142,7 +190,46 @@ pub fn start(fault: Fault) -> Stack {
 /// As [`start`], with `edit` applied to the fake cluster's scenario once it holds the bed's
 /// secrets, proxy config and CA (the leak sweep plants text in its logs and messages).
 pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
-    let proxy = litellm_proxy();
+    start_configured(fault, &Options::default(), edit)
+}
+
+/// As [`start`], scaled and slowed down as `options` say.
+pub fn start_with_options(fault: Fault, options: &Options) -> Stack {
+    start_configured(fault, options, |_| {})
+}
+
+/// The stack's own proxy for `fault`: `n` aliases on one fake vLLM that behaves as the fault's
+/// alias does on the shared proxy (a rotated key, down, no trimming), with the model's latency.
+fn own_proxy(fault: Fault, n: usize, model: &ModelLatency) -> LiteLlm {
+    let key = if fault.alias == alias::STACK_KEY_MISMATCH {
+        OTHER_VLLM_KEY
+    } else {
+        VLLM_KEY
+    };
+    let fake = FakeVllm::start(&[(SERVED_MODEL, MAX_MODEL_LEN)], key);
+    fake.set_latency(model.clone());
+    if fault.alias == alias::STACK_DOWN {
+        fake.set_fault(VllmFault::Down);
+    }
+    let guarded = fault.alias != alias::TRIM_OFF;
+    start_dedicated(&scale::alias_names(n), fake, guarded)
+        .unwrap_or_else(|why| panic!("stack: the stack's own LiteLLM proxy: {why}"))
+}
+
+fn start_configured(fault: Fault, options: &Options, edit: impl FnOnce(&mut Scenario)) -> Stack {
+    let own_proxy = options
+        .aliases
+        .map(|n| own_proxy(fault, n.max(1), &options.model));
+    assert!(
+        own_proxy.is_some() || options.model == ModelLatency::default(),
+        "stack: model latency needs the stack's own proxy (Options::aliases): the shared \
+         proxy's fakes serve every other test of the binary"
+    );
+    let proxy = own_proxy.as_ref().unwrap_or_else(|| litellm_proxy());
+    let aliases: Vec<String> = match options.aliases {
+        Some(_) => proxy.aliases().map(str::to_string).collect(),
+        None => vec![fault.alias.to_string()],
+    };
     let bed = postgres();
     let db = bed.scenario(fault.database);
 
@@ -203,7 +290,7 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
                 }
             }
             ("ConfigMap", "litellm-config") => {
-                o["data"]["config.yaml"] = Value::from(config_yaml(fault.alias));
+                o["data"]["config.yaml"] = Value::from(config_yaml(&aliases));
             }
             _ => {}
         }
@@ -218,6 +305,13 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
         "data": {"ca.crt": bed.ca_pem()},
     }));
 
+    scale::fill(
+        &mut scenario,
+        "litellm",
+        options.filler_pods,
+        options.filler_secrets,
+        options.seed,
+    );
     edit(&mut scenario);
 
     // Port-forwards to the pods reach the bed's servers.
@@ -250,12 +344,14 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
         })
         .collect();
     let fake = FakeKube::start_with(scenario);
+    fake.set_latency(options.api_latency.clone());
+    fake.set_forward_latency(options.forward.clone());
     let proxy_addr = proxy
         .url()
         .trim_start_matches("http://")
         .parse()
         .expect("proxy address");
-    let vllm_addr = proxy.fake(fault.alias).addr();
+    let vllm_addr = proxy.fake(&aliases[0]).addr();
     let db_addr = format!("{}:{}", bed.host(), db.port)
         .parse()
         .expect("database address");
@@ -278,6 +374,8 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
         kubeconfig,
         suite,
         fault,
+        aliases,
+        own_proxy,
         dir,
     }
 }

@@ -1,0 +1,165 @@
+//! The bed at scale.
+//!
+//! A crowded namespace (filler Pods and Secrets, support/scale.rs) changes nothing the suite
+//! checks; a stack with a proxy of its own, many aliases, filler and every latency knob on
+//! still passes a healthy run of today's smokecheck. The long runs (200 aliases, 2,000 pods at
+//! benchmark latencies) are ci/bench's, not these tests'.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{Run, run_in};
+use crate::support::fake_kube::{ForwardLatency, load_scenario, str_at};
+use crate::support::latency::{Latency, ModelLatency};
+use crate::support::scale::{self, FILLER_LABEL};
+use crate::support::stack::{self, Options, Stack};
+
+fn verify(stack: &Stack) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let suite = stack.suite.display().to_string();
+    run_in(
+        dir,
+        &stack.kubeconfig,
+        &["--format", "json"],
+        &["--suite", &suite],
+    )
+}
+
+fn not_passed(run: &Run) -> Vec<String> {
+    run.statuses()
+        .into_iter()
+        .filter(|(_, status)| status != "passed")
+        .map(|(name, status)| format!("{name} {status}"))
+        .collect()
+}
+
+#[test]
+fn filler_crowds_the_namespace_with_real_shapes_and_no_suite_labels() {
+    let mut scenario = load_scenario("healthy");
+    let (own_pods, own_secrets) = (
+        scenario.of_kind("Pod").count(),
+        scenario.of_kind("Secret").count(),
+    );
+    scale::fill(&mut scenario, "litellm", 2000, 50, 1);
+    let filler = |kind: &'static str| -> Vec<Value> {
+        scenario
+            .of_kind(kind)
+            .filter(|o| {
+                str_at(
+                    o,
+                    &format!("/metadata/labels/{}", FILLER_LABEL.replace('/', "~1")),
+                ) == Some("true")
+            })
+            .cloned()
+            .collect()
+    };
+    let (pods, secrets) = (filler("Pod"), filler("Secret"));
+    assert_eq!(scenario.of_kind("Pod").count(), own_pods + 2000);
+    assert_eq!(scenario.of_kind("Secret").count(), own_secrets + 50);
+    assert_eq!((pods.len(), secrets.len()), (2000, 50));
+
+    let names: BTreeSet<&str> = pods
+        .iter()
+        .chain(&secrets)
+        .filter_map(|o| str_at(o, "/metadata/name"))
+        .collect();
+    assert_eq!(names.len(), 2050, "filler names must be unique");
+    for pod in &pods {
+        assert_eq!(str_at(pod, "/metadata/namespace"), Some("litellm"));
+        let labels = pod["metadata"]["labels"].as_object().expect("labels");
+        for suite_label in ["cnpg.io/cluster", "cnpg.io/instanceRole", "role"] {
+            assert!(!labels.contains_key(suite_label), "{pod}");
+        }
+        let app = labels["app.kubernetes.io/name"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(app.starts_with("filler-"), "{app}");
+        // The fixture's shape: containers, probes, status.
+        assert!(pod.pointer("/spec/containers/0/image").is_some(), "{pod}");
+        assert!(pod.pointer("/status/conditions").is_some(), "{pod}");
+    }
+    let size = |objects: &[Value]| -> usize { objects.iter().map(|o| o.to_string().len()).sum() };
+    let pod_bytes = size(&pods) / pods.len();
+    assert!(
+        (2_000..20_000).contains(&pod_bytes),
+        "a filler pod is {pod_bytes} bytes of JSON on average; the fixtures' are 3-6 KB"
+    );
+    let helm: Vec<&Value> = secrets
+        .iter()
+        .filter(|s| s["type"] == "helm.sh/release.v1")
+        .collect();
+    assert_eq!(helm.len(), 10);
+    assert!(
+        helm.iter().all(|s| s.to_string().len() > 40_000),
+        "Helm release Secrets are the large ones"
+    );
+    let kinds: BTreeSet<&str> = secrets.iter().filter_map(|s| s["type"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "Opaque",
+            "helm.sh/release.v1",
+            "kubernetes.io/dockerconfigjson",
+            "kubernetes.io/tls"
+        ])
+    );
+}
+
+#[test]
+fn a_healthy_run_passes_against_a_scaled_slow_stack() {
+    let aliases = 4;
+    let options = Options {
+        aliases: Some(aliases),
+        filler_pods: 2000,
+        filler_secrets: 50,
+        seed: 3,
+        api_latency: Latency::range(Duration::from_millis(1), Duration::from_millis(5), 1),
+        forward: ForwardLatency {
+            setup: Latency::fixed(Duration::from_millis(2)),
+            round_trip: Latency::fixed(Duration::from_millis(2)),
+        },
+        model: ModelLatency {
+            completion: Latency::fixed(Duration::from_millis(60)),
+            first_token: Latency::fixed(Duration::from_millis(20)),
+            ..ModelLatency::default()
+        },
+    };
+    let stack = stack::start_with_options(stack::fault("healthy").expect("fault"), &options);
+    let run = verify(&stack);
+    assert!(
+        not_passed(&run).is_empty() && run.code == 0,
+        "exit {}; not passed: {:?}\nstderr: {}",
+        run.code,
+        not_passed(&run),
+        run.stderr
+    );
+    let chats: Vec<String> = run
+        .statuses()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("e2e::chat::") && !name.ends_with("::stream"))
+        .map(|(name, _)| name)
+        .collect();
+    let expected: Vec<String> = scale::alias_names(aliases)
+        .iter()
+        .map(|a| format!("e2e::chat::{a}"))
+        .collect();
+    assert_eq!(chats, expected);
+    assert_eq!(stack.fake.scenario().of_kind("Pod").count(), 2000 + 6);
+    // Every chat of the run reached the stack's own fake vLLM, not the shared proxy's.
+    let reached: BTreeSet<String> = stack
+        .vllm()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .filter_map(|r| r.model)
+        .collect();
+    assert!(!reached.is_empty(), "no chat reached the stack's own vLLM");
+    eprintln!(
+        "scaled stack: {aliases} aliases, 2,000 filler pods, 50 filler secrets: {} checks in {:?}, peak RSS {} KiB",
+        run.statuses().len(),
+        run.elapsed,
+        run.peak_rss_kib
+    );
+}
