@@ -5,7 +5,9 @@
 //!
 //! The scale and latency flags model a real cluster for `ci/bench` (tests/support/scale.rs and
 //! latency.rs): many aliases on a proxy of the sandbox's own, a crowded namespace, an API server,
-//! port-forwards and a model that take their time.
+//! port-forwards and a model that take their time. `--serve` keeps the stack up and also holds
+//! port-forwards open for the script baseline (ci/baseline/verify.sh), whose settings it writes
+//! to a file it names.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -37,7 +39,8 @@ struct Args {
     /// Name the faults and exit.
     #[arg(long)]
     list_faults: bool,
-    /// Keep the stack running afterwards; print how to point smokecheck at it.
+    /// Keep the stack running afterwards; print how to point smokecheck and the script
+    /// baseline at it.
     #[arg(long)]
     serve: bool,
     /// With --serve: start the stack without running smokecheck against it first.
@@ -221,12 +224,19 @@ fn main() -> ExitCode {
         };
     }
     if args.serve {
+        let relays = stack.relays();
+        let env = stack.dir().join("baseline.env");
+        if let Err(e) = std::fs::write(&env, stack.baseline_env(&relays)) {
+            eprintln!("error: writing {}: {e}", env.display());
+            return ExitCode::from(2);
+        }
         eprintln!(
-            "\nsandbox: the stack keeps running; in another shell:\n  {} verify --kubeconfig {} --suite {}\n  kubectl --kubeconfig {} get pods -A\nCtrl-C stops it.",
+            "\nsandbox: the stack keeps running; in another shell:\n  {} verify --kubeconfig {} --suite {}\n  kubectl --kubeconfig {} get pods -A\n  (set -a; . {}; ci/baseline/verify.sh)   the script baseline, through port-forwards held open\nCtrl-C stops it.",
             bin.display(),
             stack.kubeconfig.display(),
             stack.suite.display(),
             stack.kubeconfig.display(),
+            env.display(),
         );
         loop {
             std::thread::park_timeout(Duration::from_secs(3600));

@@ -1,18 +1,23 @@
-//! The bed at scale.
+//! The bed at scale, and the script baseline kept honest.
 //!
 //! A crowded namespace (filler Pods and Secrets, support/scale.rs) changes nothing the suite
 //! checks; a stack with a proxy of its own, many aliases, filler and every latency knob on
-//! still passes a healthy run of today's smokecheck. The long runs (200 aliases, 2,000 pods at
-//! benchmark latencies) are ci/bench's, not these tests'.
+//! still passes a healthy run of today's smokecheck; and the script baseline
+//! (ci/baseline/verify.sh) runs the same checks as smokecheck, by name, passes a healthy stack
+//! and names the fault of a broken one. The long runs (200 aliases, 2,000 pods at benchmark
+//! latencies) are ci/bench's, not these tests'.
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Run, run_in};
+use crate::harness::{Measured, Run, measured, run_in};
 use crate::support::fake_kube::{ForwardLatency, load_scenario, str_at};
 use crate::support::latency::{Latency, ModelLatency};
+use crate::support::litellm::{MASTER_KEY, VLLM_KEY};
 use crate::support::scale::{self, FILLER_LABEL};
 use crate::support::stack::{self, Options, Stack};
 
@@ -162,4 +167,94 @@ fn a_healthy_run_passes_against_a_scaled_slow_stack() {
         run.elapsed,
         run.peak_rss_kib
     );
+}
+
+/// `bash ci/baseline/verify.sh` with the stack's settings, through port-forwards held open.
+fn baseline(stack: &Stack) -> Measured {
+    let relays = stack.relays();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/baseline/verify.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).env_clear();
+    for var in ["PATH", "LANG", "LC_ALL", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(var) {
+            cmd.env(var, value);
+        }
+    }
+    // kubectl keeps its discovery cache under HOME.
+    cmd.env("HOME", std::env::temp_dir().join("smokecheck-test-home"));
+    for line in stack.baseline_env(&relays).lines() {
+        let (name, value) = line.split_once('=').expect("NAME=value");
+        cmd.env(name, value);
+    }
+    let out = measured(cmd);
+    drop(relays);
+    for secret in [MASTER_KEY, VLLM_KEY, stack.db.password.as_str()] {
+        assert!(
+            !out.stdout.contains(secret) && !out.stderr.contains(secret),
+            "the script printed a secret:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    out
+}
+
+/// The check names of the script's `PASS`/`FAIL` lines, and of the failed ones.
+fn script_checks(out: &Measured) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut all = BTreeSet::new();
+    let mut failed = BTreeSet::new();
+    for line in out.stdout.lines() {
+        let Some((verdict, rest)) = line.split_once("  ") else {
+            continue;
+        };
+        let Some((name, _)) = rest.split_once(": ") else {
+            continue;
+        };
+        match verdict {
+            "PASS" => {
+                all.insert(name.to_string());
+            }
+            "FAIL" => {
+                all.insert(name.to_string());
+                failed.insert(name.to_string());
+            }
+            _ => {}
+        }
+    }
+    (all, failed)
+}
+
+#[test]
+fn the_script_baseline_runs_smokechecks_checks_and_names_a_rotated_key() {
+    let healthy = stack::start(stack::fault("healthy").expect("fault"));
+    let script = baseline(&healthy);
+    let (checks, failed) = script_checks(&script);
+    assert!(
+        script.code == 0 && failed.is_empty(),
+        "the script failed a healthy stack (exit {}): {failed:?}\n{}\n{}",
+        script.code,
+        script.stdout,
+        script.stderr
+    );
+    // The same checks as smokecheck's, name for name: a check added to one and not the other
+    // makes the benchmark compare different work.
+    let run = verify(&healthy);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let smokecheck: BTreeSet<String> = run.statuses().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(
+        checks, smokecheck,
+        "the script baseline and smokecheck run different checks"
+    );
+
+    let rotated = stack::start(stack::fault("key-mismatch").expect("fault"));
+    let script = baseline(&rotated);
+    let (_, failed) = script_checks(&script);
+    assert_eq!(script.code, 1, "{}\n{}", script.stdout, script.stderr);
+    for expected in ["kubernetes::secrets::vllm-api-key", "vllm::models"] {
+        assert!(
+            failed.contains(expected),
+            "the script did not fail {expected} on a rotated key: {failed:?}\n{}",
+            script.stdout
+        );
+    }
 }

@@ -11,6 +11,7 @@ pub mod open_proxy;
 pub mod postgres;
 pub mod process;
 pub mod recording_proxy;
+pub mod relay;
 pub mod scale;
 pub mod stack;
 pub mod tls_front;

@@ -8,14 +8,15 @@
 //! [`Options`] scale it and slow it down for benchmarks (`ci/sandbox` flags, `ci/bench`): a
 //! proxy of its own whose config has N aliases on one fake vLLM, filler Pods and Secrets in the
 //! namespace (support/scale.rs), and latency on the API server, the port-forwards and the
-//! model (support/latency.rs).
+//! model (support/latency.rs). [`Stack::relays`] holds port-forwards open for scripts, and
+//! [`Stack::baseline_env`] tells the script baseline (ci/baseline/verify.sh) where they are.
 
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::fake_kube::{FakeKube, ForwardLatency, Scenario, load_scenario};
+use super::fake_kube::{FakeKube, ForwardLatency, Scenario, load_scenario, str_at};
 use super::fake_vllm::{FakeVllm, Fault as VllmFault};
 use super::latency::{Latency, ModelLatency};
 use super::litellm::{
@@ -23,6 +24,7 @@ use super::litellm::{
     litellm_proxy, start_dedicated,
 };
 use super::postgres::{Database, Scenario as DbScenario, postgres};
+use super::relay::{Relays, Target};
 use super::scale;
 
 /// A failure to show, as `ci/sandbox --fault NAME` names it.
@@ -151,6 +153,66 @@ impl Stack {
         let proxy = self.own_proxy.as_ref().unwrap_or_else(|| litellm_proxy());
         proxy.fake(&self.aliases[0])
     }
+
+    /// Port-forwards held open to a ready pod behind each Service a script reaches, in this
+    /// order: LiteLLM, vLLM, the database's rw Service (see support/relay.rs).
+    pub fn relays(&self) -> Relays {
+        let scenario = self.fake.scenario();
+        let targets: Vec<Target> = [
+            ("litellm", "litellm"),
+            ("vllm", "vllm"),
+            ("litellm", "cloudnative-pg-cluster-rw"),
+        ]
+        .iter()
+        .map(|(ns, svc)| {
+            ready_pod(scenario, ns, svc)
+                .unwrap_or_else(|| panic!("stack: no ready pod behind service {ns}/{svc}"))
+        })
+        .collect();
+        Relays::start(&self.kubeconfig, &targets)
+    }
+
+    /// The settings of the script baseline (ci/baseline/verify.sh) for this stack, as
+    /// `NAME=value` lines a shell can source: the kubeconfig, the relays' addresses, and where
+    /// the stack's suite differs from the default one.
+    pub fn baseline_env(&self, relays: &Relays) -> String {
+        let [litellm, vllm, database] = relays.addrs[..] else {
+            panic!("stack: expected the three relays of Stack::relays")
+        };
+        format!(
+            "KUBECONFIG={}\nLITELLM_URL=http://{litellm}\nVLLM_URL=http://{vllm}\nPGHOSTADDR={}\nPGPORT={}\n\
+             EXPECT_DB=false\nDB_NAME={}\nDB_SSLMODE=verify-full\nDB_CA_CONFIGMAP={CA_CONFIGMAP}\n",
+            self.kubeconfig.display(),
+            database.ip(),
+            database.port(),
+            self.db.name,
+        )
+    }
+}
+
+/// The first ready pod behind `namespace/service` and the pod port of its EndpointSlice, as
+/// `kubectl port-forward svc/<service>` picks one.
+fn ready_pod(scenario: &Scenario, namespace: &str, service: &str) -> Option<Target> {
+    scenario
+        .of_kind("EndpointSlice")
+        .filter(|s| {
+            str_at(s, "/metadata/namespace") == Some(namespace)
+                && str_at(s, "/metadata/labels/kubernetes.io~1service-name") == Some(service)
+        })
+        .find_map(|slice| {
+            let port = slice.pointer("/ports/0/port")?.as_u64()?;
+            let pod = slice["endpoints"].as_array()?.iter().find_map(|e| {
+                let ready = e.pointer("/conditions/ready").and_then(Value::as_bool) != Some(false);
+                (ready && str_at(e, "/targetRef/kind") == Some("Pod"))
+                    .then(|| str_at(e, "/targetRef/name"))
+                    .flatten()
+            })?;
+            Some(Target {
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+                port: u16::try_from(port).ok()?,
+            })
+        })
 }
 
 /// The stack's suite: the built-in one, but for what the bed cannot be: the proxy runs without
