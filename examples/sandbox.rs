@@ -141,7 +141,8 @@ fn smokecheck_bin() -> PathBuf {
 fn describe(o: &Options) -> String {
     let mut parts = Vec::new();
     if let Some(n) = o.aliases {
-        parts.push(format!("{n} aliases on a proxy of its own"));
+        let aliases = if n == 1 { "alias" } else { "aliases" };
+        parts.push(format!("{n} {aliases} on a proxy of its own"));
     }
     if o.filler_pods > 0 || o.filler_secrets > 0 {
         parts.push(format!(

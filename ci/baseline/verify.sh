@@ -153,14 +153,15 @@ check_pods() { # LABEL SELECTOR: sets $pods_json
   if ! pods_json=$(k get pods -n "$NAMESPACE" -l "$2" -o json 2>"$tmp/err"); then
     fail "$name" "$(head -n 1 "$tmp/err")"; return
   fi
-  local ready total broken
-  ready=$(jq '[.items[] | select(.metadata.deletionTimestamp == null) | select(any(.status.conditions[]?; .type == "Ready" and .status == "True"))] | length' <<<"$pods_json")
-  total=$(jq '.items | length' <<<"$pods_json")
-  broken=$(jq -r '[.items[] | . as $p | (.status.initContainerStatuses // []) + (.status.containerStatuses // []) | .[]
-      | select(.state.waiting.reason // "" | test("CrashLoopBackOff|ImagePull|ErrImage|CreateContainer|RunContainerError"))
-      | "\($p.metadata.name) \(.name) \(.state.waiting.reason)"] | first // empty' <<<"$pods_json")
-  if [ -n "$broken" ]; then
-    read -r pod container reason <<<"$broken"
+  local ready total pod container reason
+  # Ready pods, all pods, and the first broken container: pod, container, reason.
+  read -r ready total pod container reason < <(jq -r '
+    [.items[] | select(.metadata.deletionTimestamp == null) | select(any(.status.conditions[]?; .type == "Ready" and .status == "True"))] as $ready
+    | ([.items[] | . as $p | (.status.initContainerStatuses // []) + (.status.containerStatuses // []) | .[]
+        | select(.state.waiting.reason // "" | test("CrashLoopBackOff|ImagePull|ErrImage|CreateContainer|RunContainerError"))
+        | "\($p.metadata.name) \(.name) \(.state.waiting.reason)"] | first // "") as $broken
+    | "\($ready | length) \(.items | length) \($broken)"' <<<"$pods_json")
+  if [ -n "$reason" ]; then
     fail "$name" "$ready/$total pods ready; $pod: container $container in $reason"
     if [ "$reason" = CrashLoopBackOff ]; then
       k logs -n "$NAMESPACE" "$pod" -c "$container" --previous --tail 20 2>&1 | sed 's/^/      /'
@@ -205,14 +206,12 @@ check_secret() { # NAMESPACE SECRET CHECK-NAME KEYS...: sets $secret_json
     secret_json='{}'
     fail "$name" "$(head -n 1 "$tmp/err")"; return
   fi
-  local bad=()
-  for key in "$@"; do
-    [ -n "$(jq -r --arg k "$key" '.data[$k] // empty' <<<"$secret_json")" ] || bad+=("$key")
-  done
-  if [ ${#bad[@]} -eq 0 ]; then
+  local bad
+  bad=$(jq -r '[$ARGS.positional[] as $k | select((.data[$k] // "") == "") | $k] | join(" ")' --args "$@" <<<"$secret_json")
+  if [ -z "$bad" ]; then
     pass "$name" "has $*"
   else
-    fail "$name" "secret $ns/$secret has no (or an empty) ${bad[*]}"
+    fail "$name" "secret $ns/$secret has no (or an empty) $bad"
   fi
 }
 check_secret "$NAMESPACE" "$LITELLM_SECRET" "$LITELLM_SECRET" PROXY_MASTER_KEY CA_VLLM_LOCAL_API_KEY
@@ -387,7 +386,7 @@ status=$(call "$master" "$LITELLM_URL/v1/models")
 if [ "$status" != 200 ]; then
   fail litellm::models "$status from /v1/models with the master key"
 else
-  absent=$(jq -r --argjson want "$(printf '%s\n' "${aliases[@]}" | jq -R . | jq -s .)" '$want - [.data[].id] | join(", ")' "$tmp/body")
+  absent=$(jq -r '$ARGS.positional - [.data[].id] | join(", ")' "$tmp/body" --args "${aliases[@]}")
   if [ -z "$absent" ]; then
     pass litellm::models "serves all ${#aliases[@]} expected aliases"
   else

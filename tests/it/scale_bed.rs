@@ -5,7 +5,8 @@
 //! still passes a healthy run of today's smokecheck; and the script baseline
 //! (ci/baseline/verify.sh) runs the same checks as smokecheck, by name, passes a healthy stack
 //! and names the fault of a broken one. The long runs (200 aliases, 2,000 pods at benchmark
-//! latencies) are ci/bench's, not these tests'.
+//! latencies) are ci/bench's, not these tests'; the critical path ci/bench prints
+//! (ci/critical-path.jq) is checked here on made-up timelines.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -257,4 +258,76 @@ fn the_script_baseline_runs_smokechecks_checks_and_names_a_rotated_key() {
             script.stdout
         );
     }
+}
+
+/// `jq -r -f ci/critical-path.jq` on a report.
+fn critical_path(report: &Value) -> Vec<String> {
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci/critical-path.jq");
+    let file = tempfile::NamedTempFile::new().expect("a temp file");
+    std::fs::write(file.path(), report.to_string()).expect("writing the report");
+    let out = Command::new("jq")
+        .arg("-r")
+        .arg("-f")
+        .arg(&program)
+        .arg(file.path())
+        .output()
+        .expect("running jq (ci/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn check(name: &str, started: u64, duration: u64) -> Value {
+    serde_json::json!({"name": name, "status": "passed", "started_ms": started, "duration_ms": duration})
+}
+
+#[test]
+fn the_critical_path_is_the_chain_each_check_waited_for() {
+    // a → b → c is the chain; `side` is the slowest single check but ends early, `quick`
+    // ends just before c starts but began after b, `late-skip` was skipped.
+    let report = serde_json::json!({
+        "summary": {"duration_ms": 1000},
+        "checks": [
+            check("a", 40, 300),
+            check("side", 40, 500),
+            check("b", 341, 200),
+            check("quick", 400, 100),
+            check("c", 541, 400),
+            {"name": "late-skip", "status": "skipped", "started_ms": 990, "duration_ms": 0},
+        ]
+    });
+    assert_eq!(
+        critical_path(&report),
+        [
+            "critical path: 3 checks, the first starting at 40 ms, the last ending at 941 ms (run: 1000 ms)",
+            "  40..340 ms  a (300 ms)",
+            "  341..541 ms  b (200 ms)",
+            "  541..941 ms  c (400 ms)",
+            "slowest single check: side (500 ms)",
+        ]
+    );
+}
+
+#[test]
+fn the_critical_path_is_unknown_until_the_report_has_started_ms() {
+    let report = serde_json::json!({
+        "summary": {"duration_ms": 800},
+        "checks": [
+            {"name": "a", "status": "passed", "duration_ms": 300},
+            {"name": "b", "status": "failed", "duration_ms": 700},
+        ]
+    });
+    assert_eq!(
+        critical_path(&report),
+        [
+            "critical path: unknown, the report has no started_ms yet (issue 11)",
+            "slowest single check: b (700 ms)",
+        ]
+    );
 }
