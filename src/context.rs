@@ -15,7 +15,7 @@ use crate::outcome::Failure;
 use crate::plan::Hook;
 use crate::proxy_config::ProxyConfig;
 use crate::secret::{Redactor, SecretValue};
-use crate::suite::Suite;
+use crate::suite::{CaSource, Suite};
 
 pub struct Context {
     pub suite: Arc<Suite>,
@@ -31,9 +31,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// Reads what every check relies on, once: the proxy config, and the suite's Secrets (the
-    /// cluster registers all their values with the redactor, so they are scrubbed from any log
-    /// or answer, whichever check sees it first).
+    /// Reads what every check relies on, once and all at the same time: the proxy config, the
+    /// suite's Secrets (the cluster registers all their values with the redactor, so they are
+    /// scrubbed from any log or answer, whichever check sees it first) and the database's CA
+    /// ConfigMap. The cluster keeps what it read for the checks (one GET per object per run).
     pub async fn prepare(
         suite: Arc<Suite>,
         cluster: Cluster,
@@ -44,8 +45,26 @@ impl Context {
     ) -> Context {
         let cluster = cluster.with_redactor(redactor.clone());
         redactor.protect(public_names(&suite));
-        let proxy_config = read_proxy_config(&cluster, &suite).await;
-        let cx = Context {
+        // Reading is registering (Cluster::get); a read that fails here is repeated by the
+        // check that needs the object, and registers then.
+        let secrets = suite.secrets();
+        let secrets = futures::future::join_all(
+            secrets
+                .iter()
+                .map(|s| cluster.get::<Secret>(&s.namespace, &s.name)),
+        );
+        let ca = async {
+            if let Some(db) = suite.database.as_ref().filter(|db| db.sslmode.verifies())
+                && let CaSource::ConfigMap { name, .. } = db.ca_source()
+            {
+                let _ = cluster.get::<ConfigMap>(&suite.namespace, &name).await;
+            }
+        };
+        let (proxy_config, _, _) = tokio::join!(read_proxy_config(&cluster, &suite), secrets, ca);
+        if let Ok(config) = &proxy_config {
+            redactor.protect(config.aliases.iter().map(|a| a.name.clone()));
+        }
+        Context {
             suite,
             cluster,
             redactor,
@@ -53,21 +72,7 @@ impl Context {
             proxy_config,
             hook,
             http,
-        };
-        // Reading is registering (Cluster::get); a read that fails here is repeated by the
-        // check that needs the Secret, and registers then.
-        let secrets = cx.suite.secrets();
-        futures::future::join_all(
-            secrets
-                .iter()
-                .map(|s| cx.cluster.get::<Secret>(&s.namespace, &s.name)),
-        )
-        .await;
-        if let Ok(config) = &cx.proxy_config {
-            cx.redactor
-                .protect(config.aliases.iter().map(|a| a.name.clone()));
         }
-        cx
     }
 
     /// The aliases the proxy must serve: the suite's list, else the proxy config's.
