@@ -23,6 +23,7 @@ mod monitor;
 mod postgres_bed;
 mod prometheus_bed;
 mod scale_bed;
+mod scheduling;
 mod snapshots;
 mod verify_database;
 mod verify_e2e;

@@ -40,6 +40,7 @@ use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tokio::task::{AbortHandle, JoinHandle};
 
+use super::in_flight::InFlight;
 use super::latency::ModelLatency;
 
 /// The words a completion is made of; a completion is the first `max_tokens` of them.
@@ -92,6 +93,9 @@ struct Knobs {
 }
 
 struct Shared {
+    /// smokecheck's own requests being answered (a chat through LiteLLM is LiteLLM's, not
+    /// counted): smokecheck's per-backend cap.
+    smokecheck_in_flight: InFlight,
     models: Vec<(String, u32)>,
     knobs: Mutex<Knobs>,
     seen: Mutex<VecDeque<SeenRequest>>,
@@ -118,6 +122,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FakeVllm {
+    /// smokecheck's own requests (not LiteLLM's): the peak so far and each one's span.
+    pub fn smokecheck_in_flight(&self) -> &InFlight {
+        &self.shared.smokecheck_in_flight
+    }
+
     /// Serves `models` (served name, `max_model_len`) behind `api_key`.
     pub fn start(models: &[(&str, u32)], api_key: &str) -> FakeVllm {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -130,6 +139,7 @@ impl FakeVllm {
             StdListener::bind("127.0.0.1:0").expect("binding the fake vLLM to 127.0.0.1:0");
         let addr = listener.local_addr().expect("fake vLLM local address");
         let shared = Arc::new(Shared {
+            smokecheck_in_flight: InFlight::default(),
             models: models.iter().map(|(n, l)| (n.to_string(), *l)).collect(),
             knobs: Mutex::new(Knobs {
                 api_key: api_key.to_string(),
@@ -326,7 +336,26 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            count_smokecheck,
+        ))
         .with_state(shared)
+}
+
+/// Counts smokecheck's requests (by their user agent) while they are answered.
+async fn count_smokecheck(
+    State(s): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ours = request
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("smokecheck/"));
+    let _counted = ours.then(|| s.smokecheck_in_flight.enter(request.uri().path()));
+    next.run(request).await
 }
 
 /// vLLM 0.6's error body: `{"object":"error","message":..,"type":..,"param":null,"code":N}`.

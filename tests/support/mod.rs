@@ -7,6 +7,7 @@ pub mod fake_kube;
 pub mod fake_vllm;
 pub mod hostile;
 pub mod impostor;
+pub mod in_flight;
 pub mod ingress;
 pub mod latency;
 pub mod litellm;

@@ -61,6 +61,8 @@ pub struct Shared {
     /// Added to each port-forward stream's setup (the API server reaching the kubelet, the
     /// kubelet the pod), and to each round trip through an open stream.
     pub forward_latency: Mutex<ForwardLatency>,
+    /// Requests being answered (a port-forward until its upgrade is answered).
+    pub in_flight: crate::support::in_flight::InFlight,
 }
 
 /// What a port-forward stream costs beyond the API request that opens it.
@@ -79,6 +81,7 @@ pub async fn latency(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let _counted = shared.in_flight.enter(request.uri().path());
     let pause = shared
         .latency
         .lock()

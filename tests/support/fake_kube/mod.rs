@@ -84,6 +84,7 @@ impl FakeKube {
             streams: Default::default(),
             latency: Default::default(),
             forward_latency: Default::default(),
+            in_flight: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("fake kube {name}: binding 127.0.0.1:0: {e}"));
@@ -271,6 +272,11 @@ impl FakeKube {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) =
             Some((path_part.to_string(), code, times));
+    }
+
+    /// Requests in flight: the peak so far and each request's span.
+    pub fn in_flight(&self) -> &super::in_flight::InFlight {
+        &self.shared.in_flight
     }
 
     /// Every request seen so far, in arrival order.
