@@ -466,6 +466,7 @@ async fn execute(
         if attempts > 1 {
             // A retry waits for the cluster to change: what the run read before is stale.
             cx.cluster.forget_reads();
+            cx.answers.forget();
         }
         let attempt = Attempt::until(Instant::now() + options.timeout);
         let probed = if let Some(stop) = stopper.reason() {

@@ -1,6 +1,6 @@
 //! How a run spends its time (issue 11): checks in flight by destination, not by core; a check
-//! started as soon as what it requires has passed; one read per object per run; the
-//! per-destination caps honoured. Behaviour, not timing: overlaps and orderings read from the
+//! started as soon as what it requires has passed; one read per object per run (a Secret, a
+//! backend's `/v1/models`); the per-destination caps honoured. Behaviour, not timing: overlaps and orderings read from the
 //! report's timeline (`started_ms`, `duration_ms`) and from the fake servers' counts, with
 //! delays far larger than the margins they prove.
 
@@ -225,4 +225,14 @@ fn per_destination_caps_hold_with_many_aliases() {
     assert!(vllm <= 4, "the vLLM backend's cap (4) exceeded: {vllm}");
     // And the caps are used: the chats went out side by side.
     assert!(litellm >= 2, "LiteLLM never saw two requests at once");
+    // max_model_len is read once for the backend, not by vllm::models and again by each of
+    // the 48 trimming checks.
+    let models_reads = stack
+        .vllm()
+        .smokecheck_in_flight()
+        .spans()
+        .iter()
+        .filter(|s| s.path == "/v1/models")
+        .count();
+    assert_eq!(models_reads, 1, "GET /v1/models per run");
 }
