@@ -112,6 +112,9 @@ ensure_test_bed() {
   ensure_kubectl
   kubectl version --client >/dev/null
   command -v jq >/dev/null 2>&1 || apt_install jq
+  # The script baseline (ci/baseline/verify.sh) reads the proxy config's YAML with Debian's yq
+  # (a jq wrapper); psql comes with postgresql-15, curl with the image.
+  command -v yq >/dev/null 2>&1 || apt_install yq
   # GNU time measures a child's own peak memory for the trust-envelope tests (tests/it/harness.rs).
   [ -x /usr/bin/time ] || apt_install time
   ensure_tools_venv

@@ -3,15 +3,22 @@
 //! failures, so a 403 always names the verb, the resource and the Role rule that is missing.
 //! Every Secret comes through here, and every value of it is registered with the run's redactor
 //! before anyone sees it.
+//!
+//! Per run: at most [`crate::destinations::Caps::api_server`] requests in flight (the client's
+//! [`SlotLayer`]), and one GET per Secret and ConfigMap, shared by every check that reads it
+//! (concurrent readers wait for the one read; a read that failed or found nothing is made
+//! again by the next reader). A `--wait` retry expects the cluster to change: before one, the
+//! runner has the reads forgotten ([`Cluster::forget_reads`]), so a re-sealed Secret is seen.
 
 pub mod answer;
 
-use std::any::Any;
-use std::collections::BTreeSet;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, LogParams};
 use kube::client::ClientBuilder;
 use kube::config::KubeConfigOptions;
@@ -22,6 +29,7 @@ use serde::de::DeserializeOwned;
 use self::answer::{
     CapLayer, LIST_PAGE, LOG_LIMIT, MAX_LIST, MAX_LIST_PAGES, Unreadable, unreadable,
 };
+use crate::destinations::{DEFAULT_CAPS, SlotLayer, Slots};
 use crate::kube_auth::{self, KubeconfigFileError, PluginError};
 use crate::outcome::{Cause, Failure};
 use crate::plan::KubeSelection;
@@ -106,7 +114,14 @@ pub struct Cluster {
     /// Learns every value of every Secret read through [`Cluster::get`] and [`Cluster::list`]
     /// (the run's redactor, see [`Cluster::with_redactor`]).
     redactor: Redactor,
+    /// The Secrets and ConfigMaps read so far, shared by every check of the run.
+    read: Arc<Mutex<HashMap<ObjectKey, Arc<Cached>>>>,
 }
+
+/// `(type, namespace, name)` of an object read through [`Cluster::get`].
+type ObjectKey = (TypeId, String, String);
+/// One object's read: done once, by whichever check asks first.
+type Cached = tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>;
 
 /// Loads the config as kubectl does: `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`, else
 /// the pod's service account. `--context` picks a context from the kubeconfig.
@@ -236,13 +251,16 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         url,
         served,
         redactor: Redactor::default(),
+        read: Arc::default(),
     })
 }
 
-/// kube's default client with every answer bounded ([`answer::CapLayer`]).
+/// kube's default client with every answer bounded ([`answer::CapLayer`]) and the API
+/// server's cap of requests in flight ([`SlotLayer`]), per client: a client is one run's.
 fn client(config: Config) -> Result<Client, kube::Error> {
     Ok(ClientBuilder::try_from(config)?
         .with_layer(&CapLayer)
+        .with_layer(&SlotLayer(Slots::new(DEFAULT_CAPS.api_server)))
         .build())
 }
 
@@ -428,12 +446,66 @@ impl Cluster {
         }
     }
 
+    /// Forgets every object read so far: the next reader of each reads it again.
+    pub fn forget_reads(&self) {
+        if let Ok(mut read) = self.read.lock() {
+            read.clear();
+        }
+    }
+
     pub fn serves(&self, group_version: &str) -> Option<bool> {
         self.served.as_ref().map(|s| s.contains(group_version))
     }
 
-    /// Gets one namespaced object; `None` when it does not exist.
+    /// Gets one namespaced object; `None` when it does not exist. A Secret or ConfigMap is read
+    /// once per run (see the module header).
     pub async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Failure>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let kind = TypeId::of::<K>();
+        if kind != TypeId::of::<Secret>() && kind != TypeId::of::<ConfigMap>() {
+            return self.fetch(namespace, name).await;
+        }
+        let key = (kind, namespace.to_string(), name.to_string());
+        let cell: Option<Arc<Cached>> = self
+            .read
+            .lock()
+            .ok()
+            .map(|mut read| Arc::clone(read.entry(key).or_default()));
+        let Some(cell) = cell else {
+            return self.fetch(namespace, name).await;
+        };
+        // Not found or not read: nothing is kept, the next reader asks again.
+        let missing: Result<Option<K>, Failure> = Ok(None);
+        let mut outcome = missing;
+        let got = cell
+            .get_or_try_init(|| async {
+                match self.fetch::<K>(namespace, name).await {
+                    Ok(Some(object)) => Ok(Arc::new(object) as Arc<dyn Any + Send + Sync>),
+                    other => Err(other),
+                }
+            })
+            .await;
+        match got {
+            Ok(object) => {
+                if let Some(object) = object.downcast_ref::<K>() {
+                    outcome = Ok(Some(object.clone()));
+                }
+            }
+            Err(other) => outcome = other,
+        }
+        outcome
+    }
+
+    /// One GET of one namespaced object.
+    async fn fetch<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Failure>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone

@@ -3,8 +3,13 @@
 //! hook it runs as, and the redactor primed with every value of every Secret the suite reads
 //! (and the names the report prints, which it leaves alone).
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
@@ -15,7 +20,7 @@ use crate::outcome::Failure;
 use crate::plan::Hook;
 use crate::proxy_config::ProxyConfig;
 use crate::secret::{Redactor, SecretValue};
-use crate::suite::Suite;
+use crate::suite::{CaSource, Suite};
 
 pub struct Context {
     pub suite: Arc<Suite>,
@@ -28,12 +33,63 @@ pub struct Context {
     pub hook: Option<Hook>,
     /// The one HTTP client of the run (LiteLLM and vLLM probes).
     pub http: Http,
+    /// Answers read once per run and shared by the checks that need them.
+    pub answers: Answers,
+}
+
+/// Answers read once per run and shared by every check that needs them (vLLM's `/v1/models`
+/// of a backend: `vllm::models` and each alias's trimming checks size by its `max_model_len`).
+/// Only a good answer is kept; a retry under `--wait` forgets them all, as the cluster's reads.
+#[derive(Default)]
+pub struct Answers {
+    cells: Mutex<HashMap<String, Arc<Kept>>>,
+}
+
+/// One answer: read once, by whichever check asks first.
+type Kept = OnceCell<Arc<dyn Any + Send + Sync>>;
+
+impl Answers {
+    /// The answer kept under `key`, or `read`'s when it is good (kept for the next reader);
+    /// concurrent readers of one key wait for one read.
+    pub async fn get_or_read<T, E, F>(&self, key: &str, read: impl Fn() -> F) -> Result<T, E>
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Future<Output = Result<T, E>>,
+    {
+        let cell = self
+            .cells
+            .lock()
+            .ok()
+            .map(|mut cells| Arc::clone(cells.entry(key.to_string()).or_default()));
+        let Some(cell) = cell else {
+            return read().await;
+        };
+        let kept = cell
+            .get_or_try_init(|| async {
+                read()
+                    .await
+                    .map(|answer| Arc::new(answer) as Arc<dyn Any + Send + Sync>)
+            })
+            .await?;
+        match kept.downcast_ref::<T>() {
+            Some(answer) => Ok(answer.clone()),
+            // Another type under the same key: a mistake in the caller's keys, read afresh.
+            None => read().await,
+        }
+    }
+
+    pub fn forget(&self) {
+        if let Ok(mut cells) = self.cells.lock() {
+            cells.clear();
+        }
+    }
 }
 
 impl Context {
-    /// Reads what every check relies on, once: the proxy config, and the suite's Secrets (the
-    /// cluster registers all their values with the redactor, so they are scrubbed from any log
-    /// or answer, whichever check sees it first).
+    /// Reads what every check relies on, once and all at the same time: the proxy config, the
+    /// suite's Secrets (the cluster registers all their values with the redactor, so they are
+    /// scrubbed from any log or answer, whichever check sees it first) and the database's CA
+    /// ConfigMap. The cluster keeps what it read for the checks (one GET per object per run).
     pub async fn prepare(
         suite: Arc<Suite>,
         cluster: Cluster,
@@ -44,8 +100,26 @@ impl Context {
     ) -> Context {
         let cluster = cluster.with_redactor(redactor.clone());
         redactor.protect(public_names(&suite));
-        let proxy_config = read_proxy_config(&cluster, &suite).await;
-        let cx = Context {
+        // Reading is registering (Cluster::get); a read that fails here is repeated by the
+        // check that needs the object, and registers then.
+        let secrets = suite.secrets();
+        let secrets = futures::future::join_all(
+            secrets
+                .iter()
+                .map(|s| cluster.get::<Secret>(&s.namespace, &s.name)),
+        );
+        let ca = async {
+            if let Some(db) = suite.database.as_ref().filter(|db| db.sslmode.verifies())
+                && let CaSource::ConfigMap { name, .. } = db.ca_source()
+            {
+                let _ = cluster.get::<ConfigMap>(&suite.namespace, &name).await;
+            }
+        };
+        let (proxy_config, _, _) = tokio::join!(read_proxy_config(&cluster, &suite), secrets, ca);
+        if let Ok(config) = &proxy_config {
+            redactor.protect(config.aliases.iter().map(|a| a.name.clone()));
+        }
+        Context {
             suite,
             cluster,
             redactor,
@@ -53,21 +127,8 @@ impl Context {
             proxy_config,
             hook,
             http,
-        };
-        // Reading is registering (Cluster::get); a read that fails here is repeated by the
-        // check that needs the Secret, and registers then.
-        let secrets = cx.suite.secrets();
-        futures::future::join_all(
-            secrets
-                .iter()
-                .map(|s| cx.cluster.get::<Secret>(&s.namespace, &s.name)),
-        )
-        .await;
-        if let Ok(config) = &cx.proxy_config {
-            cx.redactor
-                .protect(config.aliases.iter().map(|a| a.name.clone()));
+            answers: Answers::default(),
         }
-        cx
     }
 
     /// The aliases the proxy must serve: the suite's list, else the proxy config's.

@@ -6,12 +6,17 @@
 //! checks to parse and, redacted and cut short, to quote in details. Every answer is read up
 //! to [`MAX_ANSWER`] and no further: a larger one is an error of its own ([`TooLarge`]), never
 //! a truncated success, so a server sending without end cannot grow the run's memory.
+//!
+//! Each request holds a slot of its destination ([`crate::destinations`]) until its answer is
+//! read, so LiteLLM and each vLLM see at most their cap of this run's requests at once.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+use crate::destinations::{DEFAULT_CAPS, HttpSlots, Slot};
 use crate::plan::Proxies;
 use crate::secret::{Redactor, SecretValue};
 use crate::text::{error_chain, size};
@@ -33,6 +38,7 @@ pub const MAX_ANSWER: usize = 1 << 20;
 #[derive(Clone)]
 pub struct Http {
     client: Result<reqwest::Client, String>,
+    slots: Arc<HttpSlots>,
 }
 
 /// An HTTP answer, body read in full.
@@ -147,7 +153,22 @@ impl Http {
             .user_agent(concat!("smokecheck/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("building the HTTP client: {}", error_chain(&e)));
-        Http { client }
+        Http {
+            client,
+            slots: Arc::new(HttpSlots::new(DEFAULT_CAPS)),
+        }
+    }
+
+    /// This client, taking its slots from `slots` (the run's, shared by every client it
+    /// builds).
+    pub fn with_slots(mut self, slots: Arc<HttpSlots>) -> Http {
+        self.slots = slots;
+        self
+    }
+
+    /// A slot of `url`'s destination, held by the caller until the answer is read.
+    async fn slot(&self, url: &str) -> Option<Slot> {
+        self.slots.slots(url).acquire().await
     }
 
     fn request(
@@ -171,6 +192,7 @@ impl Http {
     /// GET with an optional bearer key, body read in full (up to [`MAX_ANSWER`]).
     pub async fn get(&self, url: &str, key: Option<&SecretValue>) -> Result<Answer, HttpError> {
         let req = self.request(reqwest::Method::GET, url, key)?;
+        let _slot = self.slot(url).await;
         read(req, "GET").await
     }
 
@@ -182,21 +204,26 @@ impl Http {
         body: &Value,
     ) -> Result<Answer, HttpError> {
         let req = self.request(reqwest::Method::POST, url, key)?.json(body);
+        let _slot = self.slot(url).await;
         read(req, "POST").await
     }
 
-    /// POST a JSON body and hand back the response once its headers arrived, for streaming.
-    /// The caller reads the body within caps of its own, or with [`text`].
+    /// POST a JSON body and hand back the response once its headers arrived, for streaming,
+    /// with the destination's slot: the caller holds it until it has read the body (within
+    /// caps of its own, or with [`text`]).
     pub async fn post_streaming(
         &self,
         url: &str,
         key: Option<&SecretValue>,
         body: &Value,
-    ) -> Result<reqwest::Response, HttpError> {
+    ) -> Result<(reqwest::Response, Option<Slot>), HttpError> {
         let req = self.request(reqwest::Method::POST, url, key)?.json(body);
-        req.send()
+        let slot = self.slot(url).await;
+        let resp = req
+            .send()
             .await
-            .map_err(|e| HttpError::NoAnswer(transport(e)))
+            .map_err(|e| HttpError::NoAnswer(transport(e)))?;
+        Ok((resp, slot))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod checks;
 pub mod cli;
 pub mod cluster;
 pub mod context;
+pub mod destinations;
 pub mod endpoints;
 pub mod events;
 pub mod http;

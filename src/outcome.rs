@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -363,6 +363,8 @@ pub struct CheckResult {
     pub name: String,
     pub layer: Layer,
     pub status: Status,
+    /// When it started (or was found skipped), from the run's start: the run's timeline.
+    pub started: Duration,
     pub duration: Duration,
     pub attempts: u32,
     pub cause: Option<Cause>,
@@ -382,6 +384,7 @@ impl CheckResult {
             name: name.to_string(),
             layer,
             status: Status::Skipped,
+            started: Duration::ZERO,
             duration: Duration::ZERO,
             attempts: 0,
             cause: None,
@@ -407,6 +410,8 @@ pub const SETUP_CHECK: &str = "smokecheck::setup";
 pub struct RunReport {
     pub context: Option<String>,
     pub namespace: String,
+    /// The wall-clock time the run started, which each check's `started` is counted from.
+    pub started_at: SystemTime,
     pub duration: Duration,
     pub checks: Vec<CheckResult>,
     /// Why nothing could be checked (exit code 2), if so.
@@ -446,6 +451,7 @@ impl RunReport {
             name: SETUP_CHECK.into(),
             layer: Layer::Setup,
             status: Status::Failed,
+            started: Duration::ZERO,
             duration: Duration::ZERO,
             attempts: 1,
             cause: Some(cause),
@@ -459,6 +465,7 @@ impl RunReport {
         RunReport {
             context,
             namespace,
+            started_at: SystemTime::now(),
             duration: Duration::ZERO,
             checks: vec![entry],
             error: Some(message),

@@ -10,7 +10,9 @@
 //! concurrently, each with its own plan, and decide themselves what an outcome means.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use tokio_util::task::AbortOnDropHandle;
 
@@ -18,6 +20,7 @@ use crate::check::ALIAS;
 use crate::checks;
 use crate::cluster::{self, Cluster};
 use crate::context::Context;
+use crate::destinations::{DEFAULT_CAPS, HttpSlots};
 use crate::endpoints::Endpoints;
 use crate::events::{Event, Events, RunStart};
 use crate::http::Http;
@@ -130,6 +133,7 @@ pub async fn run(
     stop: &Stopper,
 ) -> Result<RunReport, SetupFailure> {
     let started = Instant::now();
+    let started_at = SystemTime::now();
     let namespace = plan.suite.namespace.clone();
     let catalog = checks::catalog(&plan.suite);
     let mut selected: Vec<_> = catalog
@@ -167,6 +171,8 @@ pub async fn run(
 
     let suite = Arc::new(plan.suite.clone());
     let endpoints = Endpoints::resolve(&plan.suite, &plan.endpoints);
+    // The run's caps on LiteLLM and each vLLM, shared by every HTTP client it builds.
+    let slots = Arc::new(HttpSlots::new(DEFAULT_CAPS));
     // Reading the proxy config and the Secrets takes a few API calls: a deadline or a signal
     // during them still ends the run with its reports, and so does --timeout (kube's read
     // timeout is an idle one: a server trickling a byte a second would hold them forever).
@@ -176,7 +182,7 @@ pub async fn run(
         Redactor::default(),
         endpoints,
         plan.hook.clone(),
-        Http::new(&plan.proxies),
+        Http::new(&plan.proxies).with_slots(Arc::clone(&slots)),
     );
     let prepared = tokio::select! {
         cx = tokio::time::timeout(plan.timeout, prepare) => Some(cx),
@@ -204,6 +210,7 @@ pub async fn run(
             let report = RunReport {
                 context: Some(context),
                 namespace,
+                started_at,
                 duration: started.elapsed(),
                 checks: runner::not_run(&selected, stop),
                 error: None,
@@ -237,8 +244,9 @@ pub async fn run(
     // to the local port.
     let local_names = cx.endpoints.local_names();
     if !local_names.is_empty() {
-        cx.http = Http::resolving(&plan.proxies, &local_names);
+        cx.http = Http::resolving(&plan.proxies, &local_names).with_slots(Arc::clone(&slots));
     }
+    slots.set_litellm(&cx.endpoints.litellm.url("/"));
     let forwards = cx.endpoints.lifetime();
 
     events.event(&Event::RunStarted(RunStart {
@@ -256,6 +264,7 @@ pub async fn run(
         timeout: plan.timeout,
         wait: plan.wait,
         threads: plan.threads,
+        started,
     };
     let results = runner::run(Arc::new(cx), selected, &options, &stopper, events).await;
     // Connections a timed-out check left behind (a session waiting on a lock) end with the run,
@@ -264,6 +273,7 @@ pub async fn run(
     let report = RunReport {
         context: Some(context),
         namespace,
+        started_at,
         duration: started.elapsed(),
         checks: results,
         error: None,

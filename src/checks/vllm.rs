@@ -261,12 +261,24 @@ fn context_window(model: &serde_json::Value) -> Result<Option<u32>, String> {
 }
 
 /// `GET <base>/models` with `key`: the served models (not a model request).
+/// vLLM's `/v1/models` of a backend, read once per run (see [`crate::context::Answers`]).
 pub(crate) async fn served_models(
     cx: &Context,
     target: &VllmTarget,
     key: &Loaded,
 ) -> Result<(Vec<Served>, Answer), ModelsError> {
     let url = format!("{}/models", target.endpoint.base);
+    cx.answers
+        .get_or_read(&url, || read_served_models(cx, &url, key))
+        .await
+}
+
+async fn read_served_models(
+    cx: &Context,
+    url: &str,
+    key: &Loaded,
+) -> Result<(Vec<Served>, Answer), ModelsError> {
+    let url = url.to_string();
     let a = cx
         .http
         .get(&url, Some(&key.value))

@@ -32,6 +32,8 @@ struct Entry<'a> {
     name: &'a str,
     layer: Layer,
     status: Status,
+    /// From the run's start: with `duration_ms`, the run's timeline (ci/critical-path.jq).
+    started_ms: u128,
     duration_ms: u128,
     attempts: u32,
     cause: Option<Cause>,
@@ -48,6 +50,7 @@ impl<'a> From<&'a CheckResult> for Entry<'a> {
             name: &r.name,
             layer: r.layer,
             status: r.status,
+            started_ms: r.started.as_millis(),
             duration_ms: r.duration.as_millis(),
             attempts: r.attempts,
             cause: r.cause,

@@ -1,7 +1,8 @@
 //! `--junit PATH`: JUnit XML that GitLab and Jenkins read (quick-junit, as nextest writes it):
 //! one testsuite per layer, one testcase per check; a failure carries the summary as its
 //! message, the cause code as its type, and details plus hint as its text; metrics are
-//! testcase properties; a check that passed after retries is flaky with its failed runs.
+//! testcase properties; a check that passed after retries is flaky with its failed runs. Each
+//! testcase has the time it started (`timestamp`), the run's timeline.
 //!
 //! Server text goes through [`visible`] first: quick-junit silently drops ANSI sequences and
 //! most C0 controls but keeps others XML 1.0 forbids (U+FFFF), and CI pages show bidi
@@ -10,6 +11,10 @@
 use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
 
 use super::visible;
 use crate::outcome::{CheckResult, RunReport, SETUP_CHECK, Status};
@@ -27,7 +32,7 @@ pub fn render(report: &RunReport) -> String {
         seen.push(layer);
         let mut suite = TestSuite::new(layer.as_str());
         for check in report.checks.iter().filter(|c| c.layer == layer) {
-            suite.add_test_case(case(check));
+            suite.add_test_case(case(check, report.started_at));
         }
         out.add_test_suite(suite);
     }
@@ -35,7 +40,7 @@ pub fn render(report: &RunReport) -> String {
     out.to_string().unwrap_or_default()
 }
 
-fn case(check: &CheckResult) -> TestCase {
+fn case(check: &CheckResult, run_started: SystemTime) -> TestCase {
     let status = match check.status {
         Status::Passed => {
             let mut s = TestCaseStatus::success();
@@ -81,6 +86,7 @@ fn case(check: &CheckResult) -> TestCase {
     let mut case = TestCase::new(visible(&check.name), status);
     case.set_classname(format!("smokecheck.{}", check.layer.as_str()));
     case.set_time(check.duration);
+    case.set_timestamp(DateTime::<Utc>::from(run_started + check.started));
     if check.attempts > 1 {
         case.add_property(Property::new("attempts", check.attempts.to_string()));
     }

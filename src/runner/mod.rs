@@ -1,23 +1,36 @@
-//! Runs checks: libtest-mimic trials on the caller's tokio runtime. "Eventually" lives here,
-//! not in the checks: the per-check timeout, the run's deadline, `--wait` retries with
-//! backoff, and the last observed state when time runs out. Every result is redacted before
-//! anyone sees it, and once more at the end with everything the run learnt (a Secret read by
-//! a later check). Each result is emitted as an event as soon as it is recorded.
+//! Runs checks on the caller's tokio runtime, each as soon as the checks it requires have
+//! passed, as many at once as `--test-threads` allows (default [`DEFAULT_IN_FLIGHT`], never the
+//! CPU count: checks wait on networks, and a pod limited to one core still has dozens of
+//! requests to wait on). What limits the load on a destination is not this number but its
+//! per-request caps (crate::destinations). "Eventually" lives here, not in the checks: the
+//! per-check timeout, the run's deadline, `--wait` retries with backoff, and the last observed
+//! state when time runs out. Every result is redacted before anyone sees it, and once more at
+//! the end with everything the run learnt (a Secret read by a later check). Each result is
+//! emitted as an event as soon as it is final.
+//!
+//! Prerequisites: a check requiring another check (`Prerequisite::Check`) starts once that
+//! one passed, and is skipped with its cause otherwise. A check requiring a namespace or a CRD
+//! starts at once, optimistically: the platform checks that could say the namespace or CRD is
+//! missing run beside it, and its result is held until they have finished. Were one missing,
+//! the check is stopped (if still running) and reported skipped with the platform's cause, as
+//! if it had waited. This is only for those prerequisites because the checks needing them make
+//! cheap, harmless reads of the API server; checks behind another check (chats behind
+//! `litellm::live`, the trimming proof behind `vllm::models`) send model requests or need its
+//! answer, and wait.
 //!
 //! Architecture invariant: the runner knows checks, the result model and events; it imports no
 //! reporter and no check of its own.
 
 pub mod stop;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
-use libtest_mimic::{Arguments, Trial};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::check::{Attempt, Check};
+use crate::check::{Attempt, Check, Probe};
 use crate::context::Context;
 use crate::events::{Event, Events};
 use crate::outcome::{
@@ -26,20 +39,40 @@ use crate::outcome::{
 
 pub use self::stop::{Stop, Stopper};
 
+/// Checks in flight at once unless `--test-threads` says otherwise: enough that a run of 200
+/// aliases is never held back by it, far below what the per-destination caps let through.
+pub const DEFAULT_IN_FLIGHT: usize = 32;
+
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub timeout: Duration,
     pub wait: Option<Duration>,
+    /// Checks in flight at once (`--test-threads`); `None`: [`DEFAULT_IN_FLIGHT`].
     pub threads: Option<usize>,
+    /// The run's start: each result's `started` is its offset from here.
+    pub started: Instant,
 }
 
-/// What a phase records per check: its result, and the prerequisites its failure showed do not
-/// hold (with the reason dependents report).
-type Recorded = BTreeMap<String, (CheckResult, Vec<(Prerequisite, String)>)>;
+/// Where a check is in the run.
+enum State {
+    /// Not started: waits for a check it requires, or for a free slot.
+    Waiting,
+    Running(AbortHandle),
+    /// Its probe is done; the result is held until its prerequisites are settled.
+    Done(CheckResult, Vec<(Prerequisite, String)>),
+    /// Reported.
+    Final(CheckResult),
+}
+
+/// What a finished task hands back.
+struct Finished {
+    index: usize,
+    result: CheckResult,
+    unmet: Vec<(Prerequisite, String)>,
+}
 
 /// Runs `checks` and returns their results in check order; each result is emitted to `events`
-/// as it is recorded. Platform checks run first, as their own phase; the others are then built
-/// from their outcomes: a check needing a prerequisite that failed is skipped with the reason.
+/// once final. See the module header for the order they run in.
 pub async fn run(
     cx: Arc<Context>,
     checks: Vec<Check>,
@@ -47,92 +80,341 @@ pub async fn run(
     stopper: &Stopper,
     events: &mut dyn Events,
 ) -> Vec<CheckResult> {
-    let (finished, mut recorded) = tokio::sync::mpsc::unbounded_channel();
-    let runtime = tokio::runtime::Handle::current();
-    let (options, stopper) = (options.clone(), stopper.clone());
-    // libtest-mimic blocks until its trials are done: off the async threads, each trial driving
-    // its check on this runtime.
-    let trials = tokio::task::spawn_blocking(move || {
-        run_phases(&runtime, cx, checks, &options, &stopper, &finished)
-    });
-    // Ends when the trials are done (the last sender is dropped with them).
-    while let Some(result) = recorded.recv().await {
-        events.event(&Event::CheckFinished(result));
-    }
-    match trials.await {
-        Ok(results) => results,
-        // A bug in the runner itself: the caller's panic handling reports it.
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
+    // A check's name is the report's own text, never a secret's.
+    cx.redactor.protect(checks.iter().map(|c| c.name.clone()));
+    let mut run = Schedule::new(cx, checks, options, stopper);
+    run.drive(events).await;
+    let results = run.results(events);
+    // A value registered after a result was recorded (its Secret's first read failed, a later
+    // one succeeded) is scrubbed from the reports too; the terminal line is already out.
+    results.into_iter().map(|r| redact(&run.cx, r)).collect()
 }
 
-/// [`run`]'s blocking part: every phase, one after another, as libtest-mimic runs.
-fn run_phases(
-    runtime: &tokio::runtime::Handle,
+struct Schedule<'a> {
     cx: Arc<Context>,
     checks: Vec<Check>,
-    options: &RunOptions,
-    stopper: &Stopper,
-    finished: &UnboundedSender<CheckResult>,
-) -> Vec<CheckResult> {
-    let order: Vec<(String, Layer)> = checks.iter().map(|c| (c.name.clone(), c.layer)).collect();
-    // A check's name is the report's own text, never a secret's.
-    cx.redactor
-        .protect(order.iter().map(|(name, _)| name.clone()));
-    // One --wait window for the whole run, every phase included.
-    let wait_until = options.wait.map(|w| Instant::now() + w);
-    let phases = phases(checks);
+    options: &'a RunOptions,
+    stopper: &'a Stopper,
+    /// One --wait window for the whole run.
+    wait_until: Option<Instant>,
+    limit: usize,
+    state: Vec<State>,
+    /// Per check, the checks of this run it requires by name (it starts after them).
+    after: Vec<Vec<usize>>,
+    /// The platform checks that settle namespace and CRD prerequisites: those requiring none
+    /// themselves (the namespace and CRD checks).
+    settlers: Vec<usize>,
+    /// Prerequisites a finished check showed do not hold, with the reason dependents report.
+    unmet: BTreeMap<Prerequisite, String>,
+    tasks: JoinSet<Finished>,
+    /// A task's index, for a task that panicked.
+    task_index: HashMap<tokio::task::Id, usize>,
+}
 
-    let mut recorded = Recorded::new();
-    let mut unmet: BTreeMap<Prerequisite, String> = BTreeMap::new();
-    for checks in phases {
-        let done = phase(
-            runtime, &cx, checks, options, wait_until, stopper, finished, &unmet,
-        );
-        for (name, (result, broken)) in &done {
-            for (prerequisite, why) in broken {
-                unmet
-                    .entry(prerequisite.clone())
-                    .or_insert_with(|| format!("{why} (see {name})"));
-            }
-            let why = match result.status {
-                Status::Passed => continue,
-                Status::Failed => format!("{name} failed: {}", result.summary),
-                Status::Skipped => format!(
-                    "{name} was skipped: {}",
-                    result
-                        .skip_reason
-                        .as_deref()
-                        .unwrap_or_default()
-                        .trim_start_matches("skipped: ")
-                ),
-            };
-            unmet
-                .entry(Prerequisite::Check(name.clone()))
-                .or_insert(why);
+fn soft(p: &Prerequisite) -> bool {
+    matches!(p, Prerequisite::Namespace(_) | Prerequisite::Crd(_))
+}
+
+impl<'a> Schedule<'a> {
+    fn new(
+        cx: Arc<Context>,
+        checks: Vec<Check>,
+        options: &'a RunOptions,
+        stopper: &'a Stopper,
+    ) -> Self {
+        let names: HashMap<&str, usize> = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        let after = checks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                c.requires
+                    .iter()
+                    .filter_map(|p| match p {
+                        Prerequisite::Check(name) => names.get(name.as_str()).copied(),
+                        _ => None,
+                    })
+                    .filter(|j| *j != i)
+                    .collect()
+            })
+            .collect();
+        let settlers = checks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.layer == Layer::Platform && !c.requires.iter().any(soft))
+            .map(|(i, _)| i)
+            .collect();
+        let state = checks.iter().map(|_| State::Waiting).collect();
+        Schedule {
+            cx,
+            options,
+            stopper,
+            wait_until: options.wait.map(|w| Instant::now() + w),
+            limit: options.threads.unwrap_or(DEFAULT_IN_FLIGHT).max(1),
+            state,
+            after,
+            settlers,
+            unmet: BTreeMap::new(),
+            tasks: JoinSet::new(),
+            task_index: HashMap::new(),
+            checks,
         }
-        recorded.extend(done);
     }
 
-    let results: Vec<CheckResult> = order
-        .into_iter()
-        .map(|(name, layer)| match recorded.remove(&name) {
-            Some((result, _)) => result,
-            None => {
-                // A check that panicked recorded nothing; libtest-mimic caught the panic.
+    /// Starts, settles and reports until every check is final.
+    async fn drive(&mut self, events: &mut dyn Events) {
+        loop {
+            let started = self.start_ready(events);
+            let settled = self.settle(events);
+            if self.state.iter().all(|s| matches!(s, State::Final(_))) {
+                return;
+            }
+            match self.tasks.join_next_with_id().await {
+                Some(joined) => self.finished(joined, events),
+                // Nothing runs and nothing could start: checks requiring each other (a mistake
+                // in the catalog). Start the first waiting one regardless, as phases once did.
+                None if !started && !settled => {
+                    if let Some(i) = self.state.iter().position(|s| matches!(s, State::Waiting)) {
+                        self.spawn(i);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn offset(&self) -> Duration {
+        self.options.started.elapsed()
+    }
+
+    /// Starts waiting checks whose required checks passed, in catalog order, while slots are
+    /// free; reports as skipped those a failed prerequisite rules out. Whether anything
+    /// changed.
+    fn start_ready(&mut self, events: &mut dyn Events) -> bool {
+        let mut changed = false;
+        for i in 0..self.checks.len() {
+            if !matches!(self.state[i], State::Waiting) {
+                continue;
+            }
+            if let Some(reason) = self.ruled_out(i) {
+                self.skip(i, &reason, events);
+                changed = true;
+                continue;
+            }
+            let required_passed = self.after[i].iter().all(|&j| match &self.state[j] {
+                State::Done(r, _) | State::Final(r) => r.status == Status::Passed,
+                State::Waiting | State::Running(_) => false,
+            });
+            if required_passed && self.running() < self.limit {
+                self.spawn(i);
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    fn running(&self) -> usize {
+        self.state
+            .iter()
+            .filter(|s| matches!(s, State::Running(_)))
+            .count()
+    }
+
+    /// Why check `i` cannot run (or its result cannot stand), as far as known now: a
+    /// prerequisite shown not to hold, or a required check that did not pass. The first of its
+    /// prerequisites in its own order, as the phases reported it.
+    fn ruled_out(&self, i: usize) -> Option<String> {
+        self.checks[i].requires.iter().find_map(|p| {
+            if let Some(why) = self.unmet.get(p) {
+                return Some(why.clone());
+            }
+            let Prerequisite::Check(name) = p else {
+                return None;
+            };
+            let j = self.after[i]
+                .iter()
+                .copied()
+                .find(|&j| self.checks[j].name == *name)?;
+            match &self.state[j] {
+                State::Done(r, _) | State::Final(r) => not_passed(name, r),
+                State::Waiting | State::Running(_) => None,
+            }
+        })
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let check = &self.checks[i];
+        let job = Job {
+            name: check.name.clone(),
+            layer: check.layer,
+            probe: Arc::clone(&check.probe),
+        };
+        let (cx, options, stopper) = (
+            Arc::clone(&self.cx),
+            self.options.clone(),
+            self.stopper.clone(),
+        );
+        let wait_until = self.wait_until;
+        let offset = self.offset();
+        let handle = self.tasks.spawn(async move {
+            let (mut result, unmet) =
+                execute(&job, Arc::clone(&cx), &options, wait_until, &stopper).await;
+            result.started = offset;
+            Finished {
+                index: i,
+                result: redact(&cx, result),
+                unmet,
+            }
+        });
+        self.task_index.insert(handle.id(), i);
+        self.state[i] = State::Running(handle);
+    }
+
+    /// Records a finished task; a check it shows cannot stand (a namespace it reported
+    /// missing) is stopped if it runs.
+    fn finished(
+        &mut self,
+        joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+        events: &mut dyn Events,
+    ) {
+        let (index, result, unmet) = match joined {
+            Ok((_, f)) => (f.index, f.result, f.unmet),
+            // Aborted: already reported as skipped.
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => {
+                let Some(&i) = self.task_index.get(&e.id()) else {
+                    return;
+                };
+                // A bug in a check: reported as such, the run goes on.
                 let f = Failure::new(
                     Cause::Panicked,
                     "the check panicked: this is a smokecheck bug, please report it",
                 );
-                let r = result_of(&name, layer, Duration::ZERO, 1, Vec::new(), Err(f));
-                let _ = finished.send(r.clone());
-                r
+                let c = &self.checks[i];
+                let mut r = result_of(&c.name, c.layer, Duration::ZERO, 1, Vec::new(), Err(f));
+                r.started = self.offset();
+                (i, r, Vec::new())
             }
-        })
-        .collect();
-    // A value registered after a result was recorded (its Secret's first read failed, a later
-    // one succeeded) is scrubbed from the reports too; the terminal line is already out.
-    results.into_iter().map(|r| redact(&cx, r)).collect()
+        };
+        let name = self.checks[index].name.clone();
+        for (prerequisite, why) in &unmet {
+            self.unmet
+                .entry(prerequisite.clone())
+                .or_insert_with(|| format!("{why} (see {name})"));
+        }
+        self.state[index] = State::Done(result, unmet);
+        // Optimistic starts the new facts rule out end here.
+        for i in 0..self.checks.len() {
+            if matches!(self.state[i], State::Running(_))
+                && let Some(reason) = self.ruled_out(i)
+            {
+                if let State::Running(handle) = &self.state[i] {
+                    handle.abort();
+                }
+                self.skip(i, &reason, events);
+            }
+        }
+    }
+
+    /// Reports held results whose prerequisites are settled. Whether anything changed.
+    fn settle(&mut self, events: &mut dyn Events) -> bool {
+        let mut changed = false;
+        // Results become final in dependency order; a pass per chain link.
+        loop {
+            let mut progress = false;
+            for i in 0..self.checks.len() {
+                if !matches!(self.state[i], State::Done(..)) {
+                    continue;
+                }
+                let platform_settled = !self.checks[i].requires.iter().any(soft)
+                    || self.settlers.iter().all(|&j| {
+                        j == i || matches!(self.state[j], State::Done(..) | State::Final(_))
+                    });
+                let required_final = self.after[i]
+                    .iter()
+                    .all(|&j| matches!(self.state[j], State::Final(_)));
+                if !(platform_settled && required_final) {
+                    continue;
+                }
+                if let Some(reason) = self.ruled_out(i) {
+                    self.skip(i, &reason, events);
+                } else if let State::Done(r, unmet) =
+                    std::mem::replace(&mut self.state[i], State::Waiting)
+                {
+                    events.event(&Event::CheckFinished(r.clone()));
+                    drop(unmet);
+                    self.state[i] = State::Final(r);
+                }
+                progress = true;
+            }
+            if !progress {
+                return changed;
+            }
+            changed = true;
+        }
+    }
+
+    /// Reports check `i` as skipped for `reason`.
+    fn skip(&mut self, i: usize, reason: &str, events: &mut dyn Events) {
+        let c = &self.checks[i];
+        let mut r = redact(
+            &self.cx,
+            CheckResult::skipped(&c.name, c.layer, format!("skipped: {reason}")),
+        );
+        r.started = self.offset();
+        events.event(&Event::CheckFinished(r.clone()));
+        self.state[i] = State::Final(r);
+    }
+
+    /// Every result in check order.
+    fn results(&mut self, events: &mut dyn Events) -> Vec<CheckResult> {
+        let offset = self.offset();
+        let checks = std::mem::take(&mut self.checks);
+        std::mem::take(&mut self.state)
+            .into_iter()
+            .zip(checks)
+            .map(|(state, c)| match state {
+                State::Final(r) => r,
+                // Unreachable: drive() returns once every check is final; still a result.
+                State::Waiting | State::Running(_) | State::Done(..) => {
+                    let f = Failure::new(
+                        Cause::Panicked,
+                        "the check never finished: this is a smokecheck bug, please report it",
+                    );
+                    let mut r = result_of(&c.name, c.layer, Duration::ZERO, 0, Vec::new(), Err(f));
+                    r.started = offset;
+                    events.event(&Event::CheckFinished(r.clone()));
+                    r
+                }
+            })
+            .collect()
+    }
+}
+
+/// Why a dependent of check `name` is skipped, when it did not pass.
+fn not_passed(name: &str, result: &CheckResult) -> Option<String> {
+    match result.status {
+        Status::Passed => None,
+        Status::Failed => Some(format!("{name} failed: {}", result.summary)),
+        Status::Skipped => Some(format!(
+            "{name} was skipped: {}",
+            result
+                .skip_reason
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches("skipped: ")
+        )),
+    }
+}
+
+/// What a task needs of a check.
+struct Job {
+    name: String,
+    layer: Layer,
+    probe: Probe,
 }
 
 /// The results of checks the run was stopped before it could start (a deadline or a signal
@@ -154,113 +436,6 @@ pub fn not_run(checks: &[Check], stop: Stop) -> Vec<CheckResult> {
         .collect()
 }
 
-/// Orders checks into phases: the platform checks first (they say which namespaces and CRDs
-/// are missing), then every check after the checks it requires by name.
-fn phases(checks: Vec<Check>) -> Vec<Vec<Check>> {
-    let names: BTreeMap<String, usize> = checks
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.clone(), i))
-        .collect();
-    let mut level: Vec<Option<usize>> = vec![None; checks.len()];
-    fn level_of(
-        i: usize,
-        checks: &[Check],
-        names: &BTreeMap<String, usize>,
-        level: &mut Vec<Option<usize>>,
-        depth: usize,
-    ) -> usize {
-        if let Some(l) = level[i] {
-            return l;
-        }
-        let base = usize::from(checks[i].layer != Layer::Platform);
-        // Depth bounds a (mistaken) cycle of requirements instead of recursing forever.
-        let l = if depth > checks.len() {
-            base
-        } else {
-            checks[i]
-                .requires
-                .iter()
-                .filter_map(|p| match p {
-                    Prerequisite::Check(name) => names.get(name).copied(),
-                    _ => None,
-                })
-                .map(|j| level_of(j, checks, names, level, depth + 1) + 1)
-                .fold(base, usize::max)
-        };
-        level[i] = Some(l);
-        l
-    }
-    let levels: Vec<usize> = (0..checks.len())
-        .map(|i| level_of(i, &checks, &names, &mut level, 0))
-        .collect();
-    let count = levels.iter().copied().max().map_or(0, |m| m + 1);
-    let mut out: Vec<Vec<Check>> = (0..count).map(|_| Vec::new()).collect();
-    for (check, l) in checks.into_iter().zip(levels) {
-        out[l].push(check);
-    }
-    out.retain(|p| !p.is_empty());
-    out
-}
-
-/// Runs one phase's checks as libtest-mimic trials; checks needing an `unmet` prerequisite
-/// are recorded as skipped without running.
-#[allow(clippy::too_many_arguments)]
-fn phase(
-    runtime: &tokio::runtime::Handle,
-    cx: &Arc<Context>,
-    checks: Vec<Check>,
-    options: &RunOptions,
-    wait_until: Option<Instant>,
-    stopper: &Stopper,
-    finished: &UnboundedSender<CheckResult>,
-    unmet: &BTreeMap<Prerequisite, String>,
-) -> Recorded {
-    let recorded: Arc<Mutex<Recorded>> = Arc::default();
-    let mut trials = Vec::new();
-    for check in checks {
-        if let Some(reason) = check.requires.iter().find_map(|p| unmet.get(p)) {
-            let r = redact(
-                cx,
-                CheckResult::skipped(&check.name, check.layer, format!("skipped: {reason}")),
-            );
-            let _ = finished.send(r.clone());
-            if let Ok(mut map) = recorded.lock() {
-                map.insert(r.name.clone(), (r, Vec::new()));
-            }
-            continue;
-        }
-        let (cx, options, stopper) = (Arc::clone(cx), options.clone(), stopper.clone());
-        let handle = runtime.clone();
-        let (finished, recorded) = (finished.clone(), Arc::clone(&recorded));
-        trials.push(Trial::test(check.name.clone(), move || {
-            let (result, broken) =
-                handle.block_on(execute(&check, cx.clone(), &options, wait_until, &stopper));
-            let result = redact(&cx, result);
-            let _ = finished.send(result.clone());
-            if let Ok(mut map) = recorded.lock() {
-                map.insert(result.name.clone(), (result, broken));
-            }
-            Ok(())
-        }));
-    }
-    let args = Arguments {
-        test_threads: options.threads,
-        quiet: true,
-        // libtest-mimic always prints libtest-style lines; our reporters own the output.
-        logfile: Some(NULL_DEVICE.to_string()),
-        ..Arguments::default()
-    };
-    // The recorded results, not libtest-mimic's counts, decide the exit code.
-    let _ = libtest_mimic::run(&args, trials);
-    recorded.lock().map(|m| m.clone()).unwrap_or_default()
-}
-
-#[cfg(unix)]
-const NULL_DEVICE: &str = "/dev/null";
-#[cfg(not(unix))]
-const NULL_DEVICE: &str = "NUL";
-
 fn redact(cx: &Context, mut r: CheckResult) -> CheckResult {
     let red = &cx.redactor;
     r.summary = red.redact(&r.summary);
@@ -276,7 +451,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Runs one check: attempts until it passes, `--wait` runs out, or the run is stopped.
 async fn execute(
-    check: &Check,
+    check: &Job,
     cx: Arc<Context>,
     options: &RunOptions,
     wait_until: Option<Instant>,
@@ -288,6 +463,11 @@ async fn execute(
     let mut attempts = 0;
     let outcome = loop {
         attempts += 1;
+        if attempts > 1 {
+            // A retry waits for the cluster to change: what the run read before is stale.
+            cx.cluster.forget_reads();
+            cx.answers.forget();
+        }
         let attempt = Attempt::until(Instant::now() + options.timeout);
         let probed = if let Some(stop) = stopper.reason() {
             Err(stopped(stop, &attempt, false))

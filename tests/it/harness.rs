@@ -128,7 +128,19 @@ pub fn bin() -> &'static str {
 /// A command with a clean environment: no kubeconfig, colour or smokecheck settings leak in
 /// from the machine running the tests.
 pub fn command() -> Command {
-    let mut cmd = Command::new(bin());
+    command_under(&[])
+}
+
+/// [`command`] run by `wrapper` (`["taskset", "-c", "0"]`): the binary is its last argument.
+pub fn command_under(wrapper: &[&str]) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    };
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.starts_with("SMOKECHECK_")
@@ -217,7 +229,7 @@ pub fn run_in(dir: tempfile::TempDir, kubeconfig: &Path, format: &[&str], args: 
 
 /// `smokecheck verify --kubeconfig K --junit <dir>/junit.xml FORMAT ARGS` run by `cmd` (a
 /// [`command`], possibly with its environment changed) under [`measured`].
-fn run_with(
+pub fn run_with(
     dir: tempfile::TempDir,
     kubeconfig: &Path,
     format: &[&str],

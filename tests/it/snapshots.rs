@@ -29,6 +29,7 @@ fn settings() -> insta::Settings {
     s.add_filter(r"\((\d+ms|\d+\.\d+s)", "([duration]");
     s.add_filter(r"in (\d+ms|\d+\.\d+s)", "in [duration]");
     s.add_filter(r#""duration_ms": \d+"#, r#""duration_ms": "[duration]""#);
+    s.add_filter(r#""started_ms": \d+"#, r#""started_ms": "[started]""#);
     s.add_filter(r#"time="[0-9.]+""#, r#"time="[duration]""#);
     s.add_filter(r#"timestamp="[^"]+""#, r#"timestamp="[timestamp]""#);
     s.add_filter(r"smokecheck \d+\.\d+\.\d+", "smokecheck [version]");

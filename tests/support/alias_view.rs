@@ -19,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::in_flight::InFlight;
+
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -32,12 +34,16 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 struct View {
+    /// Requests being relayed, until the proxy's answer head is back (LiteLLM's side of
+    /// smokecheck's per-destination caps).
+    in_flight: Arc<InFlight>,
     upstream: String,
     aliases: Vec<String>,
     client: reqwest::Client,
 }
 
 pub struct AliasView {
+    in_flight: Arc<InFlight>,
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -46,7 +52,9 @@ pub struct AliasView {
 impl AliasView {
     /// Relays to `upstream` (`http://127.0.0.1:PORT`), listing only `aliases` as models.
     pub fn start(upstream: &str, aliases: &[&str]) -> AliasView {
+        let in_flight = Arc::new(InFlight::default());
         let view = Arc::new(View {
+            in_flight: Arc::clone(&in_flight),
             upstream: upstream.trim_end_matches('/').to_string(),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
             client: reqwest::Client::builder()
@@ -78,6 +86,7 @@ impl AliasView {
             });
         });
         AliasView {
+            in_flight,
             addr,
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -86,6 +95,11 @@ impl AliasView {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Requests relayed to the proxy: the peak so far and each one's span.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     pub fn url(&self) -> String {
@@ -113,6 +127,7 @@ fn end_to_end(headers: &HeaderMap) -> HeaderMap {
 }
 
 async fn relay(State(view): State<Arc<View>>, request: Request) -> Response {
+    let _counted = view.in_flight.enter(request.uri().path());
     let (parts, body) = request.into_parts();
     let path = parts
         .uri

@@ -16,6 +16,12 @@
 //!
 //! It runs on its own tokio runtime (its own threads), so sync and async tests can use it alike,
 //! and stops when dropped. Fault knobs are flipped at run time from any thread.
+//!
+//! Latency ([`FakeVllm::set_latency`]) models a real model server's timing per endpoint, for
+//! benchmarks: `/health` and `/v1/models` quick, a completion slow, a stream's headers at once,
+//! its first token after the time to first token and `[DONE]` when the completion's time is up.
+//! Only answered completions take the model's time; refusals (401, context length) are quick,
+//! as vLLM's are.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -33,6 +39,9 @@ use hyper_util::service::TowerToHyperService;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;
 use tokio::task::{AbortHandle, JoinHandle};
+
+use super::in_flight::InFlight;
+use super::latency::ModelLatency;
 
 /// The words a completion is made of; a completion is the first `max_tokens` of them.
 const REPLY: &str = "Hello from the fake vLLM: this answer is deterministic.";
@@ -79,9 +88,14 @@ struct Knobs {
     /// Appended to the message of every status-override error body: a server that echoes
     /// what it should not (its key, the proxy's salt), for the leak sweep.
     echo: Option<String>,
+    /// The model server's own timing, per endpoint (not a fault: `Fault::None` keeps it).
+    latency: ModelLatency,
 }
 
 struct Shared {
+    /// smokecheck's own requests being answered (a chat through LiteLLM is LiteLLM's, not
+    /// counted): smokecheck's per-backend cap.
+    smokecheck_in_flight: InFlight,
     models: Vec<(String, u32)>,
     knobs: Mutex<Knobs>,
     seen: Mutex<VecDeque<SeenRequest>>,
@@ -108,6 +122,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl FakeVllm {
+    /// smokecheck's own requests (not LiteLLM's): the peak so far and each one's span.
+    pub fn smokecheck_in_flight(&self) -> &InFlight {
+        &self.shared.smokecheck_in_flight
+    }
+
     /// Serves `models` (served name, `max_model_len`) behind `api_key`.
     pub fn start(models: &[(&str, u32)], api_key: &str) -> FakeVllm {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -120,12 +139,14 @@ impl FakeVllm {
             StdListener::bind("127.0.0.1:0").expect("binding the fake vLLM to 127.0.0.1:0");
         let addr = listener.local_addr().expect("fake vLLM local address");
         let shared = Arc::new(Shared {
+            smokecheck_in_flight: InFlight::default(),
             models: models.iter().map(|(n, l)| (n.to_string(), *l)).collect(),
             knobs: Mutex::new(Knobs {
                 api_key: api_key.to_string(),
                 delay: Duration::ZERO,
                 status: None,
                 echo: None,
+                latency: ModelLatency::default(),
             }),
             seen: Mutex::new(VecDeque::new()),
             counter: Mutex::new(0),
@@ -169,6 +190,11 @@ impl FakeVllm {
 
     pub fn set_delay(&self, delay: Duration) {
         lock(&self.shared.knobs).delay = delay;
+    }
+
+    /// From now on, answers take this long per endpoint (see the module header).
+    pub fn set_latency(&self, latency: ModelLatency) {
+        lock(&self.shared.knobs).latency = latency;
     }
 
     /// `Some(503)`: answer 503 to `/health` and `/v1/*`; `None`: answer normally.
@@ -310,7 +336,26 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            count_smokecheck,
+        ))
         .with_state(shared)
+}
+
+/// Counts smokecheck's requests (by their user agent) while they are answered.
+async fn count_smokecheck(
+    State(s): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ours = request
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("smokecheck/"));
+    let _counted = ours.then(|| s.smokecheck_in_flight.enter(request.uri().path()));
+    next.run(request).await
 }
 
 /// vLLM 0.6's error body: `{"object":"error","message":..,"type":..,"param":null,"code":N}`.
@@ -407,6 +452,8 @@ fn now_secs() -> u64 {
 
 async fn health(State(s): State<Arc<Shared>>) -> Response {
     let status = s.faults().await.unwrap_or(200);
+    let pause = lock(&s.knobs).latency.health.sample();
+    sleep_unless_zero(pause).await;
     s.record(plain("/health", status, true));
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     (code, Body::empty()).into_response()
@@ -447,6 +494,8 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 
 async fn models(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let fault = s.faults().await;
+    let pause = lock(&s.knobs).latency.models.sample();
+    sleep_unless_zero(pause).await;
     let authorized = s.authorized(&headers);
     let response = if let Some(status) = fault {
         override_response(status, lock(&s.knobs).echo.as_deref())
@@ -558,7 +607,20 @@ async fn chat(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
             ),
             Some((_, max_model_len)) => match context_error(prompt, max_tokens, *max_model_len) {
                 Some(message) => vllm_error(400, "BadRequestError", &message),
-                None => completion(&s, model, prompt, max_tokens, stream, include_usage),
+                None => {
+                    let timing = Timing::draw(&s);
+                    if !stream {
+                        sleep_unless_zero(timing.total).await;
+                    }
+                    completion(
+                        &s,
+                        model,
+                        prompt,
+                        max_tokens,
+                        stream.then_some(timing),
+                        include_usage,
+                    )
+                }
             },
         }
     } else {
@@ -602,12 +664,61 @@ fn context_error(prompt: u32, max_tokens: Option<u32>, max_model_len: u32) -> Op
     }
 }
 
+async fn sleep_unless_zero(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// When a completion's parts are due, from the moment it was accepted.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    start: tokio::time::Instant,
+    first_token: Duration,
+    total: Duration,
+}
+
+impl Timing {
+    fn draw(s: &Shared) -> Timing {
+        let mut k = lock(&s.knobs);
+        let total = k.latency.completion.sample();
+        let first_token = k.latency.first_token.sample().min(total);
+        Timing {
+            start: tokio::time::Instant::now(),
+            first_token,
+            total,
+        }
+    }
+
+    /// When each of a stream's `events` is due: the role chunk and the first content token at
+    /// the time to first token, the other `tokens - 1` content tokens evenly after it, the
+    /// closing chunks (finish, usage, `[DONE]`) at the total.
+    fn schedule(&self, events: usize, tokens: usize) -> Vec<tokio::time::Instant> {
+        let gen_time = self.total.saturating_sub(self.first_token);
+        (0..events)
+            .map(|i| {
+                let offset = match i {
+                    0 => self.first_token,
+                    i if i <= tokens => {
+                        let step = gen_time.mul_f64((i - 1) as f64 / tokens.max(1) as f64);
+                        self.first_token + step
+                    }
+                    _ => self.total,
+                };
+                self.start + offset
+            })
+            .collect()
+    }
+}
+
+/// A completion's answer; `stream` carries the timing of its events (a plain answer has
+/// already waited for its whole time).
 fn completion(
     s: &Shared,
     model: &str,
     prompt: u32,
     max_tokens: Option<u32>,
-    stream: bool,
+    stream: Option<Timing>,
     include_usage: bool,
 ) -> Response {
     let words: Vec<&str> = REPLY.split(' ').collect();
@@ -622,7 +733,7 @@ fn completion(
     });
     let id = format!("chatcmpl-fake{:016x}", s.next_id());
     let created = now_secs();
-    if !stream {
+    let Some(timing) = stream else {
         let content = words[..n].join(" ");
         let body = json!({
             "id": id,
@@ -640,7 +751,7 @@ fn completion(
             "prompt_logprobs": null
         });
         return axum::Json(body).into_response();
-    }
+    };
     let chunk = |choices: Value| {
         let c = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": choices});
         format!("data: {c}\n\n")
@@ -669,7 +780,14 @@ fn completion(
         events.push(format!("data: {c}\n\n"));
     }
     events.push("data: [DONE]\n\n".to_string());
-    let stream = futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let due = timing.schedule(events.len(), n);
+    let stream = futures::StreamExt::then(
+        futures::stream::iter(events.into_iter().zip(due)),
+        |(event, due)| async move {
+            tokio::time::sleep_until(due).await;
+            Ok::<_, std::convert::Infallible>(event)
+        },
+    );
     (
         [
             (header::CONTENT_TYPE, "text/event-stream; charset=utf-8"),

@@ -9,6 +9,9 @@
 //!
 //! The proxy runs without `DATABASE_URL`: Prisma would download its query engine at start, which
 //! cannot happen here (reference/litellm-behaviour.md).
+//!
+//! For scale, [`start_dedicated`] starts a proxy of the caller's own whose config has many
+//! aliases (a deployment's `model_list` of 200, say), all routed to one fake vLLM.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -104,7 +107,9 @@ pub struct LiteLlm {
     process: Mutex<Supervised>,
     addr: SocketAddr,
     dir: PathBuf,
-    fakes: Vec<(&'static str, FakeVllm)>,
+    fakes: Vec<FakeVllm>,
+    /// Each alias of the config and the index in `fakes` of the fake behind it.
+    aliases: Vec<(String, usize)>,
     started_in: Duration,
 }
 
@@ -120,16 +125,19 @@ impl LiteLlm {
 
     /// The fake vLLM behind `alias` (panics on an alias the config does not have).
     pub fn fake(&self, alias: &str) -> &FakeVllm {
-        self.fakes
+        self.aliases
             .iter()
-            .find(|(a, _)| *a == alias)
-            .map(|(_, f)| f)
+            .find(|(a, _)| a == alias)
+            .map(|(_, i)| &self.fakes[*i])
             .unwrap_or_else(|| {
-                panic!(
-                    "the bed's proxy has no alias {alias:?}; it has {:?}",
-                    alias::ALL
-                )
+                let names: Vec<&str> = self.aliases.iter().map(|(a, _)| a.as_str()).collect();
+                panic!("the bed's proxy has no alias {alias:?}; it has {names:?}")
             })
+    }
+
+    /// The aliases of its config, in config order.
+    pub fn aliases(&self) -> impl Iterator<Item = &str> {
+        self.aliases.iter().map(|(a, _)| a.as_str())
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -208,10 +216,10 @@ fn start_shared() -> Result<LiteLlm, String> {
         }
         fake
     };
-    let fakes: Vec<(&'static str, FakeVllm)> =
-        alias::ALL.iter().map(|a| (*a, fake_for(a))).collect();
-    let specs: Vec<AliasSpec> = fakes
+    let fakes: Vec<FakeVllm> = alias::ALL.iter().map(|a| fake_for(a)).collect();
+    let specs: Vec<AliasSpec> = alias::ALL
         .iter()
+        .zip(&fakes)
         .map(|(name, fake)| AliasSpec {
             name,
             api_base: format!("{}/v1", fake.url()),
@@ -222,9 +230,44 @@ fn start_shared() -> Result<LiteLlm, String> {
             },
         })
         .collect();
-    let dir = bed_dir("proxy");
+    let aliases = alias::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.to_string(), i))
+        .collect();
+    start(&specs, fakes, aliases, "proxy")
+}
+
+/// Starts a proxy of the caller's own (not the shared one) whose config has `aliases`, in that
+/// order, every one routed to `fake`, behind the trimming guardrail when `guarded`. Stops when
+/// dropped. Start-up takes as long as the shared proxy's (10-15 s, more on a loaded machine).
+pub fn start_dedicated(
+    aliases: &[String],
+    fake: FakeVllm,
+    guarded: bool,
+) -> Result<LiteLlm, String> {
+    let api_base = format!("{}/v1", fake.url());
+    let specs: Vec<AliasSpec> = aliases
+        .iter()
+        .map(|name| AliasSpec {
+            name,
+            api_base: api_base.clone(),
+            guardrail: guarded.then_some("message_trimming"),
+        })
+        .collect();
+    let routes = aliases.iter().map(|a| (a.clone(), 0)).collect();
+    start(&specs, vec![fake], routes, "dedicated")
+}
+
+fn start(
+    specs: &[AliasSpec],
+    fakes: Vec<FakeVllm>,
+    aliases: Vec<(String, usize)>,
+    what: &str,
+) -> Result<LiteLlm, String> {
+    let dir = bed_dir(what);
     install_guardrail(&dir);
-    let (mut process, addr) = launch(&dir, &config_yaml(&specs))?;
+    let (mut process, addr) = launch(&dir, &config_yaml(specs))?;
     let started = Instant::now();
     match wait_ready(&mut process, addr, START_TIMEOUT) {
         Ok(()) => Ok(LiteLlm {
@@ -232,6 +275,7 @@ fn start_shared() -> Result<LiteLlm, String> {
             addr,
             dir,
             fakes,
+            aliases,
             started_in: started.elapsed(),
         }),
         Err(why) => Err(format!(

@@ -13,6 +13,12 @@
 //! reaches it. The host names resolve nowhere (`*.example.test`): a client reaches a front by
 //! [`Stack::ingress_endpoints`] (`--endpoint ingress:<host>=URL`), keeping the host for SNI
 //! and verification, and trusts [`Stack::ingress_ca`].
+//!
+//! [`Options`] scale it and slow it down for benchmarks (`ci/sandbox` flags, `ci/bench`): a
+//! proxy of its own whose config has N aliases on one fake vLLM, filler Pods and Secrets in the
+//! namespace (support/scale.rs), and latency on the API server, the port-forwards and the
+//! model (support/latency.rs). [`Stack::relays`] holds port-forwards open for scripts, and
+//! [`Stack::baseline_env`] tells the script baseline (ci/baseline/verify.sh) where they are.
 
 use std::path::PathBuf;
 
@@ -21,10 +27,17 @@ use serde_json::Value;
 
 use super::alias_view::AliasView;
 use super::certs;
-use super::fake_kube::{FakeKube, Scenario, load_scenario};
+use super::fake_kube::{FakeKube, ForwardLatency, Scenario, load_scenario, str_at};
+use super::fake_vllm::{FakeVllm, Fault as VllmFault};
 use super::ingress::{self, Backend as Routed};
-use super::litellm::{MASTER_KEY, SERVED_MODEL, VLLM_KEY, alias, litellm_proxy};
+use super::latency::{Latency, ModelLatency};
+use super::litellm::{
+    LiteLlm, MASTER_KEY, MAX_MODEL_LEN, OTHER_VLLM_KEY, SERVED_MODEL, VLLM_KEY, alias,
+    litellm_proxy, start_dedicated,
+};
 use super::postgres::{Database, Scenario as DbScenario, postgres};
+use super::relay::{Relays, Target};
+use super::scale;
 use super::tls_front::{Backend, TRAEFIK_BAD_GATEWAY, TRAEFIK_NOT_FOUND, TlsFront};
 
 /// A failure to show, as `ci/sandbox --fault NAME` names it.
@@ -142,6 +155,28 @@ pub fn fault(name: &str) -> Option<Fault> {
     FAULTS.iter().copied().find(|f| f.name == name)
 }
 
+/// How big and how slow a stack is. The default is today's stack: the test binary's shared
+/// proxy, the scenario as it is, no added latency.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `Some(n)`: a proxy of the stack's own whose config has `n` aliases (`chat-001`, ...,
+    /// support/scale.rs), all routed to one fake vLLM of its own, and the same aliases in the
+    /// cluster's proxy config. `None`: the shared proxy, the fault's one alias.
+    pub aliases: Option<usize>,
+    /// Pods and Secrets added to namespace `litellm` beside the suite's own.
+    pub filler_pods: usize,
+    pub filler_secrets: usize,
+    /// Seeds the filler's content.
+    pub seed: u64,
+    /// Every API request (FakeKube::set_latency).
+    pub api_latency: Latency,
+    /// Each port-forward stream's setup and round trips (FakeKube::set_forward_latency).
+    pub forward: ForwardLatency,
+    /// The fake vLLM's, per endpoint; needs `aliases` (the shared proxy's fakes are shared with
+    /// every other test of the binary).
+    pub model: ModelLatency,
+}
+
 /// A running stack; everything stops when it is dropped.
 pub struct Stack {
     pub fake: FakeKube,
@@ -154,6 +189,10 @@ pub struct Stack {
     /// The external route, one TLS front per host the scenario's Ingresses and IngressRoutes
     /// name (none without them).
     pub fronts: Vec<(String, TlsFront)>,
+    /// The aliases of the cluster's proxy config.
+    pub aliases: Vec<String>,
+    /// The stack's own proxy, when `Options::aliases` asked for one.
+    pub own_proxy: Option<LiteLlm>,
     dir: tempfile::TempDir,
 }
 
@@ -181,6 +220,72 @@ impl Stack {
     pub fn ingress_ca(&self) -> PathBuf {
         self.dir.path().join("ingress-ca.pem")
     }
+
+    /// The fake vLLM behind the cluster's vLLM pod.
+    pub fn vllm(&self) -> &FakeVllm {
+        let proxy = self.own_proxy.as_ref().unwrap_or_else(|| litellm_proxy());
+        proxy.fake(&self.aliases[0])
+    }
+
+    /// Port-forwards held open to a ready pod behind each Service a script reaches, in this
+    /// order: LiteLLM, vLLM, the database's rw Service (see support/relay.rs).
+    pub fn relays(&self) -> Relays {
+        let scenario = self.fake.scenario();
+        let targets: Vec<Target> = [
+            ("litellm", "litellm"),
+            ("vllm", "vllm"),
+            ("litellm", "cloudnative-pg-cluster-rw"),
+        ]
+        .iter()
+        .map(|(ns, svc)| {
+            ready_pod(scenario, ns, svc)
+                .unwrap_or_else(|| panic!("stack: no ready pod behind service {ns}/{svc}"))
+        })
+        .collect();
+        Relays::start(&self.kubeconfig, &targets)
+    }
+
+    /// The settings of the script baseline (ci/baseline/verify.sh) for this stack, as
+    /// `NAME=value` lines a shell can source: the kubeconfig, the relays' addresses, and where
+    /// the stack's suite differs from the default one.
+    pub fn baseline_env(&self, relays: &Relays) -> String {
+        let [litellm, vllm, database] = relays.addrs[..] else {
+            panic!("stack: expected the three relays of Stack::relays")
+        };
+        format!(
+            "KUBECONFIG={}\nLITELLM_URL=http://{litellm}\nVLLM_URL=http://{vllm}\nPGHOSTADDR={}\nPGPORT={}\n\
+             EXPECT_DB=false\nDB_NAME={}\nDB_SSLMODE=verify-full\nDB_CA_CONFIGMAP={CA_CONFIGMAP}\n",
+            self.kubeconfig.display(),
+            database.ip(),
+            database.port(),
+            self.db.name,
+        )
+    }
+}
+
+/// The first ready pod behind `namespace/service` and the pod port of its EndpointSlice, as
+/// `kubectl port-forward svc/<service>` picks one.
+fn ready_pod(scenario: &Scenario, namespace: &str, service: &str) -> Option<Target> {
+    scenario
+        .of_kind("EndpointSlice")
+        .filter(|s| {
+            str_at(s, "/metadata/namespace") == Some(namespace)
+                && str_at(s, "/metadata/labels/kubernetes.io~1service-name") == Some(service)
+        })
+        .find_map(|slice| {
+            let port = slice.pointer("/ports/0/port")?.as_u64()?;
+            let pod = slice["endpoints"].as_array()?.iter().find_map(|e| {
+                let ready = e.pointer("/conditions/ready").and_then(Value::as_bool) != Some(false);
+                (ready && str_at(e, "/targetRef/kind") == Some("Pod"))
+                    .then(|| str_at(e, "/targetRef/name"))
+                    .flatten()
+            })?;
+            Some(Target {
+                namespace: namespace.to_string(),
+                pod: pod.to_string(),
+                port: u16::try_from(port).ok()?,
+            })
+        })
 }
 
 /// The stack's suite: the built-in one, but for what the bed cannot be: the proxy runs without
@@ -198,12 +303,17 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// The proxy config as its ConfigMap holds it: the fault's alias at the in-cluster vLLM
-/// Service, behind the trimming guardrail (the bed's class).
-fn config_yaml(alias: &str) -> String {
-    format!(
-        "model_list:\n  - model_name: {alias}\n    litellm_params:\n      model: openai/{SERVED_MODEL}\n      api_base: http://vllm.vllm.svc.cluster.local/v1\n      api_key: os.environ/CA_VLLM_LOCAL_API_KEY\n      guardrails: [message_trimming]\nguardrails:\n  - guardrail_name: message_trimming\n    litellm_params:\n      guardrail: custom_guardrails.message_overflow.MessageOverflowGuardrail\n      mode: pre_call\n      default_on: false\ngeneral_settings:\n  master_key: os.environ/PROXY_MASTER_KEY\n  database_url: os.environ/DATABASE_URL\n"
-    )
+/// The proxy config as its ConfigMap holds it: the aliases at the in-cluster vLLM Service,
+/// behind the trimming guardrail (the bed's class).
+fn config_yaml(aliases: &[String]) -> String {
+    let mut y = String::from("model_list:\n");
+    for alias in aliases {
+        y.push_str(&format!(
+            "  - model_name: {alias}\n    litellm_params:\n      model: openai/{SERVED_MODEL}\n      api_base: http://vllm.vllm.svc.cluster.local/v1\n      api_key: os.environ/CA_VLLM_LOCAL_API_KEY\n      guardrails: [message_trimming]\n"
+        ));
+    }
+    y.push_str("guardrails:\n  - guardrail_name: message_trimming\n    litellm_params:\n      guardrail: custom_guardrails.message_overflow.MessageOverflowGuardrail\n      mode: pre_call\n      default_on: false\ngeneral_settings:\n  master_key: os.environ/PROXY_MASTER_KEY\n  database_url: os.environ/DATABASE_URL\n");
+    y
 }
 
 /// Starts the stack for `fault`: the bed's servers (once per process), a fake cluster, and the
@@ -215,7 +325,46 @@ pub fn start(fault: Fault) -> Stack {
 /// As [`start`], with `edit` applied to the fake cluster's scenario once it holds the bed's
 /// secrets, proxy config and CA (the leak sweep plants text in its logs and messages).
 pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
-    let proxy = litellm_proxy();
+    start_configured(fault, &Options::default(), edit)
+}
+
+/// As [`start`], scaled and slowed down as `options` say.
+pub fn start_with_options(fault: Fault, options: &Options) -> Stack {
+    start_configured(fault, options, |_| {})
+}
+
+/// The stack's own proxy for `fault`: `n` aliases on one fake vLLM that behaves as the fault's
+/// alias does on the shared proxy (a rotated key, down, no trimming), with the model's latency.
+fn own_proxy(fault: Fault, n: usize, model: &ModelLatency) -> LiteLlm {
+    let key = if fault.alias == alias::STACK_KEY_MISMATCH {
+        OTHER_VLLM_KEY
+    } else {
+        VLLM_KEY
+    };
+    let fake = FakeVllm::start(&[(SERVED_MODEL, MAX_MODEL_LEN)], key);
+    fake.set_latency(model.clone());
+    if fault.alias == alias::STACK_DOWN {
+        fake.set_fault(VllmFault::Down);
+    }
+    let guarded = fault.alias != alias::TRIM_OFF;
+    start_dedicated(&scale::alias_names(n), fake, guarded)
+        .unwrap_or_else(|why| panic!("stack: the stack's own LiteLLM proxy: {why}"))
+}
+
+fn start_configured(fault: Fault, options: &Options, edit: impl FnOnce(&mut Scenario)) -> Stack {
+    let own_proxy = options
+        .aliases
+        .map(|n| own_proxy(fault, n.max(1), &options.model));
+    assert!(
+        own_proxy.is_some() || options.model == ModelLatency::default(),
+        "stack: model latency needs the stack's own proxy (Options::aliases): the shared \
+         proxy's fakes serve every other test of the binary"
+    );
+    let proxy = own_proxy.as_ref().unwrap_or_else(|| litellm_proxy());
+    let aliases: Vec<String> = match options.aliases {
+        Some(_) => proxy.aliases().map(str::to_string).collect(),
+        None => vec![fault.alias.to_string()],
+    };
     let bed = postgres();
     let db = bed.scenario(fault.database);
 
@@ -276,7 +425,7 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
                 }
             }
             ("ConfigMap", "litellm-config") => {
-                o["data"]["config.yaml"] = Value::from(config_yaml(fault.alias));
+                o["data"]["config.yaml"] = Value::from(config_yaml(&aliases));
             }
             _ => {}
         }
@@ -291,6 +440,13 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
         "data": {"ca.crt": bed.ca_pem()},
     }));
 
+    scale::fill(
+        &mut scenario,
+        "litellm",
+        options.filler_pods,
+        options.filler_secrets,
+        options.seed,
+    );
     edit(&mut scenario);
 
     // Port-forwards to the pods reach the bed's servers.
@@ -325,11 +481,14 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
     // The external route, as Traefik would serve the scenario's Ingresses and IngressRoutes.
     let traefik = ingress::traefik(&scenario);
     let fake = FakeKube::start_with(scenario);
-    let mut served = vec![fault.alias];
+    fake.set_latency(options.api_latency.clone());
+    fake.set_forward_latency(options.forward.clone());
+    // The deployment's proxy serves its config's aliases (and the fault's stale ones).
+    let mut served: Vec<&str> = aliases.iter().map(String::as_str).collect();
     served.extend(fault.also_served);
     let litellm = AliasView::start(&proxy.url(), &served);
     let proxy_addr = litellm.addr();
-    let vllm_addr = proxy.fake(fault.alias).addr();
+    let vllm_addr = proxy.fake(&aliases[0]).addr();
     let fronts = traefik
         .routes
         .iter()
@@ -375,6 +534,8 @@ pub fn start_with(fault: Fault, edit: impl FnOnce(&mut Scenario)) -> Stack {
         fault,
         litellm,
         fronts,
+        aliases,
+        own_proxy,
         dir,
     }
 }

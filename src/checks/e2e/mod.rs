@@ -253,7 +253,8 @@ async fn stream(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
         "waiting for the stream's headers from POST {url} (alias {alias})"
     ));
     let started = Instant::now();
-    let resp = cx
+    // The slot is held until the stream has been read (dropped when this probe returns).
+    let (resp, _slot) = cx
         .http
         .post_streaming(&url, Some(&key.value), &body)
         .await

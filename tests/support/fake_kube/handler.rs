@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use super::api::{self, ResourceType};
 use super::scenario::{Scenario, str_at};
 use super::select;
+use crate::support::latency::Latency;
 
 /// One request the fake received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,42 @@ pub struct Shared {
     pub misbehave: Mutex<Vec<(String, crate::support::hostile::Behaviour)>>,
     /// Every port-forward stream served, open or ended, in the order they were opened.
     pub streams: Mutex<Vec<ForwardStream>>,
+    /// Added before every request is answered, port-forward upgrades included: a real API
+    /// server's round trip, for benchmarks (`FakeKube::set_latency`).
+    pub latency: Mutex<Latency>,
+    /// Added to each port-forward stream's setup (the API server reaching the kubelet, the
+    /// kubelet the pod), and to each round trip through an open stream.
+    pub forward_latency: Mutex<ForwardLatency>,
+    /// Requests being answered (a port-forward until its upgrade is answered).
+    pub in_flight: crate::support::in_flight::InFlight,
+}
+
+/// What a port-forward stream costs beyond the API request that opens it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardLatency {
+    /// Once per stream, before its first byte goes either way.
+    pub setup: Latency,
+    /// Per round trip: every byte is delayed by half of a draw each way, pipelined (bytes
+    /// sent back to back arrive back to back), as on a network link.
+    pub round_trip: Latency,
+}
+
+/// Waits the API server's latency, then lets the request through (a layer over every route).
+pub async fn latency(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let _counted = shared.in_flight.enter(request.uri().path());
+    let pause = shared
+        .latency
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .sample();
+    if !pause.is_zero() {
+        tokio::time::sleep(pause).await;
+    }
+    next.run(request).await
 }
 
 /// One port-forward stream (a WebSocket) as the fake served it: when it opened, when and how it

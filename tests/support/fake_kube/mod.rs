@@ -9,6 +9,9 @@
 //! For the trust-envelope tests it can also misbehave on chosen paths
 //! ([`FakeKube::misbehave`]): discovery and every other path answer normally while, say, the
 //! pod LIST hangs, trickles or floods, as a broken or hostile API server would mid-run.
+//!
+//! For benchmarks it can be as slow as a real one ([`FakeKube::set_latency`]: every request;
+//! [`FakeKube::set_forward_latency`]: each port-forward stream's setup and round trips).
 
 mod api;
 mod handler;
@@ -35,10 +38,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 use super::hostile::{self, Behaviour};
+use super::latency::Latency;
 
 #[allow(unused_imports)]
 pub use api::{OPT_IN_GROUPS, RESOURCES, ResourceType, installed};
-pub use handler::{ForwardStream, RecordedRequest, StreamEnd};
+pub use handler::{ForwardLatency, ForwardStream, RecordedRequest, StreamEnd};
 #[allow(unused_imports)]
 pub use scenario::{
     Certificate, DEFAULT_USER, Forbid, Scenario, identity, load_scenario, relative_time, rfc3339,
@@ -78,6 +82,9 @@ impl FakeKube {
             forwards: Default::default(),
             misbehave: Default::default(),
             streams: Default::default(),
+            latency: Default::default(),
+            forward_latency: Default::default(),
+            in_flight: Default::default(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap_or_else(|e| panic!("fake kube {name}: binding 127.0.0.1:0: {e}"));
@@ -94,6 +101,10 @@ impl FakeKube {
                 axum::routing::get(portforward::portforward),
             )
             .fallback(handler::handle)
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                handler::latency,
+            ))
             .with_state(shared.clone());
         let acceptor = tls.acceptor();
         let serving = shared.clone();
@@ -197,6 +208,27 @@ impl FakeKube {
             .clone()
     }
 
+    /// From now on, every request (discovery, reads, logs, port-forward upgrades) waits this
+    /// long before it is answered: a real API server's round trip, for benchmarks. Distinct
+    /// from [`FakeKube::delay_requests`], which makes one path slow for timeout tests.
+    pub fn set_latency(&self, latency: Latency) {
+        *self
+            .shared
+            .latency
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = latency;
+    }
+
+    /// From now on, each port-forward stream takes `setup` to open (on top of the API request
+    /// that asks for it) and every round trip through it `round_trip`.
+    pub fn set_forward_latency(&self, latency: ForwardLatency) {
+        *self
+            .shared
+            .forward_latency
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = latency;
+    }
+
     /// Answers requests whose path contains `path_part` only after `pause`.
     pub fn delay_requests(&self, path_part: &str, pause: std::time::Duration) {
         *self
@@ -240,6 +272,11 @@ impl FakeKube {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) =
             Some((path_part.to_string(), code, times));
+    }
+
+    /// Requests in flight: the peak so far and each request's span.
+    pub fn in_flight(&self) -> &super::in_flight::InFlight {
+        &self.shared.in_flight
     }
 
     /// Every request seen so far, in arrival order.

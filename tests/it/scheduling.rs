@@ -1,0 +1,238 @@
+//! How a run spends its time (issue 11): checks in flight by destination, not by core; a check
+//! started as soon as what it requires has passed; one read per object per run (a Secret, a
+//! backend's `/v1/models`); the per-destination caps honoured. Behaviour, not timing: overlaps and orderings read from the
+//! report's timeline (`started_ms`, `duration_ms`) and from the fake servers' counts, with
+//! delays far larger than the margins they prove.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::harness::{Run, command_under, run_in, run_with, verify_json};
+use crate::support::fake_kube::FakeKube;
+use crate::support::latency::{Latency, ModelLatency};
+use crate::support::stack::{self, Options};
+
+/// `(name, started_ms, ended_ms)` of every check that ran (skipped ones did not).
+fn timeline(run: &Run) -> Vec<(String, u64, u64)> {
+    run.json()["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["status"] != "skipped")
+        .map(|c| {
+            let started = c["started_ms"].as_u64().expect("started_ms");
+            let duration = c["duration_ms"].as_u64().expect("duration_ms");
+            (
+                c["name"].as_str().unwrap_or_default().to_string(),
+                started,
+                started + duration,
+            )
+        })
+        .collect()
+}
+
+/// Pairs of checks that ran at the same time.
+fn overlapping(run: &Run) -> Vec<(String, String)> {
+    let t = timeline(run);
+    let mut out = Vec::new();
+    for (i, a) in t.iter().enumerate() {
+        for b in &t[i + 1..] {
+            if a.1 < b.2 && b.1 < a.2 {
+                out.push((a.0.clone(), b.0.clone()));
+            }
+        }
+    }
+    out
+}
+
+fn all_passed(run: &Run) {
+    let not: Vec<(String, String)> = run
+        .statuses()
+        .into_iter()
+        .filter(|(_, s)| s != "passed")
+        .collect();
+    assert!(
+        not.is_empty() && run.code == 0,
+        "not passed: {not:?}\nstderr: {}",
+        run.stderr
+    );
+}
+
+/// A healthy cluster whose every answer takes `latency`: each kubernetes check then lasts at
+/// least that long, so checks run side by side show as overlapping in the timeline.
+fn slow_healthy(latency: Duration) -> FakeKube {
+    let fake = FakeKube::start("healthy");
+    fake.set_latency(Latency::fixed(latency));
+    fake
+}
+
+#[test]
+fn checks_run_side_by_side_on_one_core() {
+    // A pod limited to one core: available_parallelism() is 1 there, and libtest-mimic's
+    // threads made the run serial. Pinned to one CPU here, the checks still overlap.
+    let fake = slow_healthy(Duration::from_millis(300));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = fake.write_kubeconfig(dir.path());
+    let run = run_with(
+        dir,
+        &kubeconfig,
+        &["--format", "json"],
+        &["kubernetes::"],
+        command_under(&["taskset", "-c", "0"]),
+    );
+    all_passed(&run);
+    let overlaps = overlapping(&run);
+    assert!(
+        !overlaps.is_empty(),
+        "no two checks ran at once on one core: {:?}",
+        timeline(&run)
+    );
+    assert!(
+        fake.in_flight().peak() <= 8,
+        "the API server's cap (8) was exceeded: {}",
+        fake.in_flight().peak()
+    );
+}
+
+#[test]
+fn test_threads_1_still_runs_one_check_at_a_time() {
+    let fake = slow_healthy(Duration::from_millis(100));
+    let run = verify_json(
+        &fake,
+        &["--test-threads", "1", "kubernetes::", "platform::"],
+    );
+    all_passed(&run);
+    let overlaps = overlapping(&run);
+    assert!(
+        overlaps.is_empty(),
+        "checks overlapped with --test-threads 1: {overlaps:?}\n{:?}",
+        timeline(&run)
+    );
+    assert!(timeline(&run).len() >= 5, "{:?}", timeline(&run));
+}
+
+#[test]
+fn a_check_starts_before_an_unrelated_slow_platform_check_finishes() {
+    // The CloudNativePG operator's Deployment answers after 3 s; the LiteLLM pods check needs
+    // only its namespace, which platform::namespace settles at once. Phases made it wait for
+    // the whole platform layer.
+    let fake = FakeKube::start("healthy");
+    fake.delay_requests(
+        "/deployments/cnpg-controller-manager",
+        Duration::from_secs(3),
+    );
+    let run = verify_json(&fake, &["platform::", "kubernetes::pods::litellm"]);
+    all_passed(&run);
+    let t: BTreeMap<String, (u64, u64)> = timeline(&run)
+        .into_iter()
+        .map(|(n, s, e)| (n, (s, e)))
+        .collect();
+    let slow = t["platform::cnpg-operator"];
+    let pods = t["kubernetes::pods::litellm"];
+    assert!(
+        slow.1 - slow.0 >= 3000,
+        "the operator check was not slow: {t:?}"
+    );
+    assert!(
+        pods.1 < slow.1,
+        "kubernetes::pods::litellm did not finish before the slow operator check: {t:?}"
+    );
+}
+
+#[test]
+fn each_secret_is_read_once_per_run() {
+    let fake = FakeKube::start("healthy");
+    let run = verify_json(&fake, &["kubernetes::", "platform::"]);
+    all_passed(&run);
+    let mut gets: BTreeMap<String, usize> = BTreeMap::new();
+    for r in fake.requests() {
+        if r.method == "GET" && r.path.contains("/secrets/") {
+            *gets.entry(r.path).or_default() += 1;
+        }
+    }
+    assert!(gets.len() >= 2, "the run read too few Secrets: {gets:?}");
+    assert!(
+        gets.values().all(|n| *n == 1),
+        "a Secret was read more than once: {gets:?}"
+    );
+}
+
+#[test]
+fn the_setup_reads_go_out_together() {
+    // Every answer takes 500 ms: read one after another, the proxy config and the Secrets
+    // would never be in flight at the same time.
+    let fake = slow_healthy(Duration::from_millis(500));
+    let run = verify_json(&fake, &["--exact", "platform::namespace"]);
+    all_passed(&run);
+    let spans = fake.in_flight().spans();
+    let span = |part: &str| {
+        spans
+            .iter()
+            .find(|s| s.path.ends_with(part))
+            .cloned()
+            .unwrap_or_else(|| panic!("no request for {part}: {spans:?}"))
+    };
+    let config = span("/configmaps/litellm-config");
+    let secrets = span("/secrets/litellm-secrets");
+    assert!(
+        config.overlaps(&secrets),
+        "the proxy config and the Secrets were read one after the other"
+    );
+}
+
+#[test]
+fn per_destination_caps_hold_with_many_aliases() {
+    // 24 aliases, four model requests each, at 200 ms a completion: far more requests than any
+    // cap, all ready to go at once.
+    let options = Options {
+        aliases: Some(24),
+        api_latency: Latency::fixed(Duration::from_millis(10)),
+        model: ModelLatency {
+            completion: Latency::fixed(Duration::from_millis(200)),
+            ..ModelLatency::default()
+        },
+        ..Options::default()
+    };
+    let stack = stack::start_with_options(stack::fault("healthy").expect("fault"), &options);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let suite = stack.suite.display().to_string();
+    let run = run_in(
+        dir,
+        &stack.kubeconfig,
+        &["--format", "json"],
+        &["--suite", &suite],
+    );
+    all_passed(&run);
+    let chats = run.json()["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("e2e::chat::"))
+        })
+        .count();
+    assert!(chats >= 48, "{chats} chat checks for 24 aliases");
+    let (litellm, api, vllm) = (
+        stack.litellm.in_flight().peak(),
+        stack.fake.in_flight().peak(),
+        stack.vllm().smokecheck_in_flight().peak(),
+    );
+    eprintln!("peak requests in flight: LiteLLM {litellm}, API server {api}, vLLM {vllm}");
+    assert!(litellm <= 8, "LiteLLM's cap (8) exceeded: {litellm}");
+    assert!(api <= 8, "the API server's cap (8) exceeded: {api}");
+    assert!(vllm <= 4, "the vLLM backend's cap (4) exceeded: {vllm}");
+    // And the caps are used: the chats went out side by side.
+    assert!(litellm >= 2, "LiteLLM never saw two requests at once");
+    // max_model_len is read once for the backend, not by vllm::models and again by each of
+    // the 48 trimming checks.
+    let models_reads = stack
+        .vllm()
+        .smokecheck_in_flight()
+        .spans()
+        .iter()
+        .filter(|s| s.path == "/v1/models")
+        .count();
+    assert_eq!(models_reads, 1, "GET /v1/models per run");
+}
