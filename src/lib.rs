@@ -10,6 +10,7 @@
 // path; boxing it everywhere would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod certificate;
 pub mod check;
 pub mod checks;
 pub mod cli;
