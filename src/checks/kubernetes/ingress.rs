@@ -533,11 +533,9 @@ pub(crate) fn expiry(
     if cert.not_after <= now {
         // Whole days since: expired 5 days and an hour ago is "5 days ago".
         let ago = (now - cert.not_after) / 86_400;
-        return Err(Failure::new(
-            Cause::TlsExpired,
-            format!("{which} expired {ago} days ago"),
-        )
-        .hint(renew));
+        return Err(
+            Failure::new(Cause::TlsExpired, format!("{which} expired {ago} days ago")).hint(renew),
+        );
     }
     if days < i64::from(suite.fail_days) {
         return Err(Failure::new(
