@@ -434,7 +434,8 @@ fn judge_backend(
     }
 }
 
-/// What a TLS Secret holds, judged for `hosts`; adds to `passed` its note or warning.
+/// What a TLS Secret holds, judged for `hosts`: its certificate's days left; adds to
+/// `passed` its note or warning.
 async fn judge_secret(
     cx: &Context,
     suite: &IngressSuite,
@@ -443,8 +444,7 @@ async fn judge_secret(
     secret: &str,
     hosts: &[String],
     passed: &mut Passed,
-    days_left: &mut Option<i64>,
-) -> Result<(), Failure> {
+) -> Result<i64, Failure> {
     let ns = &cx.suite.namespace;
     let found = cx.cluster.get::<Secret>(ns, secret).await?;
     let Some(found) = found else {
@@ -508,13 +508,12 @@ async fn judge_secret(
     if let Some(w) = days.1 {
         passed.warnings.push(w);
     }
-    *days_left = Some(days_left.map_or(days.0, |d| d.min(days.0)));
     if cert.self_signed {
         passed.notes.push(format!(
             "the certificate in Secret {ns}/{secret} is self-signed: only clients that trust it by hand accept it (e2e::ingress shows whether yours do)"
         ));
     }
-    Ok(())
+    Ok(days.0)
 }
 
 /// Judges `cert`'s expiry against the suite's thresholds: days left, and a warning under
@@ -698,8 +697,8 @@ async fn judge_ingress(cx: &Context, suite: &IngressSuite, name: &str) -> ProbeR
         };
         match &entry.secret_name {
             Some(secret) if !secret.is_empty() => {
-                judge_secret(cx, suite, &what, &field, secret, &hosts, &mut passed, &mut days_left)
-                    .await?;
+                let days = judge_secret(cx, suite, &what, &field, secret, &hosts, &mut passed).await?;
+                days_left = Some(days_left.map_or(days, |d: i64| d.min(days)));
                 secrets.push(secret.clone());
             }
             _ => passed.notes.push(format!(
@@ -807,7 +806,7 @@ async fn judge_route(cx: &Context, suite: &IngressSuite, group: &str, name: &str
     let mut days_left = None;
     let mut secrets = Vec::new();
     if let Some(secret) = tls["secretName"].as_str() {
-        judge_secret(
+        let days = judge_secret(
             cx,
             suite,
             &what,
@@ -815,9 +814,9 @@ async fn judge_route(cx: &Context, suite: &IngressSuite, group: &str, name: &str
             secret,
             &hosts,
             &mut passed,
-            &mut days_left,
         )
         .await?;
+        days_left = Some(days);
         secrets.push(secret.to_string());
     } else if let Some(resolver) = tls["certResolver"].as_str() {
         passed.notes.push(format!(
