@@ -135,6 +135,24 @@ impl Endpoints {
         }
     }
 
+    /// Where `--endpoint ingress:<host>=URL` reaches the external route for `host`: the URL's
+    /// address (its host resolved here), with `host` kept for SNI and verification.
+    pub fn ingress(&self, host: &str) -> Option<&http::Uri> {
+        self.overrides
+            .get(&EndpointName::Ingress(host.to_ascii_lowercase()))
+    }
+
+    /// The hosts `--endpoint ingress:<host>=URL` names.
+    pub fn ingress_hosts(&self) -> Vec<String> {
+        self.overrides
+            .keys()
+            .filter_map(|k| match k {
+                EndpointName::Ingress(h) => Some(h.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The port-forwards in place.
     pub fn forwards(&self) -> impl Iterator<Item = &Forward> {
         self.forwards.values()
@@ -259,7 +277,7 @@ impl Endpoints {
                                 db.via = Via::PortForward;
                             }
                         }
-                        EndpointName::Vllm(_) => {}
+                        EndpointName::Vllm(_) | EndpointName::Ingress(_) => {}
                     }
                     self.forwards.insert((namespace, service), fwd);
                 }

@@ -12,6 +12,7 @@
 
 #[cfg(test)]
 mod architecture;
+pub mod certificate;
 pub mod check;
 pub mod checks;
 pub mod cli;

@@ -181,6 +181,27 @@ pub enum Cause {
     /// An answer over its cap (bytes, a stream's line, event, content or event count): read
     /// up to the cap, then dropped, never judged half-read.
     BodyTooLarge,
+    // The way users come in: the Ingress route and its certificate.
+    /// The route's host does not resolve (the `--endpoint ingress:<host>=URL` address).
+    Dns,
+    /// The route's certificate (served, or in its TLS Secret) has expired.
+    TlsExpired,
+    /// The route's certificate expires within the suite's failure threshold.
+    TlsExpiring,
+    /// The route's certificate does not name the host users ask for.
+    TlsNameMismatch,
+    /// The served certificate does not chain to a trusted root (self-signed, Traefik's
+    /// default, a private CA the client does not know).
+    TlsUntrusted,
+    /// The route answers, but not as LiteLLM (Traefik's 404, another Service), or routes to a
+    /// Service that is not the proxy.
+    WrongBackend,
+    /// The route's ingress class does not exist: no controller serves it.
+    IngressClassMissing,
+    /// Traefik's TLS annotations and the route's TLS section disagree.
+    IngressTlsMismatch,
+    /// A TLS Secret that is not `kubernetes.io/tls` or holds no readable certificate.
+    TlsSecretInvalid,
 }
 
 impl Cause {
@@ -282,12 +303,34 @@ impl From<Passed> for Verdict {
     }
 }
 
+/// A state that is not a failure yet but will become one (a certificate expiring in ten days,
+/// a SealedSecret the controller can no longer decrypt): the check still passes, and every
+/// report shows it. Server-influenced text: the runner redacts and bounds it like a summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// One line: what is about to go wrong.
+    pub reason: String,
+    /// The fix, naming the object and the field.
+    pub hint: String,
+}
+
+impl Warning {
+    pub fn new(reason: impl Into<String>, hint: impl Into<String>) -> Warning {
+        Warning {
+            reason: reason.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Passed {
     /// One line: what was seen ("2/2 pods ready").
     pub summary: String,
     /// Things worth knowing that are not failures (a stale SealedSecret, an absent Job).
     pub notes: Vec<String>,
+    /// States that will become failures if nobody acts.
+    pub warnings: Vec<Warning>,
     pub metrics: Metrics,
 }
 
@@ -301,6 +344,11 @@ impl Passed {
 
     pub fn note(mut self, note: impl Into<String>) -> Passed {
         self.notes.push(note.into());
+        self
+    }
+
+    pub fn warn(mut self, warning: Warning) -> Passed {
+        self.warnings.push(warning);
         self
     }
 }
@@ -376,6 +424,8 @@ pub struct CheckResult {
     /// Summaries of attempts that failed before the last one (a passed check with some is
     /// flaky).
     pub failed_attempts: Vec<String>,
+    /// What a passed check found that will become a failure (empty otherwise).
+    pub warnings: Vec<Warning>,
 }
 
 impl CheckResult {
@@ -394,7 +444,13 @@ impl CheckResult {
             skip_reason: Some(reason),
             metrics: Metrics::default(),
             failed_attempts: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Passed, but with something that will become a failure.
+    pub fn is_warned(&self) -> bool {
+        self.status == Status::Passed && !self.warnings.is_empty()
     }
 
     pub fn is_flaky(&self) -> bool {
@@ -423,6 +479,8 @@ pub struct Counts {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Of the passed checks, those with warnings.
+    pub warned: usize,
 }
 
 impl RunReport {
@@ -430,7 +488,12 @@ impl RunReport {
         let mut c = Counts::default();
         for r in &self.checks {
             match r.status {
-                Status::Passed => c.passed += 1,
+                Status::Passed => {
+                    c.passed += 1;
+                    if r.is_warned() {
+                        c.warned += 1;
+                    }
+                }
                 Status::Failed => c.failed += 1,
                 Status::Skipped => c.skipped += 1,
             }
@@ -461,6 +524,7 @@ impl RunReport {
             skip_reason: None,
             metrics: Metrics::default(),
             failed_attempts: Vec::new(),
+            warnings: Vec::new(),
         };
         RunReport {
             context,
@@ -480,7 +544,7 @@ mod tests {
 
     /// Every cause code as scripts know it, in declaration order: the contract. A new cause is
     /// added here; none is ever renamed or removed.
-    const CODES: [&str; 78] = [
+    const CODES: [&str; 87] = [
         "timeout",
         "deadline",
         "interrupted",
@@ -559,6 +623,15 @@ mod tests {
         "context_unknown",
         "api_base_outside_suite",
         "body_too_large",
+        "dns",
+        "tls_expired",
+        "tls_expiring",
+        "tls_name_mismatch",
+        "tls_untrusted",
+        "wrong_backend",
+        "ingress_class_missing",
+        "ingress_tls_mismatch",
+        "tls_secret_invalid",
     ];
 
     #[test]

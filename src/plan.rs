@@ -141,6 +141,9 @@ pub enum EndpointName {
     Database,
     /// The one vLLM backend, or one of several by namespace and service.
     Vllm(Option<(String, String)>),
+    /// The external route's host (`ingress:<host>`): reached at the URL's address, with the
+    /// host kept for SNI and certificate verification.
+    Ingress(String),
 }
 
 impl std::fmt::Display for EndpointName {
@@ -150,6 +153,7 @@ impl std::fmt::Display for EndpointName {
             EndpointName::Database => f.write_str("database"),
             EndpointName::Vllm(None) => f.write_str("vllm"),
             EndpointName::Vllm(Some((ns, svc))) => write!(f, "vllm:{ns}/{svc}"),
+            EndpointName::Ingress(host) => write!(f, "ingress:{host}"),
         }
     }
 }
@@ -333,6 +337,26 @@ fn endpoint(spec: &str, suite: &Suite) -> Result<(EndpointName, http::Uri), Plan
                 ));
             }
         },
+        other if other.starts_with("ingress:") => {
+            let host = &other["ingress:".len()..];
+            if suite.litellm.ingress.is_none() {
+                return Err(flag(
+                    "--endpoint",
+                    "the suite switches the ingress checks off (litellm.ingress: null)",
+                ));
+            }
+            if host.is_empty()
+                || !host.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+            {
+                return Err(flag(
+                    "--endpoint",
+                    format!("{other:?}: ingress:<host> needs a DNS host name"),
+                ));
+            }
+            EndpointName::Ingress(host.to_ascii_lowercase())
+        }
         other => match other.strip_prefix("vllm:").and_then(|r| r.split_once('/')) {
             Some((ns, svc))
                 if suite
@@ -352,7 +376,7 @@ fn endpoint(spec: &str, suite: &Suite) -> Result<(EndpointName, http::Uri), Plan
                 return Err(flag(
                     "--endpoint",
                     format!(
-                        "unknown endpoint {other:?} (expected litellm, database, vllm or vllm:<namespace>/<service>)"
+                        "unknown endpoint {other:?} (expected litellm, database, vllm, vllm:<namespace>/<service> or ingress:<host>)"
                     ),
                 ));
             }
@@ -369,6 +393,8 @@ fn endpoint(spec: &str, suite: &Suite) -> Result<(EndpointName, http::Uri), Plan
     })?;
     let allowed: &[&str] = match name {
         EndpointName::Database => &["postgresql", "postgres"],
+        // The route is TLS: that is what it proves.
+        EndpointName::Ingress(_) => &["https"],
         _ => &["http", "https"],
     };
     match (uri.scheme_str(), uri.authority()) {

@@ -81,6 +81,19 @@ fn rules(suite: &Suite) -> (BTreeMap<String, Rules>, Vec<String>) {
         if let Some(job) = &l.migration_job {
             r.allow("batch", "jobs", "get", &[job]);
         }
+        // The way users come in: the routes are listed (their names are the cluster's), read
+        // again by the check, and their TLS Secrets read by the names the suite lists.
+        if let Some(i) = &l.ingress {
+            r.allow("networking.k8s.io", "ingresses", "list", &[]);
+            r.allow("networking.k8s.io", "ingresses", "get", &[]);
+            for group in crate::suite::TRAEFIK_GROUPS {
+                r.allow(group, "ingressroutes", "list", &[]);
+                r.allow(group, "ingressroutes", "get", &[]);
+            }
+            for t in &i.tls_secrets {
+                r.allow("", "secrets", "get", &[t]);
+            }
+        }
         if let Some(db) = &suite.database {
             r.allow("", "services", "get", &[&db.service.name]);
             r.allow("postgresql.cnpg.io", "clusters", "get", &[&db.cluster]);
@@ -184,13 +197,7 @@ pub fn manifests(suite: &Suite) -> String {
     let cluster_name = format!("{NAME}-{}", suite.namespace);
     push(to_value(ClusterRole {
         metadata: meta(&cluster_name, None),
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["namespaces".into()]),
-            resource_names: Some(namespaces),
-            verbs: vec!["get".into()],
-            ..PolicyRule::default()
-        }]),
+        rules: Some(cluster_rules(suite, namespaces)),
         ..ClusterRole::default()
     }));
     push(to_value(ClusterRoleBinding {
@@ -210,6 +217,27 @@ pub fn manifests(suite: &Suite) -> String {
         out.push_str(&serde_saphyr::to_string(&doc).unwrap_or_default());
     }
     out
+}
+
+/// The namespaces by name, and the IngressClasses the routes name (cluster-scoped; their
+/// names are the routes', so not restricted).
+fn cluster_rules(suite: &Suite, namespaces: Vec<String>) -> Vec<PolicyRule> {
+    let mut rules = vec![PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["namespaces".into()]),
+        resource_names: Some(namespaces),
+        verbs: vec!["get".into()],
+        ..PolicyRule::default()
+    }];
+    if suite.litellm.ingress.is_some() {
+        rules.push(PolicyRule {
+            api_groups: Some(vec!["networking.k8s.io".into()]),
+            resources: Some(vec!["ingressclasses".into()]),
+            verbs: vec!["get".into()],
+            ..PolicyRule::default()
+        });
+    }
+    rules
 }
 
 /// k8s-openapi types serialize with their apiVersion and kind.

@@ -229,6 +229,31 @@ pub async fn run(
             }
         }
     }
+    // The routes users come in by are only known once listed (a filter may name one by its
+    // host). A listing the selection does not need fails only a check it does not select.
+    if let Some(ingress) = &plan.suite.litellm.ingress {
+        let discovered = tokio::select! {
+            d = tokio::time::timeout(plan.timeout, checks::kubernetes::ingress::discover(&cx, ingress)) => d.ok(),
+            _ = stopper.cancelled() => None,
+        };
+        let discovered = discovered.unwrap_or_else(|| checks::kubernetes::ingress::Discovered {
+            routes: Vec::new(),
+            problem: Some(crate::outcome::Failure::new(
+                Cause::Timeout,
+                format!(
+                    "listing the Ingresses and IngressRoutes did not finish within {}",
+                    humantime::format_duration(plan.timeout)
+                ),
+            )),
+        });
+        for check in checks::ingress_checks(&plan.suite, &discovered, &cx.endpoints.ingress_hosts())
+        {
+            if plan.selection.selects(&check.name) && !selected.iter().any(|c| c.name == check.name)
+            {
+                selected.push(check);
+            }
+        }
+    }
     if selected.is_empty() {
         return Err(no_match(plan));
     }

@@ -25,6 +25,29 @@ pub fn catalog(suite: &Suite) -> Catalog {
     Catalog { checks, families }
 }
 
+/// The checks of the way users come in, built once the run has found the routes
+/// ([`kubernetes::ingress::discover`]): one `kubernetes::ingress::<name>` per route, one
+/// `e2e::ingress::<host>` per host (the suite's, else the routes', and any `--endpoint
+/// ingress:<host>`).
+pub fn ingress_checks(
+    suite: &Suite,
+    discovered: &kubernetes::ingress::Discovered,
+    flagged_hosts: &[String],
+) -> Vec<crate::check::Check> {
+    let Some(ingress) = &suite.litellm.ingress else {
+        return Vec::new();
+    };
+    let mut out = kubernetes::ingress::checks(discovered, ingress, &suite.namespace);
+    let mut hosts = discovered.hosts(ingress);
+    for h in flagged_hosts {
+        if !hosts.iter().any(|x| x.eq_ignore_ascii_case(h)) {
+            hosts.push(h.clone());
+        }
+    }
+    out.extend(hosts.iter().map(|h| e2e::ingress::check(h, ingress)));
+    out
+}
+
 /// An object's name in a check name: bare in the suite's namespace, `namespace/name` elsewhere.
 pub fn qualified(suite: &Suite, namespace: &str, name: &str) -> String {
     if namespace == suite.namespace {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::outcome::{Cause, CheckResult, Counts, Layer, Metrics, RunReport, Status};
+use crate::outcome::{Cause, CheckResult, Counts, Layer, Metrics, RunReport, Status, Warning};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -42,6 +42,9 @@ struct Entry<'a> {
     hint: Option<&'a str>,
     skip_reason: Option<&'a str>,
     metrics: &'a Metrics,
+    /// What a passed check found that will become a failure; absent when none.
+    #[serde(skip_serializing_if = "<[Warning]>::is_empty")]
+    warnings: &'a [Warning],
 }
 
 impl<'a> From<&'a CheckResult> for Entry<'a> {
@@ -59,6 +62,7 @@ impl<'a> From<&'a CheckResult> for Entry<'a> {
             hint: r.hint.as_deref(),
             skip_reason: r.skip_reason.as_deref(),
             metrics: &r.metrics,
+            warnings: &r.warnings,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! `--junit PATH`: JUnit XML that GitLab and Jenkins read (quick-junit, as nextest writes it):
 //! one testsuite per layer, one testcase per check; a failure carries the summary as its
 //! message, the cause code as its type, and details plus hint as its text; metrics are
-//! testcase properties; a check that passed after retries is flaky with its failed runs. Each
-//! testcase has the time it started (`timestamp`), the run's timeline.
+//! testcase properties; a check that passed after retries is flaky with its failed runs; a
+//! passed check's warnings follow its summary in `system-out`, counted in a `warnings` property.
+//! Each testcase has the time it started (`timestamp`), the run's timeline.
 //!
 //! Server text goes through [`visible`] first: quick-junit silently drops ANSI sequences and
 //! most C0 controls but keeps others XML 1.0 forbids (U+FFFF), and CI pages show bidi
@@ -93,8 +94,21 @@ fn case(check: &CheckResult, run_started: SystemTime) -> TestCase {
     for (name, value) in check.metrics.iter() {
         case.add_property(Property::new(name, value.to_string()));
     }
-    if check.status == Status::Passed && !check.summary.is_empty() {
-        case.set_system_out(visible(&check.summary));
+    if !check.warnings.is_empty() {
+        case.add_property(Property::new("warnings", check.warnings.len().to_string()));
+    }
+    if check.status == Status::Passed {
+        // The summary, then each warning with its hint, as the terminal shows them.
+        let mut out = check.summary.clone();
+        for w in &check.warnings {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("WARN {}\nhint: {}", w.reason, w.hint));
+        }
+        if !out.is_empty() {
+            case.set_system_out(visible(&out));
+        }
     }
     case
 }

@@ -25,6 +25,7 @@ pub struct Styles {
     name: Style,
     dim: Style,
     hint: Style,
+    warn: Style,
 }
 
 impl Styles {
@@ -36,6 +37,7 @@ impl Styles {
             name: Style::new().bold(),
             dim: Style::new().dimmed(),
             hint: Style::new().cyan(),
+            warn: Style::new().yellow().bold(),
         }
     }
 }
@@ -59,7 +61,8 @@ pub fn render_notes(lines: &[String], s: &Styles) -> String {
         .collect()
 }
 
-/// One check's block: its line, then (for failures) summary, details and hint, indented.
+/// One check's block: its line, then (for failures) summary, details and hint, indented; a
+/// passed check's warnings as `WARN` lines, each with its hint.
 pub fn render_result(r: &CheckResult, s: &Styles) -> String {
     let (label, style) = match r.status {
         Status::Passed if r.is_flaky() => ("FLAKY", s.skip),
@@ -86,6 +89,18 @@ pub fn render_result(r: &CheckResult, s: &Styles) -> String {
             out.push('\n');
             if let Some(d) = &r.details {
                 out.push_str(&indent(d, "      ", s.dim));
+            }
+            for w in &r.warnings {
+                out.push_str(&format!(
+                    "      {} {}\n",
+                    "WARN".style(s.warn),
+                    continued(&w.reason)
+                ));
+                out.push_str(&format!(
+                    "           {} {}\n",
+                    "hint:".style(s.hint),
+                    continued(&w.hint)
+                ));
             }
         }
         Status::Skipped => {
@@ -150,10 +165,17 @@ pub fn render_summary(report: &RunReport, s: &Styles) -> String {
     } else {
         "PASSED".style(s.pass).to_string()
     };
-    let flaky = if flaky > 0 {
-        format!(" ({flaky} flaky)")
-    } else {
+    let mut marks = Vec::new();
+    if flaky > 0 {
+        marks.push(format!("{flaky} flaky"));
+    }
+    if c.warned > 0 {
+        marks.push(format!("{} with warnings", c.warned));
+    }
+    let flaky = if marks.is_empty() {
         String::new()
+    } else {
+        format!(" ({})", marks.join(", "))
     };
     format!(
         "\n{verdict} {} passed{flaky}, {} failed, {} skipped in {}\n",

@@ -34,7 +34,7 @@ use crate::check::{Attempt, Check, Probe};
 use crate::context::Context;
 use crate::events::{Event, Events};
 use crate::outcome::{
-    Cause, CheckResult, Failure, Layer, Prerequisite, ProbeResult, Status, Verdict,
+    Cause, CheckResult, Failure, Layer, Prerequisite, ProbeResult, Status, Verdict, Warning,
 };
 
 pub use self::stop::{Stop, Stopper};
@@ -443,7 +443,36 @@ fn redact(cx: &Context, mut r: CheckResult) -> CheckResult {
     r.hint = r.hint.map(|h| red.redact(&h));
     r.skip_reason = r.skip_reason.map(|s| red.redact(&s));
     r.failed_attempts = r.failed_attempts.iter().map(|s| red.redact(s)).collect();
+    r.warnings = bounded_warnings(red, std::mem::take(&mut r.warnings));
     r
+}
+
+/// The most warnings one check reports, and the most characters of a warning's reason or
+/// hint: they quote servers (a SealedSecret's message, an alias name), so they are redacted,
+/// then cut, like every other text from outside.
+const MAX_WARNINGS: usize = 8;
+const WARNING_CHARS: usize = 400;
+
+fn bounded_warnings(red: &crate::secret::Redactor, warnings: Vec<Warning>) -> Vec<Warning> {
+    let total = warnings.len();
+    let mut out: Vec<Warning> = warnings
+        .into_iter()
+        .take(MAX_WARNINGS)
+        .map(|w| Warning {
+            reason: red.cut(&w.reason, WARNING_CHARS),
+            hint: red.cut(&w.hint, WARNING_CHARS),
+        })
+        .collect();
+    if total > MAX_WARNINGS
+        && let Some(last) = out.last_mut()
+    {
+        last.reason = format!(
+            "{} (and {} more warnings)",
+            last.reason,
+            total - MAX_WARNINGS
+        );
+    }
+    out
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -583,6 +612,7 @@ fn result_of(
             skip_reason: None,
             metrics: p.metrics,
             failed_attempts,
+            warnings: p.warnings,
             ..base
         },
         Err(f) => CheckResult {

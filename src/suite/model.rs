@@ -90,6 +90,52 @@ pub struct Litellm {
     /// The LiteLLM key the chat and trimming checks send; `null` (the default) uses the master
     /// key. Production hooks should name a dedicated low-privilege key here.
     pub chat_key: Option<SecretKeyRef>,
+    /// The way users come in: the Ingresses and Traefik IngressRoutes in front of the proxy,
+    /// their certificates, and an HTTPS request through each host; `null` switches it off.
+    pub ingress: Option<Ingress>,
+}
+
+/// Traefik's IngressRoute CRD groups (v1alpha1), newest first: v3's and v2's.
+pub const TRAEFIK_GROUPS: [&str; 2] = ["traefik.io", "traefik.containo.us"];
+
+/// The external route to the proxy. By default the checks find it: every Ingress
+/// (`networking.k8s.io/v1`) and Traefik IngressRoute (`traefik.io`, `traefik.containo.us`) in
+/// the namespace whose backend is the LiteLLM Service.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ingress {
+    /// An Ingress or IngressRoute to check whatever its backend (the route users take, even
+    /// when it no longer reaches LiteLLM); `null`: those whose backend is the LiteLLM Service.
+    pub name: Option<String>,
+    /// The hosts users reach the proxy at, each requested end to end
+    /// (`https://<host>/health/liveliness`); `null`: every host of the routes found. A route
+    /// naming one of them is checked whatever its backend.
+    pub hosts: Option<Vec<String>>,
+    /// A PEM file with the CA the route's certificate chains to, trusted instead of the
+    /// system's roots (a private CA); `null`: the system's roots (`SSL_CERT_FILE` honoured).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The TLS Secrets the routes name (`spec.tls[].secretName`), the only Secrets of theirs
+    /// `smokecheck rbac` grants a read of: a route naming another gets a 403 naming it.
+    pub tls_secrets: Vec<String>,
+    /// A certificate expiring within this many days is a warning.
+    #[schemars(range(min = 1, max = 3650))]
+    pub warn_days: u32,
+    /// A certificate expiring within this many days is a failure.
+    #[schemars(range(min = 0, max = 3650))]
+    pub fail_days: u32,
+}
+
+impl Default for Ingress {
+    fn default() -> Self {
+        Ingress {
+            name: None,
+            hosts: None,
+            ca_file: None,
+            tls_secrets: vec!["litellm-tls".into()],
+            warn_days: 21,
+            fail_days: 3,
+        }
+    }
 }
 
 /// One key of a Secret in the suite's namespace.
@@ -119,6 +165,7 @@ impl Default for Litellm {
             aliases: None,
             expect_db: true,
             chat_key: None,
+            ingress: Some(Ingress::default()),
         }
     }
 }

@@ -63,6 +63,37 @@ impl Suite {
                 ));
             }
         }
+        if let Some(i) = &l.ingress {
+            if let Some(name) = &i.name {
+                check_name("litellm.ingress.name", name)?;
+            }
+            for (n, h) in i.hosts.iter().flatten().enumerate() {
+                if !is_host(h) {
+                    return Err((
+                        format!("litellm.ingress.hosts[{n}]"),
+                        format!("{h:?} is not a DNS host name"),
+                    ));
+                }
+            }
+            for (n, t) in i.tls_secrets.iter().enumerate() {
+                check_name(&format!("litellm.ingress.tls_secrets[{n}]"), t)?;
+            }
+            if !(1..=3650).contains(&i.warn_days) {
+                return Err((
+                    "litellm.ingress.warn_days".into(),
+                    format!("must be 1 to 3650 days, got {}", i.warn_days),
+                ));
+            }
+            if i.fail_days >= i.warn_days {
+                return Err((
+                    "litellm.ingress.fail_days".into(),
+                    format!(
+                        "must be under warn_days ({}), got {}",
+                        i.warn_days, i.fail_days
+                    ),
+                ));
+            }
+        }
         if let Some(k) = &l.chat_key {
             check_name("litellm.chat_key.secret", &k.secret)?;
             check_key("litellm.chat_key.key", &k.key)?;
@@ -153,6 +184,20 @@ impl Suite {
         }
         Ok(())
     }
+}
+
+/// A host name a client requests: DNS labels of letters, digits and `-` (no wildcard).
+fn is_host(h: &str) -> bool {
+    let rest = h;
+    !rest.is_empty()
+        && rest.len() <= 253
+        && rest.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 fn not_empty(field: &str, value: &str) -> Result<(), (String, String)> {

@@ -225,7 +225,7 @@ fn healthy_alias_passes_every_litellm_vllm_and_e2e_check() {
     );
     let models = run.check("litellm::models");
     assert!(
-        text(&models, "details").contains("served but not expected: "),
+        text(&models["warnings"][0], "reason").contains("served but not expected from "),
         "{models:#}"
     );
     let vm = run.check("vllm::models");

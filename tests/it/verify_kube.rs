@@ -387,7 +387,10 @@ fn stale_sealed_secret_is_reported_but_the_secret_decides() {
     let run = run("sealedsecret-stale");
     assert_eq!(run.code, 0, "{}", run.stdout);
     let c = passed(&run, "kubernetes::secrets::litellm-secrets");
-    assert!(text(&c, "details").contains("Synced=False"), "{c:#}");
+    assert!(
+        text(&c["warnings"][0], "reason").contains("Synced=False"),
+        "{c:#}"
+    );
 }
 
 #[test]

@@ -193,7 +193,10 @@ fn a_stacks_proxy_serves_its_config_aliases_and_the_fault_adds_one() {
     assert_eq!(served_aliases(&stale), [alias::HEALTHY, alias::TRIM_OFF]);
     let c = models_check(&stale);
     assert!(
-        text(&c, "details").contains(&format!("served but not expected: {}", alias::TRIM_OFF)),
+        text(&c["warnings"][0], "reason").contains(&format!(
+            "served but not expected from the proxy config's model_list: {}",
+            alias::TRIM_OFF
+        )),
         "{c:#}"
     );
 }

@@ -489,7 +489,7 @@ fn start_configured(fault: Fault, options: &Options, edit: impl FnOnce(&mut Scen
     let litellm = AliasView::start(&proxy.url(), &served);
     let proxy_addr = litellm.addr();
     let vllm_addr = proxy.fake(&aliases[0]).addr();
-    let fronts = traefik
+    let fronts: Vec<(String, TlsFront)> = traefik
         .routes
         .iter()
         .map(|route| {
@@ -523,7 +523,20 @@ fn start_configured(fault: Fault, options: &Options, edit: impl FnOnce(&mut Scen
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = fake.write_kubeconfig(dir.path());
     let suite = dir.path().join("suite.yaml");
-    std::fs::write(&suite, suite_text(&db.name)).expect("writing the suite");
+    // With an external route, the suite trusts the CA its certificates chain to (the bed's
+    // test CA stands in for the public roots a client trusts).
+    let mut text = suite_text(&db.name);
+    if !fronts.is_empty() {
+        text = text.replacen(
+            "litellm:\n",
+            &format!(
+                "litellm:\n  ingress:\n    ca_file: {}\n",
+                dir.path().join("ingress-ca.pem").display()
+            ),
+            1,
+        );
+    }
+    std::fs::write(&suite, text).expect("writing the suite");
     std::fs::write(dir.path().join("ingress-ca.pem"), certs::test_ca_pem())
         .expect("writing the ingress CA");
     Stack {

@@ -6,6 +6,7 @@
 //!
 //! Errors are attributed by [`crate::checks::litellm::classify`]: same status, different cause.
 
+pub mod ingress;
 pub mod sse;
 mod trimming;
 

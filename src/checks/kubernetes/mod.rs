@@ -3,6 +3,7 @@
 
 mod cnpg;
 mod guardrail;
+pub mod ingress;
 mod jobs;
 mod pods;
 mod secrets;

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 use crate::check::Check;
-use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, ProbeResult};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, ProbeResult, Warning};
 use crate::suite::Pods;
 
 use super::{excerpt, in_namespace};
@@ -345,9 +345,92 @@ fn judge(ns: &str, spec: &Pods, pods: &[Pod]) -> ProbeResult {
             if !states.is_empty() {
                 p = p.note(states);
             }
+            p.warnings = restart_warnings(ns, pods, unix_now());
             Ok(p.into())
         }
     }
+}
+
+/// A restart this recent, of a pod that is Ready again, is a warning: the next one may not
+/// come back (a memory leak, a liveness probe at its edge).
+const RECENT_RESTART_SECS: i64 = 3600;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Warnings for the Ready pods whose containers ended an instance within the last hour
+/// (`now` in Unix seconds): OOMKilled, with the memory limit it hit, or any other restart.
+fn restart_warnings(ns: &str, pods: &[Pod], now: i64) -> Vec<Warning> {
+    let mut out = Vec::new();
+    for pod in pods.iter().filter(|p| is_ready(p)) {
+        let name = pod_name(pod);
+        for cs in statuses(pod) {
+            let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()) else {
+                continue;
+            };
+            let Some(ended) = t.finished_at.as_ref().map(|f| f.0.as_second()) else {
+                continue;
+            };
+            let ago = now - ended;
+            // A finish time in the future is a skewed clock: still recent.
+            if ago > RECENT_RESTART_SECS {
+                continue;
+            }
+            let minutes = (ago.max(0) / 60).max(1);
+            let when = if minutes == 1 {
+                "a minute ago".to_string()
+            } else {
+                format!("{minutes} minutes ago")
+            };
+            let container = &cs.name;
+            let reason = t.reason.as_deref().unwrap_or("terminated");
+            let w = if reason == "OOMKilled" {
+                let limit = memory_limit(pod, container)
+                    .map(|l| format!(" at its {l} memory limit"))
+                    .unwrap_or_default();
+                Warning::new(
+                    format!(
+                        "pod {ns}/{name}: container {container} was OOMKilled {when}{limit} ({} restarts); Ready again",
+                        cs.restart_count
+                    ),
+                    format!(
+                        "it will be killed again under the same load: raise resources.limits.memory of container {container} in the Deployment (the chart's values), or find what grows (kubectl -n {ns} top pod {name})"
+                    ),
+                )
+            } else {
+                Warning::new(
+                    format!(
+                        "pod {ns}/{name}: container {container} restarted {} times, the last {when} ({reason}, exit code {}); Ready again",
+                        cs.restart_count, t.exit_code
+                    ),
+                    format!(
+                        "read why the last instance ended: kubectl -n {ns} logs {name} -c {container} --previous, and kubectl -n {ns} describe pod {name} (liveness probe failures show there)"
+                    ),
+                )
+            };
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// The memory limit of `container` in the pod's spec, as written (`2Gi`).
+fn memory_limit(pod: &Pod, container: &str) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == container)?
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("memory")
+        .map(|q| q.0.clone())
 }
 
 /// The pod a failure is about: the first broken one, else the first with a problem. One rule
@@ -482,6 +565,65 @@ mod tests {
         };
         assert_eq!(f.cause, Cause::NoPods);
         assert!(f.summary.contains("app=x"));
+    }
+
+    fn restarted_pod(reason: &str, finished: &str) -> Pod {
+        pod(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "litellm",
+                "resources": {"limits": {"memory": "2Gi"}}}]},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "litellm", "ready": true, "image": "i",
+                    "imageID": "", "restartCount": 5, "state": {"running": {}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": reason,
+                        "finishedAt": finished}}}]}
+        }))
+    }
+
+    // 2026-01-01T12:00:00Z
+    const NOON: i64 = 1_767_268_800;
+
+    #[test]
+    fn a_ready_pod_restarted_twelve_minutes_ago_warns() {
+        let w = restart_warnings(
+            "ns",
+            &[restarted_pod("Error", "2026-01-01T11:48:00Z")],
+            NOON,
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].reason
+                .contains("restarted 5 times, the last 12 minutes ago (Error, exit code 137)"),
+            "{w:?}"
+        );
+        assert!(w[0].hint.contains("--previous"), "{w:?}");
+    }
+
+    #[test]
+    fn an_oom_kill_names_the_memory_limit_it_hit() {
+        let w = restart_warnings(
+            "ns",
+            &[restarted_pod("OOMKilled", "2026-01-01T11:40:00Z")],
+            NOON,
+        );
+        assert!(
+            w[0].reason
+                .contains("was OOMKilled 20 minutes ago at its 2Gi memory limit"),
+            "{w:?}"
+        );
+        assert!(w[0].hint.contains("resources.limits.memory"), "{w:?}");
+    }
+
+    #[test]
+    fn a_restart_over_an_hour_ago_does_not_warn() {
+        let w = restart_warnings(
+            "ns",
+            &[restarted_pod("OOMKilled", "2026-01-01T10:59:00Z")],
+            NOON,
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert!(restart_warnings("ns", &[ready_pod("a")], NOON).is_empty());
     }
 
     #[test]

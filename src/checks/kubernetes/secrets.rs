@@ -10,7 +10,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
 use crate::check::Check;
 use crate::context::{Context, secret_value};
-use crate::outcome::{Cause, Failure, Layer, Passed, ProbeResult, Verdict};
+use crate::outcome::{Cause, Failure, Layer, Passed, ProbeResult, Verdict, Warning};
 use crate::secret::SecretValue;
 use crate::suite::Suite;
 
@@ -122,7 +122,10 @@ fn secret_check(suite: &Suite, namespace: &str, secret: &str, keys: Vec<String>)
                             ..Passed::default()
                         };
                         if let Some(s) = sealed {
-                            p = p.note(s);
+                            // The Secret works today; the next re-seal will not reach it.
+                            p = p.warn(Warning::new(s, format!(
+                                "the controller cannot update Secret {ns}/{secret} from its SealedSecret: re-seal it with the controller's current certificate (kubeseal --fetch-cert) and let Argo CD sync; until then a rotated value never arrives"
+                            )));
                         }
                         Ok(p.into())
                     }

@@ -10,7 +10,7 @@ use crate::checks::keys::{self, Key};
 use crate::checks::kubernetes;
 use crate::context::Context;
 use crate::http::{Answer, HttpError, excerpt, listed};
-use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult};
+use crate::outcome::{Cause, Failure, Layer, Metrics, Passed, Prerequisite, ProbeResult, Warning};
 use crate::suite::Suite;
 
 /// The check the others run after: a proxy that is not alive fails once, here.
@@ -331,9 +331,15 @@ async fn models(cx: &Context, attempt: &crate::check::Attempt) -> ProbeResult {
     };
     p.metrics.count("aliases_served", served.len() as u64);
     if !extra.is_empty() {
-        p = p.note(format!(
-            "served but not expected: {}",
-            listed(&cx.redactor, &extra)
+        p = p.warn(Warning::new(
+            format!(
+                "served but not expected from {source}: {}",
+                listed(&cx.redactor, &extra)
+            ),
+            format!(
+                "the running proxy serves aliases its config lacks: it still runs an older config.yaml (restart it after the ConfigMap {} syncs: kubectl -n {} rollout restart deploy -l {}), or add them to the config's model_list",
+                cx.suite.litellm.config.configmap, cx.suite.namespace, cx.suite.litellm.pods.selector
+            ),
         ));
     }
     Ok(p.into())
