@@ -219,9 +219,10 @@ impl Families {
                 f.runs.clone(),
             );
             for result in RunResult::ALL {
-                f.runs.get_or_create(&ResultLabels {
+                // Each result exported from the start, at 0.
+                drop(f.runs.get_or_create(&ResultLabels {
                     result: result.as_str().into(),
-                });
+                }));
             }
             r.register(
                 "smokecheck_interval_seconds",

@@ -21,6 +21,7 @@ mod llm_bed;
 mod monitor;
 mod postgres_bed;
 mod prometheus_bed;
+mod serve;
 mod snapshots;
 mod verify_database;
 mod verify_e2e;
