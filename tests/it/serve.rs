@@ -353,7 +353,13 @@ fn verify_pushes_its_run_to_a_real_pushgateway_grouped_by_job_and_instance() {
     let group = gateway
         .group(&key)
         .unwrap_or_else(|| panic!("no group {key:?} in {:?}", gateway.groups()));
-    assert_eq!(group.value("smokecheck_run_success", &[]), Some(1.0));
+    assert_eq!(
+        group.value("smokecheck_run_success", &[]),
+        Some(1.0),
+        "{}\n{:?}",
+        passed.stderr,
+        group.families.keys()
+    );
     let success = group
         .value("smokecheck_last_success_timestamp_seconds", &[])
         .expect("a successful run pushes its time");
@@ -446,4 +452,25 @@ fn a_push_that_fails_is_reported_and_leaves_the_exit_code_alone() {
         run.stderr
     );
     assert!(!run.all_output().contains("u:p@"), "{}", run.all_output());
+}
+
+#[test]
+fn a_fresh_pushgateway_holds_no_group_of_an_earlier_one() {
+    // Debian's pushgateway persists to /var/lib/prometheus/pushgateway.data unless told not to:
+    // every gateway of the bed (and of every engineer on the machine) then shared one store,
+    // and a push consistent with this test's metrics was refused for another test's.
+    let first = Pushgateway::start();
+    let (status, _) = first.push(
+        crate::support::pushgateway::Push::Replace,
+        &[("job", "smokecheck"), ("instance", "left-behind")],
+        "# TYPE smokecheck_left_behind gauge\nsmokecheck_left_behind 1\n",
+    );
+    assert_eq!(status, 200);
+    drop(first);
+    let second = Pushgateway::start();
+    assert!(
+        second.groups().is_empty(),
+        "a new gateway starts with {:?}",
+        second.groups()
+    );
 }

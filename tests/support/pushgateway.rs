@@ -96,6 +96,9 @@ impl Pushgateway {
         let mut cmd = Command::new("prometheus-pushgateway");
         cmd.arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=info")
+            // Debian's build persists to /var/lib/prometheus/pushgateway.data by default: every
+            // gateway started on the machine would share one store. Empty: memory only.
+            .arg("--persistence.file=")
             .current_dir(dir.path());
         let process =
             Supervised::spawn(cmd, &dir.path().join("pushgateway.log")).unwrap_or_else(|e| {
