@@ -245,7 +245,7 @@ fn prometheus_sees_every_check_pass_then_the_rotated_key_fail_within_a_run_and_h
         || {
             let text = serve.get("/metrics").1;
             match sample(&text, MODELS_SUCCESS) {
-                Some(v) if v == 0.0 => Ok(text),
+                Some(0.0) => Ok(text),
                 other => Err(format!("{MODELS_SUCCESS} = {other:?}")),
             }
         },
