@@ -5,8 +5,10 @@
 //! (no checks, clients, runner, reporters or pipeline), so what the user typed is understood
 //! before anything happens.
 
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -33,6 +35,9 @@ pub enum Command {
     /// Print the least-privilege RBAC manifests (ServiceAccount, Roles, ClusterRole, bindings)
     /// that `verify` needs for a suite.
     Rbac(RbacArgs),
+    /// Run the checks every --interval and serve the results on --listen: /metrics
+    /// (Prometheus), /healthz, /readyz and /report.json. SIGTERM ends it with exit 0.
+    Serve(Box<ServeArgs>),
     /// Print the JSON Schema of the suite file format (for editors and CI linting).
     Schema,
 }
@@ -135,6 +140,152 @@ pub struct VerifyArgs {
     /// the termination message are written before Kubernetes kills the pod.
     #[arg(long, value_name = "DURATION", env = "SMOKECHECK_JOB_ACTIVE_DEADLINE")]
     pub job_active_deadline: Option<String>,
+    /// Also push the run's metrics to the Prometheus Pushgateway at URL, grouped by job and
+    /// instance (the kube context); a failed push is reported and leaves the exit code alone.
+    #[arg(long, value_name = "URL", env = "SMOKECHECK_PUSHGATEWAY")]
+    pub pushgateway: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Run only checks whose name contains one of these (as `cargo test`).
+    #[arg(value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Filters must equal the whole check name.
+    #[arg(long)]
+    pub exact: bool,
+    /// Leave out checks whose name contains PATTERN (repeatable), e.g. e2e::trimming.
+    #[arg(long, value_name = "PATTERN")]
+    pub skip: Vec<String>,
+    /// The suite file [default: the built-in suites/litellm.yaml].
+    #[arg(long, value_name = "FILE", env = "SMOKECHECK_SUITE")]
+    pub suite: Option<PathBuf>,
+    /// Override the suite's namespace.
+    #[arg(short = 'n', long, value_name = "NS", env = "SMOKECHECK_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Path to the kubeconfig file (as kubectl; KUBECONFIG is honoured too; in a pod, the
+    /// ServiceAccount's in-cluster config).
+    #[arg(long, value_name = "PATH", env = "SMOKECHECK_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, value_name = "NAME", env = "SMOKECHECK_CONTEXT")]
+    pub context: Option<String>,
+    /// Reach suite endpoint NAME (litellm, database, vllm or vllm:<ns>/<service>) at URL.
+    #[arg(
+        long = "endpoint",
+        value_name = "NAME=URL",
+        env = "SMOKECHECK_ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// Time limit of one check attempt.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        env = "SMOKECHECK_TIMEOUT"
+    )]
+    pub timeout: String,
+    /// How many checks run at once.
+    #[arg(long, value_name = "N", env = "SMOKECHECK_TEST_THREADS")]
+    pub test_threads: Option<NonZeroUsize>,
+    /// How endpoints inside the cluster are reached.
+    #[arg(long, value_enum, default_value_t = ConnectMode::Auto, env = "SMOKECHECK_CONNECT")]
+    pub connect: ConnectMode,
+    /// Time between the starts of two runs (at least 30s), each start jittered by up to 10%.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        env = "SMOKECHECK_INTERVAL"
+    )]
+    pub interval: String,
+    /// Time limit of one run, below the interval [default: 4/5 of it].
+    #[arg(long, value_name = "DURATION", env = "SMOKECHECK_DEADLINE")]
+    pub deadline: Option<String>,
+    /// Where the HTTP endpoint listens.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        default_value = "0.0.0.0:9090",
+        env = "SMOKECHECK_LISTEN"
+    )]
+    pub listen: String,
+}
+
+/// What `serve` runs: the plan of every run, how often, and where it serves the results.
+#[derive(Debug, Clone)]
+pub struct ServePlan {
+    pub plan: Plan,
+    pub interval: Duration,
+    pub listen: SocketAddr,
+}
+
+impl ServeArgs {
+    /// The validated serve plan, or the first bad value, named.
+    pub fn plan(self) -> Result<ServePlan, PlanError> {
+        let suite = plan::load_suite(self.suite.as_deref(), self.namespace.as_deref())?;
+        let timeout = plan::duration("--timeout", &self.timeout, MAX_TIMEOUT)?;
+        let interval = plan::interval(&self.interval, min_interval())?;
+        let deadline = plan::run_deadline(self.deadline.as_deref(), interval)?;
+        let listen = self.listen.parse().map_err(|e| PlanError::Flag {
+            flag: "--listen",
+            message: format!(
+                "{:?} is not ADDRESS:PORT ({e}); write e.g. 0.0.0.0:9090",
+                self.listen
+            ),
+        })?;
+        let endpoints = plan::endpoints(&self.endpoints, &suite)?;
+        let plan = Plan {
+            suite,
+            selection: Selection {
+                filters: self.filters,
+                exact: self.exact,
+                skip: self.skip,
+            },
+            list: false,
+            kube: KubeSelection {
+                kubeconfig: self.kubeconfig,
+                context: self.context,
+            },
+            endpoints,
+            // serve's runs render nothing: their results become metrics and /report.json.
+            output: Output {
+                format: Format::Plain,
+                color: false,
+                progress_bar: false,
+                junit: None,
+                termination_log: None,
+            },
+            timeout,
+            deadline: Some(deadline),
+            wait: None,
+            threads: self.test_threads.map(NonZeroUsize::get),
+            connect: self.connect,
+            hook: None,
+            in_cluster: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+            proxies: Proxies::from_env(),
+        };
+        Ok(ServePlan {
+            plan,
+            interval,
+            listen,
+        })
+    }
+}
+
+/// The shortest `--interval`: [`plan::MIN_INTERVAL`]. Debug builds (the test suite's) honour
+/// `SMOKECHECK_TEST_MIN_INTERVAL`, so a test sees a fault come and go in seconds; a release
+/// build, the image's, never goes below 30 s.
+fn min_interval() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(d) = std::env::var("SMOKECHECK_TEST_MIN_INTERVAL")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+    {
+        return d;
+    }
+    plan::MIN_INTERVAL
 }
 
 impl VerifyArgs {

@@ -27,10 +27,12 @@ pub mod outcome;
 pub mod plan;
 pub mod portforward;
 pub mod proxy_config;
+pub mod push;
 pub mod rbac;
 pub mod report;
 pub mod runner;
 pub mod secret;
+pub mod serve;
 pub mod suite;
 pub mod text;
 pub mod verify;
@@ -44,7 +46,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, VerifyArgs};
+use crate::cli::{Cli, Command, ServeArgs, VerifyArgs};
 use crate::outcome::{Cause, RunReport};
 use crate::plan::TERMINATION_LOG;
 use crate::report::Reporter;
@@ -76,6 +78,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     match cli.command {
         Command::Verify(args) => verify(*args),
+        Command::Serve(args) => serve(*args),
         Command::Schema => {
             print_stdout(&format!("{}\n", suite::schema()));
             ExitCode::from(exit::PASSED)
@@ -212,6 +215,7 @@ fn plan_and_run(
     runtime_slot: &mut Option<tokio::runtime::Runtime>,
 ) -> Verified {
     let namespace_hint = args.namespace.clone().unwrap_or_else(|| "litellm".into());
+    let pushgateway = args.pushgateway.clone();
     let plan = match args.plan() {
         Ok(plan) => plan,
         Err(e) => {
@@ -229,6 +233,13 @@ fn plan_and_run(
         };
     }
     let namespace = plan.suite.namespace.clone();
+    let pushgateway = match pushgateway.as_deref().map(plan::pushgateway).transpose() {
+        Ok(url) => url,
+        Err(e) => {
+            let failure = SetupFailure::new(namespace, Cause::Setup, text::error_chain(&e));
+            return Verified::Ran(Err(failure));
+        }
+    };
     // From here on the run's own reports are coming: an earlier run's must not outlive it.
     for problem in reporter.start() {
         if problem.fails_the_run() {
@@ -256,8 +267,75 @@ fn plan_and_run(
         if std::env::var_os("SMOKECHECK_TEST_PANIC").is_some() {
             panic!("SMOKECHECK_TEST_PANIC is set");
         }
-        verify::run(&plan, reporter, &stopper).await
+        let outcome = verify::run(&plan, reporter, &stopper).await;
+        if let Some(url) = &pushgateway {
+            push_metrics(url, &plan, &outcome).await;
+        }
+        outcome
     }))
+}
+
+/// `--pushgateway`: the run's metrics pushed, grouped under the cluster's kube context; a push
+/// that fails is said on stderr and leaves the exit code alone.
+async fn push_metrics(
+    url: &::http::Uri,
+    plan: &plan::Plan,
+    outcome: &Result<RunReport, SetupFailure>,
+) {
+    let report = match outcome {
+        Ok(report) => report.clone(),
+        Err(failure) => failure.report(),
+    };
+    let instance = report
+        .context
+        .clone()
+        .or_else(|| plan.kube.context.clone())
+        .unwrap_or_else(|| "unknown".into());
+    let timeout = plan.timeout.min(push::TIMEOUT);
+    if let Err(e) = push::push(
+        url,
+        &instance,
+        &report,
+        std::time::SystemTime::now(),
+        timeout,
+    )
+    .await
+    {
+        print_error(&text::error_chain(&e));
+    }
+}
+
+/// `smokecheck serve`: the plan, then runs on an interval until SIGTERM or SIGINT (exit 0); a
+/// bad argument or a listen address that cannot be bound is exit 2.
+fn serve(args: ServeArgs) -> ExitCode {
+    let plan = match args.plan() {
+        Ok(plan) => plan,
+        Err(e) => {
+            print_error(&text::error_chain(&e));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            print_error(&format!("starting the async runtime: {e}"));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let stopper = Stopper::default();
+    runtime.spawn(stop_on_signals(stopper.clone()));
+    let served = runtime.block_on(serve::serve(plan, serve::Limits::default(), &stopper));
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match served {
+        Ok(()) => ExitCode::from(exit::PASSED),
+        Err(e) => {
+            print_error(&text::error_chain(&e));
+            ExitCode::from(exit::USAGE)
+        }
+    }
 }
 
 /// The first SIGTERM or SIGINT stops the run, which still writes its reports; a second one

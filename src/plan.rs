@@ -249,6 +249,67 @@ pub fn duration(name: &'static str, text: &str, max: Duration) -> Result<Duratio
     Ok(d)
 }
 
+/// The shortest `serve --interval`: each run sends a few chats, and Prometheus scrapes every
+/// 30 s at most as often.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest `serve --interval`: a day between checks is no longer monitoring.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `serve --interval`, at least `min` ([`MIN_INTERVAL`] but in the test suite).
+pub fn interval(text: &str, min: Duration) -> Result<Duration, PlanError> {
+    let d = duration("--interval", text, MAX_INTERVAL)?;
+    if d < min {
+        return Err(flag(
+            "--interval",
+            format!(
+                "{text:?} is too short: at least {} (each run sends chat requests)",
+                humantime::format_duration(min)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// The deadline of each of serve's runs: `--deadline`, shorter than the interval, or 4/5 of
+/// it, so a run always ends before the next is due.
+pub fn run_deadline(deadline: Option<&str>, interval: Duration) -> Result<Duration, PlanError> {
+    let Some(text) = deadline else {
+        return Ok(interval * 4 / 5);
+    };
+    let d = duration("--deadline", text, MAX_RUN)?;
+    if d >= interval {
+        return Err(flag(
+            "--deadline",
+            format!(
+                "{} is not shorter than --interval ({}): a run must end before the next is due",
+                humantime::format_duration(d),
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    Ok(d)
+}
+
+/// `verify --pushgateway URL`: an http(s) URL with a host, without credentials, query or
+/// fragment (the URL is printed when a push fails).
+pub fn pushgateway(url: &str) -> Result<http::Uri, PlanError> {
+    let bad = |why: &str| flag("--pushgateway", format!("{:?} {why}", shown(url)));
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(a)) if a.as_str().contains('@') => Err(flag(
+            "--pushgateway",
+            "the URL must not carry credentials (user:password@)",
+        )),
+        (Some("http" | "https"), Some(_)) if uri.query().is_some() || url.contains('#') => {
+            Err(bad("must not have a query string or fragment"))
+        }
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(bad("must be an http:// or https:// URL with a host")),
+    }
+}
+
 /// How much earlier than the Job's activeDeadlineSeconds the run stops: enough to write the
 /// reports and the termination message.
 fn hook_margin(job: Duration) -> Duration {

@@ -11,6 +11,7 @@
 mod files;
 pub mod json;
 pub mod junit;
+pub mod metrics;
 pub mod terminal;
 
 use std::borrow::Cow;

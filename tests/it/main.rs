@@ -27,6 +27,7 @@ mod postgres_bed;
 mod prometheus_bed;
 mod scale_bed;
 mod scheduling;
+mod serve;
 mod snapshots;
 mod verify_database;
 mod verify_e2e;

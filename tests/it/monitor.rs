@@ -5,7 +5,7 @@
 //! resolves (and fails when a rule is weakened), the PrometheusRule carries the same rules; the
 //! metrics contract (METRICS.md) and its example expositions agree and pass promtool's lint;
 //! a real Prometheus scraping those examples fires and resolves the alerts; and one run sends
-//! vLLM exactly the requests the cost note (ci/monitor/README.md) multiplies.
+//! vLLM exactly the requests the cost note (README.md, Continuous checks) multiplies.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -520,7 +520,7 @@ fn the_shipped_alerts_fire_and_resolve_in_a_real_prometheus() {
 
 #[test]
 fn one_run_sends_vllm_the_requests_the_cost_note_counts() {
-    // ci/monitor/README.md ("Cost") multiplies these by the runs per day: a check that starts
+    // README.md (Continuous checks, "Cost") multiplies these by the runs per day: a check that starts
     // sending more must change the note. The alias's fake serves this test only, so it counts
     // exactly one run of the default suite (one vLLM backend, one guarded alias).
     let stack = stack::start(Fault {

@@ -72,7 +72,10 @@ pub mod alias {
     /// Guardrail on, fake healthy, and called by one test only (tests/it/monitor.rs): its fake
     /// counts exactly the requests of one run, for the cost note of the continuous checks.
     pub const SERVE_COST: &str = "serve-cost";
-    pub const ALL: [&str; 13] = [
+    /// `smokecheck serve` scraped by a real Prometheus (tests/it/serve.rs): its fake's key is
+    /// rotated and restored while serve runs, so no other test may share it.
+    pub const SERVE_LIVE: &str = "serve-live";
+    pub const ALL: [&str; 14] = [
         HEALTHY,
         TRIM_OFF,
         KEY_MISMATCH,
@@ -86,6 +89,7 @@ pub mod alias {
         STACK_DOWN,
         STACK_LEAK,
         SERVE_COST,
+        SERVE_LIVE,
     ];
 }
 
@@ -224,7 +228,7 @@ fn start_shared() -> Result<LiteLlm, String> {
             name,
             api_base: format!("{}/v1", fake.url()),
             guardrail: match *name {
-                alias::HEALTHY | alias::SERVE_COST => Some("message_trimming"),
+                alias::HEALTHY | alias::SERVE_COST | alias::SERVE_LIVE => Some("message_trimming"),
                 alias::GUARDRAIL_CRASH => Some("message_trimming_crash"),
                 _ => None,
             },

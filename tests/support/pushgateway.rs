@@ -101,6 +101,9 @@ impl Pushgateway {
             // which every gateway on the machine would then share: keep this one in memory.
             .arg("--persistence.file=")
             .arg("--log.level=info")
+            // Debian's build persists to /var/lib/prometheus/pushgateway.data by default: every
+            // gateway started on the machine would share one store. Empty: memory only.
+            .arg("--persistence.file=")
             .current_dir(dir.path());
         let process =
             Supervised::spawn(cmd, &dir.path().join("pushgateway.log")).unwrap_or_else(|e| {
