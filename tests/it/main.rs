@@ -5,6 +5,7 @@ mod support;
 
 mod cli_contract;
 mod deploy;
+mod fleet;
 mod forwarding;
 mod harness;
 mod hostile;

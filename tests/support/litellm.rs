@@ -63,13 +63,16 @@ pub mod alias {
     /// The stack's (laptop tests, sandbox) own faults, as `KEY_MISMATCH` and `DOWN`.
     pub const STACK_KEY_MISMATCH: &str = "stack-key-mismatch";
     pub const STACK_DOWN: &str = "stack-down";
+    /// The fleet test's key-mismatch cluster (tests/it/fleet.rs), as `STACK_KEY_MISMATCH`, so
+    /// the laptop tests' cooldown never meets it.
+    pub const FLEET_KEY_MISMATCH: &str = "fleet-key-mismatch";
     /// The leak sweep's (tests/it/leaks.rs): its fake answers 503 with an error message that
     /// echoes secret values, which the proxy relays.
     pub const STACK_LEAK: &str = "stack-leak";
     /// Guardrail on, fake healthy, and called by one test only (tests/it/monitor.rs): its fake
     /// counts exactly the requests of one run, for the cost note of the continuous checks.
     pub const SERVE_COST: &str = "serve-cost";
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         HEALTHY,
         TRIM_OFF,
         KEY_MISMATCH,
@@ -81,6 +84,7 @@ pub mod alias {
         VERIFY_DOWN,
         STACK_KEY_MISMATCH,
         STACK_DOWN,
+        FLEET_KEY_MISMATCH,
         STACK_LEAK,
         SERVE_COST,
     ];
@@ -193,6 +197,7 @@ fn start_shared() -> Result<LiteLlm, String> {
             alias::KEY_MISMATCH,
             alias::VERIFY_KEY_MISMATCH,
             alias::STACK_KEY_MISMATCH,
+            alias::FLEET_KEY_MISMATCH,
         ]
         .contains(&name)
         {
