@@ -1,7 +1,8 @@
 //! smokecheck: proves a LiteLLM deployment on Kubernetes really works.
 //!
 //! Data flows one way: arguments ([`cli`]) → [`plan`] → [`checks`] → [`runner`] → results
-//! ([`outcome`]) → [`report`]ers, through the pipeline [`verify::run`] and its [`events`].
+//! ([`outcome`]) → [`report`]ers, through the pipeline [`verify::run`] and its [`events`]; a
+//! [`fleet`] run is that pipeline once per cluster, at once ([`fanout`]), in one report.
 //! Checks never print; reporters never do I/O beyond writing their output; only [`run`], the
 //! edge, prints errors, listens for signals and decides the exit code. ARCHITECTURE.md has the
 //! map.
