@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::fleet::{self, ClusterPlan, FleetPlan, FleetPlanError};
 use crate::plan::{
     self, ConnectMode, Format, KubeSelection, MAX_TIMEOUT, Output, Plan, PlanError, Proxies,
     Selection, TERMINATION_LOG,
@@ -38,8 +39,24 @@ pub enum Command {
     /// Run the checks every --interval and serve the results on --listen: /metrics
     /// (Prometheus), /healthz, /readyz and /report.json. SIGTERM ends it with exit 0.
     Serve(Box<ServeArgs>),
-    /// Print the JSON Schema of the suite file format (for editors and CI linting).
-    Schema,
+    /// Print the JSON Schema of the suite file format, or of the fleet file format (for
+    /// editors and CI linting).
+    Schema(SchemaArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which file format.
+    #[arg(value_enum, default_value_t = SchemaOf::Suite)]
+    pub of: SchemaOf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaOf {
+    /// A suite file (suites/schema.json).
+    Suite,
+    /// A fleet file (suites/fleet.schema.json).
+    Fleet,
 }
 
 #[derive(Debug, Args)]
@@ -88,9 +105,24 @@ pub struct VerifyArgs {
     /// Path to the kubeconfig file (as kubectl; KUBECONFIG is honoured too).
     #[arg(long, value_name = "PATH", env = "SMOKECHECK_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context to use.
+    /// The kubeconfig context to use; given more than once, each context is checked at once
+    /// with the same suite, in one report (a fleet run).
     #[arg(long, value_name = "NAME", env = "SMOKECHECK_CONTEXT")]
-    pub context: Option<String>,
+    pub context: Vec<String>,
+    /// Check every cluster of this fleet file at once, in one report (README "Fleet runs").
+    #[arg(long, value_name = "FILE", env = "SMOKECHECK_FLEET")]
+    pub fleet: Option<PathBuf>,
+    /// Check only this cluster of the fleet file (repeatable).
+    #[arg(long = "cluster", value_name = "NAME")]
+    pub cluster: Vec<String>,
+    /// How many clusters of a fleet run are checked at once.
+    #[arg(
+        long = "clusters",
+        value_name = "N",
+        default_value = "8",
+        env = "SMOKECHECK_CLUSTERS"
+    )]
+    pub clusters: NonZeroUsize,
     /// Reach suite endpoint NAME (litellm, database, vllm or vllm:<ns>/<service>) at URL.
     #[arg(
         long = "endpoint",
@@ -315,10 +347,115 @@ impl VerifyArgs {
         }
     }
 
+    /// Whether this is a fleet run: `--fleet FILE`, or `--context` given more than once.
+    pub fn is_fleet(&self) -> bool {
+        self.fleet.is_some() || self.context.len() > 1
+    }
+
     /// The validated plan, or the first bad value, named.
     pub fn plan(self) -> Result<Plan, PlanError> {
-        let output = self.output();
         let suite = plan::load_suite(self.suite.as_deref(), self.namespace.as_deref())?;
+        let kube = KubeSelection {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.first().cloned(),
+        };
+        if !self.cluster.is_empty() {
+            return Err(plan::flag(
+                "--cluster",
+                "selects clusters of a --fleet file",
+            ));
+        }
+        self.plan_for(suite, kube)
+    }
+
+    /// The validated plan of a fleet run: one plan per cluster of the `--fleet` file (those
+    /// `--cluster` selects), or per `--context` with the suite of `--suite`/`--namespace`.
+    pub fn fleet_plan(self) -> Result<FleetPlan, FleetPlanError> {
+        // A hook gates one Application's sync on its own cluster, with one termination
+        // message; a fleet is the view across clusters, each of which runs its own hook.
+        for (given, name) in [
+            (self.argocd_app.is_some(), "--argocd-app"),
+            (self.termination_log.is_some(), "--termination-log"),
+            (self.job_active_deadline.is_some(), "--job-active-deadline"),
+        ] {
+            if given {
+                return Err(plan::flag(
+                    name,
+                    "is for the PostSync hook of one cluster, not a fleet run (each cluster runs its own hook)",
+                )
+                .into());
+            }
+        }
+        // A URL reaches one cluster's Service, never every cluster's.
+        if self.endpoints.iter().any(|e| !e.trim().is_empty()) {
+            return Err(plan::flag(
+                "--endpoint",
+                "reaches one cluster's Service: a fleet run reaches each cluster's own",
+            )
+            .into());
+        }
+        let targets = match &self.fleet {
+            Some(path) => {
+                for (given, name) in [
+                    (!self.context.is_empty(), "--context"),
+                    (self.suite.is_some(), "--suite"),
+                    (self.namespace.is_some(), "--namespace"),
+                ] {
+                    if given {
+                        return Err(plan::flag(
+                            name,
+                            "is set per cluster in the --fleet file, not on the command line",
+                        )
+                        .into());
+                    }
+                }
+                fleet::targets(path, &self.cluster, self.kubeconfig.as_deref())?
+            }
+            None => {
+                if !self.cluster.is_empty() {
+                    return Err(
+                        plan::flag("--cluster", "selects clusters of a --fleet file").into(),
+                    );
+                }
+                let suite = plan::load_suite(self.suite.as_deref(), self.namespace.as_deref())?;
+                let mut targets: Vec<fleet::Target> = Vec::new();
+                for context in &self.context {
+                    if targets.iter().any(|t| &t.name == context) {
+                        return Err(
+                            plan::flag("--context", format!("{context:?} is given twice")).into(),
+                        );
+                    }
+                    targets.push(fleet::Target {
+                        name: context.clone(),
+                        suite: suite.clone(),
+                        kube: KubeSelection {
+                            kubeconfig: self.kubeconfig.clone(),
+                            context: Some(context.clone()),
+                        },
+                    });
+                }
+                targets
+            }
+        };
+        let concurrency = self.clusters.get();
+        let clusters = targets
+            .into_iter()
+            .map(|t| {
+                Ok(ClusterPlan {
+                    name: t.name,
+                    plan: self.plan_for(t.suite, t.kube)?,
+                })
+            })
+            .collect::<Result<_, PlanError>>()?;
+        Ok(FleetPlan {
+            clusters,
+            concurrency,
+        })
+    }
+
+    /// The plan of one run of `suite` on the cluster `kube` selects, with every other flag.
+    fn plan_for(&self, suite: Suite, kube: KubeSelection) -> Result<Plan, PlanError> {
+        let output = self.output();
         let timeout = plan::duration("--timeout", &self.timeout, MAX_TIMEOUT)?;
         let deadline = plan::deadline(
             self.deadline.as_deref(),
@@ -334,15 +471,12 @@ impl VerifyArgs {
         Ok(Plan {
             suite,
             selection: Selection {
-                filters: self.filters,
+                filters: self.filters.clone(),
                 exact: self.exact,
-                skip: self.skip,
+                skip: self.skip.clone(),
             },
             list: self.list,
-            kube: KubeSelection {
-                kubeconfig: self.kubeconfig,
-                context: self.context,
-            },
+            kube,
             endpoints,
             output,
             timeout,

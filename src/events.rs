@@ -43,3 +43,10 @@ impl<F: FnMut(&Event) + Send> Events for F {
         self(event)
     }
 }
+
+/// A consumer of a fleet run's events: each cluster's run's, in order, tagged with the
+/// cluster's name. Runs interleave; one cluster's events keep their order. A cluster that
+/// could not be checked gets one [`Event::RunFinished`] with its setup entry.
+pub trait FleetEvents: Send {
+    fn event(&mut self, cluster: &str, event: &Event);
+}

@@ -1,7 +1,8 @@
 //! smokecheck: proves a LiteLLM deployment on Kubernetes really works.
 //!
 //! Data flows one way: arguments ([`cli`]) → [`plan`] → [`checks`] → [`runner`] → results
-//! ([`outcome`]) → [`report`]ers, through the pipeline [`verify::run`] and its [`events`].
+//! ([`outcome`]) → [`report`]ers, through the pipeline [`verify::run`] and its [`events`]; a
+//! [`fleet`] run is that pipeline once per cluster, at once ([`fanout`]), in one report.
 //! Checks never print; reporters never do I/O beyond writing their output; only [`run`], the
 //! edge, prints errors, listens for signals and decides the exit code. ARCHITECTURE.md has the
 //! map.
@@ -21,6 +22,8 @@ pub mod context;
 pub mod destinations;
 pub mod endpoints;
 pub mod events;
+pub mod fanout;
+pub mod fleet;
 pub mod http;
 pub mod kube_auth;
 pub mod outcome;
@@ -46,10 +49,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ServeArgs, VerifyArgs};
+use crate::cli::{Cli, Command, SchemaOf, ServeArgs, VerifyArgs};
+use crate::fleet::{FleetPlan, FleetReport, Verdict};
 use crate::outcome::{Cause, RunReport};
 use crate::plan::TERMINATION_LOG;
 use crate::report::Reporter;
+use crate::report::fleet::FleetReporter;
 use crate::report::terminal::print_stdout;
 use crate::runner::{Stopper, stop};
 use crate::verify::SetupFailure;
@@ -77,10 +82,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     match cli.command {
+        Command::Verify(args) if args.is_fleet() => verify_fleet(*args),
         Command::Verify(args) => verify(*args),
         Command::Serve(args) => serve(*args),
-        Command::Schema => {
-            print_stdout(&format!("{}\n", suite::schema()));
+        Command::Schema(args) => {
+            let schema = match args.of {
+                SchemaOf::Suite => suite::schema(),
+                SchemaOf::Fleet => fleet::file::schema(),
+            };
+            print_stdout(&format!("{schema}\n"));
             ExitCode::from(exit::PASSED)
         }
         Command::Rbac(args) => match args.suite() {
@@ -336,6 +346,141 @@ fn serve(args: ServeArgs) -> ExitCode {
             ExitCode::from(exit::USAGE)
         }
     }
+}
+
+/// How a fleet `verify` ended before its reports are written.
+enum FleetVerified {
+    /// `--list`: the names were printed; no report.
+    Listed,
+    /// The fleet ran: its reporter and report.
+    Ran(Box<FleetReporter>, FleetReport),
+    /// Nothing could be checked (a bad fleet file or flag): reported as a single run that
+    /// could not start.
+    NotStarted(SetupFailure),
+}
+
+/// `smokecheck verify --fleet FILE` (or several `--context`): every cluster at once, one
+/// report. A plan that cannot be made, or a panic outside the clusters' runs, ends as a single
+/// run that could not start does (exit 2 or 101, with its reports).
+fn verify_fleet(args: VerifyArgs) -> ExitCode {
+    let output = args.output();
+    let mut runtime = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fleet_plan_and_run(args, &mut runtime)
+    }));
+    if let Some(runtime) = runtime.take() {
+        runtime.shutdown_timeout(Duration::from_millis(200));
+    }
+    let outcome = outcome.unwrap_or_else(|_| {
+        let what = LAST_PANIC
+            .lock()
+            .ok()
+            .and_then(|mut last| last.take())
+            .unwrap_or_else(|| "smokecheck panicked (a bug: please report it)".into());
+        FleetVerified::NotStarted(SetupFailure::new("", Cause::Panicked, what))
+    });
+    match outcome {
+        FleetVerified::Listed => ExitCode::from(exit::PASSED),
+        FleetVerified::NotStarted(failure) => finish(&mut Reporter::new(output), Err(failure)),
+        FleetVerified::Ran(mut reporter, report) => finish_fleet(&mut reporter, &report),
+    }
+}
+
+fn fleet_plan_and_run(
+    args: VerifyArgs,
+    runtime_slot: &mut Option<tokio::runtime::Runtime>,
+) -> FleetVerified {
+    let output = args.output();
+    let fleet = match args.fleet_plan() {
+        Ok(fleet) => fleet,
+        Err(e) => {
+            return FleetVerified::NotStarted(SetupFailure::new(
+                "",
+                Cause::Setup,
+                text::error_chain(&e),
+            ));
+        }
+    };
+    if fleet.clusters.iter().any(|c| c.plan.list) {
+        return list_fleet(&fleet, &output);
+    }
+    let mut reporter = FleetReporter::new(output);
+    for problem in reporter.start() {
+        if problem.fails_the_run() {
+            return FleetVerified::NotStarted(SetupFailure::new(
+                "",
+                Cause::Setup,
+                text::error_chain(&problem),
+            ));
+        }
+        print_error(&text::error_chain(&problem));
+    }
+    // Each cluster's checks hold one thread of the blocking pool while they run: tokio's
+    // default pool (512) has room for any sensible --clusters.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => runtime_slot.insert(rt),
+        Err(e) => {
+            let message = format!("starting the async runtime: {e}");
+            return FleetVerified::NotStarted(SetupFailure::new("", Cause::Setup, message));
+        }
+    };
+    let stopper = Stopper::default();
+    runtime.spawn(stop_on_signals(stopper.clone()));
+    let report = runtime.block_on(fanout::run(&fleet, &mut reporter, &stopper));
+    FleetVerified::Ran(Box::new(reporter), report)
+}
+
+/// `--list` in a fleet run: each cluster's checks, named `<cluster>/<check>`.
+fn list_fleet(fleet: &FleetPlan, output: &plan::Output) -> FleetVerified {
+    let mut names = Vec::new();
+    let mut first_failure = None;
+    for cluster in &fleet.clusters {
+        match verify::list(&cluster.plan) {
+            Ok(listed) => names.extend(listed.iter().map(|n| format!("{}/{n}", cluster.name))),
+            Err(failure) => {
+                first_failure.get_or_insert(failure);
+            }
+        }
+    }
+    match first_failure {
+        Some(failure) if names.is_empty() => FleetVerified::NotStarted(failure),
+        _ => {
+            print_stdout(&report::list(&names, output.format));
+            FleetVerified::Listed
+        }
+    }
+}
+
+/// The one way a fleet `verify` ends: every report written, the exit code the worst over the
+/// clusters (2 only when no cluster could be checked at all).
+fn finish_fleet(reporter: &mut FleetReporter, report: &FleetReport) -> ExitCode {
+    for cluster in &report.clusters {
+        if cluster.verdict == Verdict::NotChecked
+            && let Some(error) = &cluster.report.error
+        {
+            print_error(&format!("{}: {error}", cluster.name));
+        }
+    }
+    let verdicts: Vec<Verdict> = report.clusters.iter().map(|c| c.verdict).collect();
+    let mut code = if verdicts.contains(&Verdict::Panicked) {
+        exit::PANICKED
+    } else if verdicts.iter().all(|v| *v == Verdict::NotChecked) {
+        exit::USAGE
+    } else if verdicts.iter().all(|v| *v == Verdict::Passed) {
+        exit::PASSED
+    } else {
+        exit::FAILED
+    };
+    for problem in reporter.finish(report) {
+        print_error(&text::error_chain(&problem));
+        if problem.fails_the_run() && code != exit::PANICKED {
+            code = exit::USAGE;
+        }
+    }
+    ExitCode::from(code)
 }
 
 /// The first SIGTERM or SIGINT stops the run, which still writes its reports; a second one

@@ -194,7 +194,8 @@ pub enum PlanError {
     Flag { flag: &'static str, message: String },
 }
 
-fn flag(flag: &'static str, message: impl Into<String>) -> PlanError {
+/// The error of a bad value of `flag`.
+pub fn flag(flag: &'static str, message: impl Into<String>) -> PlanError {
     PlanError::Flag {
         flag,
         message: message.into(),
@@ -208,11 +209,7 @@ pub fn load_suite(path: Option<&Path>, namespace: Option<&str>) -> Result<Suite,
         None => suite::parse(suite::BUILTIN_SUITE, "<built-in suites/litellm.yaml>")?,
     };
     if let Some(ns) = namespace {
-        if ns.is_empty()
-            || !ns
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
+        if !suite::valid_namespace(ns) {
             return Err(flag(
                 "--namespace",
                 format!("{ns:?} is not a valid namespace name"),

@@ -132,6 +132,17 @@ pub async fn run(
     events: &mut dyn Events,
     stop: &Stopper,
 ) -> Result<RunReport, SetupFailure> {
+    run_redacting(plan, Redactor::default(), events, stop).await
+}
+
+/// [`run`], with the run's secrets registered in `redactor` (a fresh one): a fleet run keeps
+/// each cluster's, so that every cluster's report is redacted by all of them.
+pub async fn run_redacting(
+    plan: &Plan,
+    redactor: Redactor,
+    events: &mut dyn Events,
+    stop: &Stopper,
+) -> Result<RunReport, SetupFailure> {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let namespace = plan.suite.namespace.clone();
@@ -179,7 +190,7 @@ pub async fn run(
     let prepare = Context::prepare(
         suite,
         cluster,
-        Redactor::default(),
+        redactor,
         endpoints,
         plan.hook.clone(),
         Http::new(&plan.proxies).with_slots(Arc::clone(&slots)),

@@ -7,8 +7,9 @@ use crate::outcome::{Cause, CheckResult, Counts, Layer, Metrics, RunReport, Stat
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The single-run document; a fleet document embeds one per cluster, unchanged.
 #[derive(Serialize)]
-struct Document<'a> {
+pub(super) struct Document<'a> {
     schema_version: u32,
     version: &'static str,
     context: Option<&'a str>,
@@ -68,7 +69,15 @@ impl<'a> From<&'a CheckResult> for Entry<'a> {
 }
 
 pub fn render(report: &RunReport) -> String {
-    let doc = Document {
+    // Serializing plain structs of strings and numbers cannot fail.
+    let mut out = serde_json::to_string_pretty(&document(report)).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+/// The document of `report`.
+pub(super) fn document(report: &RunReport) -> Document<'_> {
+    Document {
         schema_version: SCHEMA_VERSION,
         version: env!("CARGO_PKG_VERSION"),
         context: report.context.as_deref(),
@@ -79,9 +88,5 @@ pub fn render(report: &RunReport) -> String {
         },
         checks: report.checks.iter().map(Entry::from).collect(),
         error: report.error.as_deref(),
-    };
-    // Serializing plain structs of strings and numbers cannot fail.
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    out.push('\n');
-    out
+    }
 }

@@ -18,11 +18,35 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 
 use super::visible;
+use crate::fleet::FleetReport;
 use crate::outcome::{CheckResult, RunReport, SETUP_CHECK, Status};
 
 pub fn render(report: &RunReport) -> String {
     let mut out = Report::new("smokecheck");
     out.set_time(report.duration);
+    add_suites(&mut out, report, None);
+    // quick-junit writes to a Vec<u8>; that cannot fail for well-formed strings.
+    out.to_string().unwrap_or_default()
+}
+
+/// A fleet run: one testsuite per cluster and layer (`<cluster>/<layer>`), each test named
+/// `<cluster>/<check>`, so GitLab and Jenkins show the clusters apart.
+pub fn render_fleet(fleet: &FleetReport) -> String {
+    let mut out = Report::new("smokecheck");
+    out.set_time(fleet.duration);
+    for cluster in &fleet.clusters {
+        add_suites(&mut out, &cluster.report, Some(&cluster.name));
+    }
+    out.to_string().unwrap_or_default()
+}
+
+/// One testsuite per layer of `report`, in the order the layers first appear; names prefixed
+/// with `cluster/` in a fleet run.
+fn add_suites(out: &mut Report, report: &RunReport, cluster: Option<&str>) {
+    let prefixed = |name: &str| match cluster {
+        Some(cluster) => format!("{cluster}/{name}"),
+        None => name.to_string(),
+    };
     let mut layers: Vec<_> = report.checks.iter().map(|c| c.layer).collect();
     layers.dedup();
     let mut seen = Vec::new();
@@ -31,14 +55,20 @@ pub fn render(report: &RunReport) -> String {
             continue;
         }
         seen.push(layer);
-        let mut suite = TestSuite::new(layer.as_str());
+        let mut suite = TestSuite::new(visible(&prefixed(layer.as_str())));
         for check in report.checks.iter().filter(|c| c.layer == layer) {
-            suite.add_test_case(case(check, report.started_at));
+            let mut case = case(check, report.started_at);
+            if cluster.is_some() {
+                case.name = visible(&prefixed(&check.name)).into();
+                case.set_classname(visible(&prefixed(&format!(
+                    "smokecheck.{}",
+                    layer.as_str()
+                ))));
+            }
+            suite.add_test_case(case);
         }
         out.add_test_suite(suite);
     }
-    // quick-junit writes to a Vec<u8>; that cannot fail for well-formed strings.
-    out.to_string().unwrap_or_default()
 }
 
 fn case(check: &CheckResult, run_started: SystemTime) -> TestCase {

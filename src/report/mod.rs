@@ -9,6 +9,7 @@
 //! runner, the pipeline nor the checks.
 
 mod files;
+pub mod fleet;
 pub mod json;
 pub mod junit;
 pub mod metrics;

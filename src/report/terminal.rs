@@ -19,13 +19,13 @@ use crate::outcome::{CheckResult, RunReport, Status};
 /// All colours in one place; plain unless switched on once.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Styles {
-    pass: Style,
-    fail: Style,
-    skip: Style,
-    name: Style,
-    dim: Style,
-    hint: Style,
-    warn: Style,
+    pub(super) pass: Style,
+    pub(super) fail: Style,
+    pub(super) skip: Style,
+    pub(super) name: Style,
+    pub(super) dim: Style,
+    pub(super) hint: Style,
+    pub(super) warn: Style,
 }
 
 impl Styles {

@@ -49,6 +49,14 @@ fn field_prefix(field: &str) -> String {
     }
 }
 
+/// Whether `ns` can name a namespace (what `--namespace` and a fleet file's `namespace` accept).
+pub fn valid_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Reads and parses the suite at `path`.
 pub fn read(path: &Path) -> Result<Suite, SuiteError> {
     let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Read {
@@ -60,14 +68,28 @@ pub fn read(path: &Path) -> Result<Suite, SuiteError> {
 
 /// Parses a suite; `origin` names where the text came from in error messages.
 pub fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
+    let suite: Suite = deserialize(text, origin)?;
+    suite
+        .validate()
+        .map_err(|(field, message)| invalid_at(text, origin, field, message))?;
+    Ok(suite)
+}
+
+/// Deserializes YAML `text` into `T`; an error names `origin`, the line, the column and the
+/// field. The suite's loader and the fleet file's (crate::fleet) share it, so both say
+/// `file:line:col: field: ...` the same way.
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, SuiteError> {
     let mut field = String::new();
     let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
-        serde_path_to_error::deserialize::<_, Suite>(de).map_err(|err| {
+        serde_path_to_error::deserialize::<_, T>(de).map_err(|err| {
             field = escape_controls(&err.path().to_string());
             err.into_inner()
         })
     });
-    let suite = parsed.map_err(|err| {
+    parsed.map_err(|err| {
         let (line, column) = err
             .location()
             .map(|l| (l.line(), l.column()))
@@ -79,18 +101,20 @@ pub fn parse(text: &str, origin: &str) -> Result<Suite, SuiteError> {
             field: field.clone(),
             message: plain_message(&err),
         }
-    })?;
-    suite.validate().map_err(|(field, message)| {
-        let (line, column) = locate(text, &field);
-        SuiteError::Invalid {
-            origin: origin.to_string(),
-            line,
-            column,
-            field,
-            message,
-        }
-    })?;
-    Ok(suite)
+    })
+}
+
+/// A semantic error (found after parsing) at the dotted `field`, located in `text` as well as
+/// it can be.
+pub(crate) fn invalid_at(text: &str, origin: &str, field: String, message: String) -> SuiteError {
+    let (line, column) = locate(text, &field);
+    SuiteError::Invalid {
+        origin: origin.to_string(),
+        line,
+        column,
+        field,
+        message,
+    }
 }
 
 /// A field path on one line: a quoted YAML key can hold line breaks and terminal escapes, shown

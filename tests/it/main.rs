@@ -6,6 +6,7 @@ mod support;
 mod cli_contract;
 mod cli_run;
 mod deploy;
+mod fleet;
 mod forwarding;
 mod harness;
 mod hostile;

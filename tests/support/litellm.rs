@@ -66,6 +66,9 @@ pub mod alias {
     /// The stack's (laptop tests, sandbox) own faults, as `KEY_MISMATCH` and `DOWN`.
     pub const STACK_KEY_MISMATCH: &str = "stack-key-mismatch";
     pub const STACK_DOWN: &str = "stack-down";
+    /// The fleet test's key-mismatch cluster (tests/it/fleet.rs), as `STACK_KEY_MISMATCH`, so
+    /// the laptop tests' cooldown never meets it.
+    pub const FLEET_KEY_MISMATCH: &str = "fleet-key-mismatch";
     /// The leak sweep's (tests/it/leaks.rs): its fake answers 503 with an error message that
     /// echoes secret values, which the proxy relays.
     pub const STACK_LEAK: &str = "stack-leak";
@@ -75,7 +78,7 @@ pub mod alias {
     /// `smokecheck serve` scraped by a real Prometheus (tests/it/serve.rs): its fake's key is
     /// rotated and restored while serve runs, so no other test may share it.
     pub const SERVE_LIVE: &str = "serve-live";
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         HEALTHY,
         TRIM_OFF,
         KEY_MISMATCH,
@@ -87,6 +90,7 @@ pub mod alias {
         VERIFY_DOWN,
         STACK_KEY_MISMATCH,
         STACK_DOWN,
+        FLEET_KEY_MISMATCH,
         STACK_LEAK,
         SERVE_COST,
         SERVE_LIVE,
@@ -205,6 +209,7 @@ fn start_shared() -> Result<LiteLlm, String> {
             alias::KEY_MISMATCH,
             alias::VERIFY_KEY_MISMATCH,
             alias::STACK_KEY_MISMATCH,
+            alias::FLEET_KEY_MISMATCH,
         ]
         .contains(&name)
         {
