@@ -127,6 +127,7 @@ struct Families {
     consecutive_failures: Family<CheckLabels, Value>,
     check_last_success: Family<CheckLabels, Value>,
     failure_info: Family<CauseLabels, Value>,
+    warnings: Family<CheckLabels, Value>,
     run_success: Value,
     run_duration: Value,
     last_run: Value,
@@ -147,6 +148,7 @@ impl Families {
             consecutive_failures: Family::default(),
             check_last_success: Family::default(),
             failure_info: Family::default(),
+            warnings: Family::default(),
             run_success: Value::default(),
             run_duration: Value::default(),
             last_run: Value::default(),
@@ -190,6 +192,11 @@ impl Families {
             "smokecheck_check_failure_info",
             "The cause code of the check's failure in the last run: none when it passed, skipped when skipped",
             f.failure_info.clone(),
+        );
+        r.register(
+            "smokecheck_check_warnings",
+            "How many warnings the check carried in the last run; absent when none",
+            f.warnings.clone(),
         );
         r.register(
             "smokecheck_run_success",
@@ -302,6 +309,15 @@ impl Families {
                     self.check_success.remove(&labels);
                 }
             }
+            // A warning is server-influenced text: only its count is exported, never its words.
+            match r.warnings.len() {
+                0 => {
+                    self.warnings.remove(&labels);
+                }
+                n => {
+                    self.warnings.get_or_create(&labels).set(n as f64);
+                }
+            }
             let measured = |name: &str| {
                 r.metrics
                     .iter()
@@ -334,6 +350,7 @@ impl Families {
         self.check_duration.remove(labels);
         self.consecutive_failures.remove(labels);
         self.check_last_success.remove(labels);
+        self.warnings.remove(labels);
         if let Some(cause) = cause {
             self.failure_info.remove(&cause_labels(labels, cause));
         }

@@ -307,3 +307,34 @@ fn openmetrics_is_served_when_asked_for_and_ends_with_eof() {
     assert!(text.contains("# TYPE smokecheck_runs counter"), "{text}");
     assert!(!e.render(Exposition::Prometheus).contains("# EOF"));
 }
+
+#[test]
+fn a_warned_check_exports_its_warning_count_and_never_the_words() {
+    let e = exporter();
+    let mut warned = healthy();
+    warned.checks[0].warnings = vec![
+        crate::outcome::Warning::new(
+            "the certificate expires in 9 days (sk-hunter2-from-server)",
+            "renew Secret litellm/litellm-tls",
+        ),
+        crate::outcome::Warning::new("pod litellm-7c9d restarted 5 times", "kubectl logs"),
+    ];
+    e.record(&warned, at(1));
+    let text = e.render(Exposition::Prometheus);
+    assert!(
+        has(
+            &text,
+            "smokecheck_check_warnings{check=\"vllm::models\",layer=\"vllm\"} 2"
+        ),
+        "{text}"
+    );
+    assert_eq!(series(&text, "smokecheck_check_warnings").len(), 1, "{text}");
+    for word in ["certificate", "hunter2", "restarted", "renew"] {
+        assert!(!text.contains(word), "{word} in\n{text}");
+    }
+    // The next run carries none: the series goes, it does not stay at a stale count.
+    e.record(&healthy(), at(2));
+    let text = e.render(Exposition::Prometheus);
+    assert!(series(&text, "smokecheck_check_warnings").is_empty(), "{text}");
+    assert!(text.contains("# TYPE smokecheck_check_warnings gauge"), "{text}");
+}
