@@ -97,9 +97,6 @@ impl Pushgateway {
         let addr = free_port();
         let mut cmd = Command::new("prometheus-pushgateway");
         cmd.arg(format!("--web.listen-address={addr}"))
-            // Debian's build persists to /var/lib/prometheus/pushgateway.data by default,
-            // which every gateway on the machine would then share: keep this one in memory.
-            .arg("--persistence.file=")
             .arg("--log.level=info")
             // Debian's build persists to /var/lib/prometheus/pushgateway.data by default: every
             // gateway started on the machine would share one store. Empty: memory only.
