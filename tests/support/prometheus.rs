@@ -286,12 +286,13 @@ impl Prometheus {
             START_TIMEOUT,
             || self.context(),
             || {
-                if let Some(status) = self
+                // The guard must be gone before the panic's message reads the log (same lock).
+                let exited = self
                     .process
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .exited()
-                {
+                    .exited();
+                if let Some(status) = exited {
                     panic!("prometheus exited at start ({status})\n{}", self.context());
                 }
                 // Another test's server may answer on a port this one failed to bind: only

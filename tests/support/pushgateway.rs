@@ -119,12 +119,13 @@ impl Pushgateway {
             START_TIMEOUT,
             || gateway.context(),
             || {
-                if let Some(status) = gateway
+                // The guard must be gone before the panic's message reads the log (same lock).
+                let exited = gateway
                     .process
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .exited()
-                {
+                    .exited();
+                if let Some(status) = exited {
                     panic!(
                         "the pushgateway exited at start ({status})\n{}",
                         gateway.context()
