@@ -328,13 +328,23 @@ fn a_warned_check_exports_its_warning_count_and_never_the_words() {
         ),
         "{text}"
     );
-    assert_eq!(series(&text, "smokecheck_check_warnings").len(), 1, "{text}");
+    assert_eq!(
+        series(&text, "smokecheck_check_warnings").len(),
+        1,
+        "{text}"
+    );
     for word in ["certificate", "hunter2", "restarted", "renew"] {
         assert!(!text.contains(word), "{word} in\n{text}");
     }
     // The next run carries none: the series goes, it does not stay at a stale count.
     e.record(&healthy(), at(2));
     let text = e.render(Exposition::Prometheus);
-    assert!(series(&text, "smokecheck_check_warnings").is_empty(), "{text}");
-    assert!(text.contains("# TYPE smokecheck_check_warnings gauge"), "{text}");
+    assert!(
+        series(&text, "smokecheck_check_warnings").is_empty(),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE smokecheck_check_warnings gauge"),
+        "{text}"
+    );
 }
