@@ -24,7 +24,8 @@ fn run(scenario: &str, format: &str) -> Run {
     )
 }
 
-fn settings() -> insta::Settings {
+/// The filters every snapshot of a run needs: durations, start offsets, versions.
+pub(crate) fn settings() -> insta::Settings {
     let mut s = insta::Settings::clone_current();
     s.add_filter(r"\((\d+ms|\d+\.\d+s)", "([duration]");
     s.add_filter(r"in (\d+ms|\d+\.\d+s)", "in [duration]");

@@ -51,14 +51,7 @@ fn run(fake: &FakeKube, format: &str) -> Run {
 }
 
 fn settings() -> insta::Settings {
-    let mut s = insta::Settings::clone_current();
-    s.add_filter(r"\((\d+ms|\d+\.\d+s)", "([duration]");
-    s.add_filter(r"in (\d+ms|\d+\.\d+s)", "in [duration]");
-    s.add_filter(r#""duration_ms": \d+"#, r#""duration_ms": "[duration]""#);
-    s.add_filter(r#"time="[0-9.]+""#, r#"time="[duration]""#);
-    s.add_filter(r#"timestamp="[^"]+""#, r#"timestamp="[timestamp]""#);
-    s.add_filter(r"smokecheck \d+\.\d+\.\d+", "smokecheck [version]");
-    s.add_filter(r#""version": "\d+\.\d+\.\d+""#, r#""version": "[version]""#);
+    let mut s = crate::snapshots::settings();
     // A restart "12 minutes ago" may be 13 by the time a loaded machine reads it.
     s.add_filter(r"the last 1[23] minutes ago", "the last [12] minutes ago");
     s
