@@ -134,6 +134,40 @@ pub(crate) fn wait_for<T>(
     }
 }
 
+/// Waits until the server `process` started is ready at `url` (`/-/ready` 200), or panics with
+/// its log: when it exited, or after [`START_TIMEOUT`]. Only its own log's [`LISTENING`] line
+/// proves the port is its own: another test's server may answer on a port this one failed to
+/// bind.
+pub(crate) fn wait_ready(what: &str, process: &Mutex<Supervised>, url: &str) {
+    let log = || {
+        let tail = process
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_tail(30);
+        format!("--- {what} log ---\n{tail}")
+    };
+    wait_for(
+        &format!("{what} ready (/-/ready 200)"),
+        START_TIMEOUT,
+        log,
+        || {
+            // The guard is gone before the log is read (same lock).
+            let exited = process.lock().unwrap_or_else(|e| e.into_inner()).exited();
+            if let Some(status) = exited {
+                panic!("{what} exited at start ({status})\n{}", log());
+            }
+            if !log().contains(LISTENING) {
+                return Err("not listening yet".into());
+            }
+            match http(reqwest::Method::GET, &format!("{url}/-/ready"), None) {
+                Ok((200, _)) => Ok(()),
+                Ok((status, body)) => Err(format!("{status} {}", body.trim())),
+                Err(e) => Err(e),
+            }
+        },
+    )
+}
+
 /// A scrape job of the generated config.
 #[derive(Clone, Debug)]
 pub struct ScrapeJob {
@@ -281,36 +315,7 @@ impl Prometheus {
     }
 
     fn wait_ready(&self) {
-        wait_for(
-            "prometheus ready (/-/ready 200)",
-            START_TIMEOUT,
-            || self.context(),
-            || {
-                // The guard must be gone before the panic's message reads the log (same lock).
-                let exited = self
-                    .process
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .exited();
-                if let Some(status) = exited {
-                    panic!("prometheus exited at start ({status})\n{}", self.context());
-                }
-                // Another test's server may answer on a port this one failed to bind: only
-                // our own log proves the port is ours.
-                if !self.log_tail(50).contains(LISTENING) {
-                    return Err("not listening yet".into());
-                }
-                match http(
-                    reqwest::Method::GET,
-                    &format!("{}/-/ready", self.url()),
-                    None,
-                ) {
-                    Ok((200, _)) => Ok(()),
-                    Ok((status, body)) => Err(format!("{status} {}", body.trim())),
-                    Err(e) => Err(e),
-                }
-            },
-        )
+        wait_ready("prometheus", &self.process, &self.url());
     }
 
     /// Replaces the scraped jobs (same rule files) and has the server reload its config.

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::process::Supervised;
 use super::prometheus::{
-    LISTENING, START_TIMEOUT, bed_dir, free_port, http, installed_by_ci_test, wait_for,
+    START_TIMEOUT, bed_dir, free_port, http, installed_by_ci_test, wait_for, wait_ready,
 };
 
 /// A metric family of a group, as `/api/v1/metrics` describes it.
@@ -114,39 +114,7 @@ impl Pushgateway {
             addr,
             _dir: dir,
         };
-        wait_for(
-            "pushgateway ready (/-/ready 200)",
-            START_TIMEOUT,
-            || gateway.context(),
-            || {
-                // The guard must be gone before the panic's message reads the log (same lock).
-                let exited = gateway
-                    .process
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .exited();
-                if let Some(status) = exited {
-                    panic!(
-                        "the pushgateway exited at start ({status})\n{}",
-                        gateway.context()
-                    );
-                }
-                // Another test's server may answer on a port this one failed to bind: only
-                // our own log proves the port is ours.
-                if !gateway.log_tail(50).contains(LISTENING) {
-                    return Err("not listening yet".into());
-                }
-                match http(
-                    reqwest::Method::GET,
-                    &format!("{}/-/ready", gateway.url()),
-                    None,
-                ) {
-                    Ok((200, _)) => Ok(()),
-                    Ok((status, body)) => Err(format!("{status} {}", body.trim())),
-                    Err(e) => Err(e),
-                }
-            },
-        );
+        wait_ready("pushgateway", &gateway.process, &gateway.url());
         gateway
     }
 
