@@ -375,11 +375,14 @@ fn a_database_session_stuck_behind_a_lock_is_cut_when_the_run_ends() {
         .collect();
     assert!(!to_db.is_empty(), "{streams:#?}");
     for s in to_db {
-        // Closed by smokecheck at the end of its run, not dropped when its process died.
-        assert_eq!(
-            s.ended.map(|e| e.1),
-            Some(StreamEnd::ClientClosed),
-            "{streams:#?}"
+        // Closed by smokecheck at the end of its run, not dropped when its process died. Its
+        // client sends Terminate on close and PostgreSQL hangs up on reading it, so either end
+        // may be seen first: the pod's close or smokecheck's Close frame. Only a vanished
+        // client means the connection outlived the run.
+        let how = s.ended.map(|e| e.1);
+        assert!(
+            matches!(how, Some(StreamEnd::ClientClosed | StreamEnd::PodClosed)),
+            "{how:?}: {streams:#?}"
         );
     }
 }

@@ -134,7 +134,6 @@ fn secret_certificate(scenario: &Scenario, secret: &str) -> Arc<Generated> {
 
 #[test]
 fn scenario_certificates_are_made_at_load_and_alike_on_every_load() {
-    let now = certs::now();
     for (name, secret_type, hosts, days_left, self_signed) in [
         ("ingress-healthy", "kubernetes.io/tls", HOST, 60, false),
         (
@@ -180,8 +179,9 @@ fn scenario_certificates_are_made_at_load_and_alike_on_every_load() {
         let cert = secret_certificate(&first, TLS_SECRET);
         assert_eq!(cert.spec.hosts, [hosts], "{name}");
         assert_eq!(cert.spec.self_signed, self_signed, "{name}");
-        let left = cert.not_after - now;
-        // Generated at this process's first load: at most the test run's age ago.
+        // Generated at this process's first load: at most the test run's age ago. The clock is
+        // read after the load, so the first load's second is never counted against it.
+        let left = cert.not_after - certs::now();
         assert!(
             (days_left * DAY - 3600..=days_left * DAY).contains(&left),
             "{name}: {left} s left, want {days_left} days"
@@ -359,7 +359,6 @@ fn traefik_serves_each_ingress_scenario_as_its_readme_says() {
         port: 80,
     };
     let default = (TRAEFIK_DEFAULT_CN, None);
-    let now = certs::now();
     for (name, (cn, days), backend) in [
         ("ingress-healthy", (HOST, Some(60)), &litellm),
         ("ingress-cert-expiring", (HOST, Some(10)), &litellm),
@@ -386,7 +385,8 @@ fn traefik_serves_each_ingress_scenario_as_its_readme_says() {
         let cert = traefik.certificate_for(HOST);
         assert_eq!(cert.common_name, cn, "{name}");
         if let Some(days) = days {
-            let left = cert.not_after - now;
+            // Read after the load that made the certificate: never a second before it.
+            let left = cert.not_after - certs::now();
             assert!(
                 (days * DAY - 3600..=days * DAY).contains(&left),
                 "{name}: {left} s left, want {days} days"
