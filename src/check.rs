@@ -23,6 +23,9 @@ pub struct Check {
     pub name: String,
     pub layer: Layer,
     pub requires: Vec<Prerequisite>,
+    /// Required checks (of `requires`) this one starts beside rather than after: see
+    /// [`Check::beside`].
+    pub beside: Vec<String>,
     pub probe: Probe,
 }
 
@@ -36,6 +39,7 @@ impl Check {
             name: name.into(),
             layer,
             requires: Vec::new(),
+            beside: Vec::new(),
             probe: Arc::new(move |cx, attempt| Box::pin(probe(cx, attempt))),
         }
     }
@@ -43,6 +47,17 @@ impl Check {
     pub fn requires(mut self, prerequisite: Prerequisite) -> Check {
         self.requires.push(prerequisite);
         self
+    }
+
+    /// Requires check `name` to pass, but starts at once, beside it, rather than after it: for
+    /// a check that costs nothing where `name` would fail (a request to a proxy that is not
+    /// live is refused at once) and needs nothing `name` learns. Its result is held until
+    /// `name` has finished; were `name` not to pass, it is stopped (if still running) and
+    /// reported skipped with its cause, as if it had waited.
+    pub fn beside(mut self, name: impl Into<String>) -> Check {
+        let name = name.into();
+        self.beside.push(name.clone());
+        self.requires(Prerequisite::Check(name))
     }
 }
 

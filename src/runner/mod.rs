@@ -9,14 +9,17 @@
 //! emitted as an event as soon as it is final.
 //!
 //! Prerequisites: a check requiring another check (`Prerequisite::Check`) starts once that
-//! one passed, and is skipped with its cause otherwise. A check requiring a namespace or a CRD
-//! starts at once, optimistically: the platform checks that could say the namespace or CRD is
-//! missing run beside it, and its result is held until they have finished. Were one missing,
-//! the check is stopped (if still running) and reported skipped with the platform's cause, as
-//! if it had waited. This is only for those prerequisites because the checks needing them make
-//! cheap, harmless reads of the API server; checks behind another check (chats behind
-//! `litellm::live`, the trimming proof behind `vllm::models`) send model requests or need its
-//! answer, and wait.
+//! one passed, and is skipped with its cause otherwise. Some start at once, optimistically,
+//! their result held until what they require has finished, and replaced (the check stopped if
+//! still running) by a skip with its cause were that to fail, as if they had waited:
+//! - a check requiring a namespace or a CRD: the platform checks that could say it is missing
+//!   run beside it, and the checks needing one make cheap, harmless reads of the API server;
+//! - a check that starts [`Check::beside`] a required check: the LiteLLM and chat checks
+//!   beside `litellm::live`, as a proxy that is not live refuses them at once, at no model's
+//!   cost.
+//!
+//! A check that needs what another learns (the trimming proof, `vllm::models`'s context
+//! window) waits for it.
 //!
 //! Architecture invariant: the runner knows checks, the result model and events; it imports no
 //! reporter and no check of its own.
@@ -99,8 +102,11 @@ struct Schedule<'a> {
     wait_until: Option<Instant>,
     limit: usize,
     state: Vec<State>,
-    /// Per check, the checks of this run it requires by name (it starts after them).
+    /// Per check, the checks of this run it requires by name: its result stands once they
+    /// have passed.
     after: Vec<Vec<usize>>,
+    /// Per check, those of `after` it starts after (the others it starts beside).
+    gate: Vec<Vec<usize>>,
     /// The platform checks that settle namespace and CRD prerequisites: those requiring none
     /// themselves (the namespace and CRD checks).
     settlers: Vec<usize>,
@@ -127,7 +133,7 @@ impl<'a> Schedule<'a> {
             .enumerate()
             .map(|(i, c)| (c.name.as_str(), i))
             .collect();
-        let after = checks
+        let after: Vec<Vec<usize>> = checks
             .iter()
             .enumerate()
             .map(|(i, c)| {
@@ -138,6 +144,17 @@ impl<'a> Schedule<'a> {
                         _ => None,
                     })
                     .filter(|j| *j != i)
+                    .collect()
+            })
+            .collect();
+        let gate = after
+            .iter()
+            .zip(&checks)
+            .map(|(after, c)| {
+                after
+                    .iter()
+                    .copied()
+                    .filter(|&j| !c.beside.contains(&checks[j].name))
                     .collect()
             })
             .collect();
@@ -156,6 +173,7 @@ impl<'a> Schedule<'a> {
             limit: options.threads.unwrap_or(DEFAULT_IN_FLIGHT).max(1),
             state,
             after,
+            gate,
             settlers,
             unmet: BTreeMap::new(),
             tasks: JoinSet::new(),
@@ -204,7 +222,7 @@ impl<'a> Schedule<'a> {
                 changed = true;
                 continue;
             }
-            let required_passed = self.after[i].iter().all(|&j| match &self.state[j] {
+            let required_passed = self.gate[i].iter().all(|&j| match &self.state[j] {
                 State::Done(r, _) | State::Final(r) => r.status == Status::Passed,
                 State::Waiting | State::Running(_) => false,
             });

@@ -316,6 +316,52 @@ fn a_hostile_litellm_fails_every_check_facing_it_cleanly_on_time_in_bounded_memo
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+#[test]
+fn checks_beside_a_silent_proxys_liveness_start_at_once_and_are_skipped_with_its_cause() {
+    // Issue 11: the LiteLLM and chat checks start beside litellm::live, not after it (a proxy
+    // that is not live refuses them at once, at no model's cost). A proxy that accepts and
+    // never answers shows it: every check's request reaches it while litellm::live still
+    // waits, and when that fails, the others are reported skipped with its cause, not as six
+    // timeouts, within one --timeout rather than two.
+    let hostile = Hostile::start(Behaviour::Silent);
+    let mut checks = vec!["litellm::live"];
+    checks.extend(LITELLM_CHECKS);
+    let r = run(&hostile.url(), &closed_url(), None, &checks);
+    let accepted = hostile.accepted();
+    drop(hostile);
+    assert!(
+        accepted >= checks.len(),
+        "{accepted} connections for {} checks: some waited for litellm::live",
+        checks.len()
+    );
+    assert!(r.elapsed < ALLOWED + SLACK, "took {:?}", r.elapsed);
+    let doc: Value = serde_json::from_str(&r.stdout).expect("a JSON report");
+    let by_name = |name: &str| -> Value {
+        doc["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} was not run: {doc:#}"))
+    };
+    let live = by_name("litellm::live");
+    assert_eq!(
+        (live["status"].as_str(), live["cause"].as_str()),
+        (Some("failed"), Some("timeout")),
+        "{live:#}"
+    );
+    for name in LITELLM_CHECKS {
+        let e = by_name(name);
+        assert_eq!(e["status"], "skipped", "{e:#}");
+        assert!(
+            text(&e, "skip_reason").contains("litellm::live failed"),
+            "{e:#}"
+        );
+    }
+    assert_eq!(r.code, 1, "{}", r.stderr);
+}
+
 const VLLM_CHECKS: [&str; 4] = [
     "vllm::health",
     "vllm::models",

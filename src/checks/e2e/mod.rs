@@ -82,11 +82,13 @@ pub fn families() -> Vec<Family> {
     ]
 }
 
-/// What an alias's end-to-end checks run after (and are skipped by, when it fails): a live
-/// proxy, and, where the context window is read from vLLM, `vllm::models` of its backend.
-/// Without this, a dead proxy or a rejected key would fail every alias's checks in cascade.
+/// What an alias's end-to-end checks require (and are skipped by, when it fails): a live
+/// proxy, beside which they start (a proxy that is not live refuses them at once, at no
+/// model's cost), and, where the context window is read from vLLM, `vllm::models` of its
+/// backend, after which they start. Without this, a dead proxy or a rejected key would fail
+/// every alias's checks in cascade.
 pub(crate) fn after(mut check: Check, cx: &Context, alias: &str, needs_window: bool) -> Check {
-    check = check.requires(Prerequisite::Check(litellm::LIVE.into()));
+    check = check.beside(litellm::LIVE);
     if !needs_window {
         return check;
     }

@@ -35,18 +35,18 @@ pub fn checks(suite: &Suite) -> Vec<Check> {
             ready(&cx, &url).await
         })
         .requires(prerequisite())
-        .requires(Prerequisite::Check(LIVE.into())),
+        .beside(LIVE),
         Check::new(AUTH, Layer::Litellm, |cx, attempt| async move {
             auth(&cx, &attempt).await
         })
         .requires(prerequisite())
-        .requires(Prerequisite::Check(LIVE.into())),
+        .beside(LIVE),
         Check::new(MODELS, Layer::Litellm, |cx, attempt| async move {
             attempt.observe("reading the master key");
             models(&cx, &attempt).await
         })
         .requires(prerequisite())
-        .requires(Prerequisite::Check(LIVE.into())),
+        .beside(LIVE),
     ]
 }
 
