@@ -35,6 +35,48 @@ pub struct Context {
     pub http: Http,
     /// Answers read once per run and shared by the checks that need them.
     pub answers: Answers,
+    /// What each alias's deployment failed with first, for the checks that then met the
+    /// proxy's cooldown.
+    pub alias_failures: AliasFailures,
+}
+
+/// The first failure of each alias's deployment (vLLM rejecting LiteLLM's key, vLLM down) a
+/// check of this run met. LiteLLM puts an alias in cooldown after such a failure, so an
+/// alias's checks running side by side see one root cause and, for the others, a 429
+/// cooldown: those report the root cause instead, as the check that met it does.
+#[derive(Default)]
+pub struct AliasFailures {
+    seen: Mutex<HashMap<String, Failure>>,
+    told: tokio::sync::Notify,
+}
+
+impl AliasFailures {
+    /// Keeps `failure` as `alias`'s root cause, unless it has one.
+    pub fn record(&self, alias: &str, failure: &Failure) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.entry(alias.to_string())
+                .or_insert_with(|| failure.clone());
+        }
+        self.told.notify_waiters();
+    }
+
+    /// `alias`'s root cause, once a check has met it; waits for one `within` (the answer that
+    /// caused a cooldown may still be on its way to the check that sent it).
+    pub async fn wait_for(&self, alias: &str, within: std::time::Duration) -> Option<Failure> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the look, so a record made in between still wakes it.
+            let told = self.told.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            if let Some(f) = self.seen.lock().ok().and_then(|s| s.get(alias).cloned()) {
+                return Some(f);
+            }
+            if tokio::time::timeout_at(until, told).await.is_err() {
+                return None;
+            }
+        }
+    }
 }
 
 /// Answers read once per run and shared by every check that needs them (vLLM's `/v1/models`
@@ -128,6 +170,7 @@ impl Context {
             hook,
             http,
             answers: Answers::default(),
+            alias_failures: AliasFailures::default(),
         }
     }
 
@@ -276,4 +319,41 @@ pub fn secret_value(secret: &Secret, key: &str) -> Option<SecretValue> {
         .as_ref()
         .and_then(|d| d.get(key))
         .map(|b| SecretValue::new(b.0.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::AliasFailures;
+    use crate::outcome::{Cause, Failure};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cooldown_waits_for_the_root_cause_a_sibling_meets_and_only_so_long() {
+        let failures = Arc::new(AliasFailures::default());
+        // Nobody met one: the wait ends empty, after its time.
+        let started = tokio::time::Instant::now();
+        assert_eq!(failures.wait_for("a", Duration::from_secs(2)).await, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // A sibling's answer arrives while the cooldown's check waits.
+        let waiting = tokio::spawn({
+            let failures = Arc::clone(&failures);
+            async move { failures.wait_for("a", Duration::from_secs(2)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        failures.record("b", &Failure::new(Cause::UpstreamUnreachable, "b's"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let root = Failure::new(Cause::UpstreamAuth, "vLLM rejected the key");
+        failures.record("a", &root);
+        failures.record("a", &Failure::new(Cause::UpstreamError, "later"));
+        assert_eq!(waiting.await.expect("joined"), Some(root.clone()));
+        // The first one stays the alias's root cause, and is there at once.
+        let at = tokio::time::Instant::now();
+        assert_eq!(
+            failures.wait_for("a", Duration::from_secs(2)).await,
+            Some(root)
+        );
+        assert_eq!(at.elapsed(), Duration::ZERO);
+    }
 }

@@ -69,6 +69,8 @@ pub mod alias {
     /// The fleet test's key-mismatch cluster (tests/it/fleet.rs), as `STACK_KEY_MISMATCH`, so
     /// the laptop tests' cooldown never meets it.
     pub const FLEET_KEY_MISMATCH: &str = "fleet-key-mismatch";
+    /// The pipeline test's key-mismatch cluster (tests/it/pipeline.rs), for the same reason.
+    pub const PIPELINE_KEY_MISMATCH: &str = "pipeline-key-mismatch";
     /// The leak sweep's (tests/it/leaks.rs): its fake answers 503 with an error message that
     /// echoes secret values, which the proxy relays.
     pub const STACK_LEAK: &str = "stack-leak";
@@ -78,7 +80,7 @@ pub mod alias {
     /// `smokecheck serve` scraped by a real Prometheus (tests/it/serve.rs): its fake's key is
     /// rotated and restored while serve runs, so no other test may share it.
     pub const SERVE_LIVE: &str = "serve-live";
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         HEALTHY,
         TRIM_OFF,
         KEY_MISMATCH,
@@ -91,6 +93,7 @@ pub mod alias {
         STACK_KEY_MISMATCH,
         STACK_DOWN,
         FLEET_KEY_MISMATCH,
+        PIPELINE_KEY_MISMATCH,
         STACK_LEAK,
         SERVE_COST,
         SERVE_LIVE,
@@ -210,6 +213,7 @@ fn start_shared() -> Result<LiteLlm, String> {
             alias::VERIFY_KEY_MISMATCH,
             alias::STACK_KEY_MISMATCH,
             alias::FLEET_KEY_MISMATCH,
+            alias::PIPELINE_KEY_MISMATCH,
         ]
         .contains(&name)
         {

@@ -131,8 +131,49 @@ async fn prepare(cx: &Context, attempt: &Attempt) -> Result<(Loaded, String), Fa
     Ok((key, cx.endpoints.litellm.url("/v1/chat/completions")))
 }
 
-/// An error answer of the proxy for `alias`, attributed.
-pub(crate) fn proxy_failure(cx: &Context, alias: &str, key: &Loaded, a: &Answer) -> Failure {
+/// How long a check that met an alias's cooldown waits for the failure that caused it (the
+/// answer carrying it may still be on its way to a sibling check).
+const COOLDOWN_CAUSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An error answer of the proxy for `alias`, attributed. A failure of the alias's deployment
+/// is kept as the alias's root cause; a cooldown it caused is reported as that root cause
+/// (the cooldown is only its consequence), when a check of this run met it.
+pub(crate) async fn proxy_failure(
+    cx: &Context,
+    attempt: &Attempt,
+    alias: &str,
+    key: &Loaded,
+    a: &Answer,
+) -> Failure {
+    let f = classified(cx, alias, key, a);
+    match f.cause {
+        Cause::UpstreamAuth | Cause::UpstreamUnreachable | Cause::UpstreamError => {
+            cx.alias_failures.record(alias, &f);
+            f
+        }
+        Cause::Cooldown => {
+            let within = attempt
+                .remaining()
+                .unwrap_or(COOLDOWN_CAUSE_WAIT)
+                .min(COOLDOWN_CAUSE_WAIT);
+            match cx.alias_failures.wait_for(alias, within).await {
+                Some(root) => Failure {
+                    details: Some(format!(
+                        "this check's own request met the cooldown that failure put the alias in: {}",
+                        f.details.as_deref().unwrap_or_default()
+                    )),
+                    metrics: f.metrics,
+                    ..root
+                },
+                None => f,
+            }
+        }
+        _ => f,
+    }
+}
+
+/// An error answer of the proxy for `alias`, classified.
+fn classified(cx: &Context, alias: &str, key: &Loaded, a: &Answer) -> Failure {
     let e = ProxyError::parse(a.status, &a.text, &cx.redactor);
     let guardrail = any_guardrail(cx, alias);
     let coupling = crate::checks::keys::coupling_hint(&cx.suite);
@@ -199,7 +240,7 @@ async fn chat(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
         .await
         .map_err(|t| no_answer(cx, &url, &t))?;
     if !a.ok() {
-        return Err(proxy_failure(cx, alias, &key, &a));
+        return Err(proxy_failure(cx, attempt, alias, &key, &a).await);
     }
     let bad = |what: &str| -> Failure {
         let mut f = Failure::new(Cause::BadResponse, format!("alias {alias}: 200 {what}"))
@@ -278,7 +319,7 @@ async fn stream(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
             text,
             elapsed: started.elapsed(),
         };
-        return Err(proxy_failure(cx, alias, &key, &a));
+        return Err(proxy_failure(cx, attempt, alias, &key, &a).await);
     }
     let content_type = header(&headers, "content-type").unwrap_or_default();
     if !content_type.starts_with("text/event-stream") {
@@ -379,7 +420,7 @@ async fn stream(cx: &Context, attempt: &Attempt, alias: &str) -> ProbeResult {
                     text: event.clone(),
                     elapsed: started.elapsed(),
                 };
-                let mut f = proxy_failure(cx, alias, &key, &a);
+                let mut f = proxy_failure(cx, attempt, alias, &key, &a).await;
                 f.summary = format!("{} (an error event in the stream)", f.summary);
                 return Err(f);
             }

@@ -211,7 +211,7 @@ async fn trimming(cx: &Context, attempt: &Attempt, alias: &str, guardrail: &str)
         .count("max_model_len", u64::from(w.max_model_len))
         .count("prompt_words", u64::from(words));
     if !a.ok() {
-        let mut f = proxy_failure(cx, alias, &key, &a);
+        let mut f = proxy_failure(cx, attempt, alias, &key, &a).await;
         if f.cause == Cause::ContextWindow {
             f.summary = format!(
                 "guardrail {guardrail} did not trim: vLLM refused the {words}-word prompt as over its {}-token window (400 ContextWindowExceededError)",
