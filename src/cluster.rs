@@ -213,7 +213,13 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         timeout,
         message,
     };
-    match tokio::time::timeout(timeout, client.apiserver_version()).await {
+    // The version proves it is an API server that lets us in; what it serves (the API
+    // groups, for the CRD checks) is asked at the same time.
+    let (version, served) = tokio::join!(
+        tokio::time::timeout(timeout, client.apiserver_version()),
+        tokio::time::timeout(timeout, served_versions(&client)),
+    );
+    match version {
         Err(_) => return Err(unreachable("no answer".into())),
         Ok(Err(kube::Error::Api(s))) if s.code == 401 => {
             return Err(ClusterError::Unauthorized {
@@ -241,7 +247,7 @@ pub async fn connect(sel: &KubeSelection, timeout: Duration) -> Result<Cluster, 
         }
         Ok(Ok(_)) => {}
     }
-    let served = match tokio::time::timeout(timeout, served_versions(&client)).await {
+    let served = match served {
         Ok(Ok(served)) => Some(served),
         _ => None,
     };
@@ -265,13 +271,10 @@ fn client(config: Config) -> Result<Client, kube::Error> {
 }
 
 async fn served_versions(client: &Client) -> Result<BTreeSet<String>, kube::Error> {
-    let mut served: BTreeSet<String> = client
-        .list_core_api_versions()
-        .await?
-        .versions
-        .into_iter()
-        .collect();
-    for group in client.list_api_groups().await?.groups {
+    let (core, groups) =
+        tokio::try_join!(client.list_core_api_versions(), client.list_api_groups())?;
+    let mut served: BTreeSet<String> = core.versions.into_iter().collect();
+    for group in groups.groups {
         served.extend(group.versions.into_iter().map(|v| v.group_version));
     }
     Ok(served)
@@ -422,6 +425,11 @@ impl Cluster {
     pub fn with_redactor(mut self, redactor: Redactor) -> Cluster {
         self.redactor = redactor;
         self
+    }
+
+    /// The redactor the Secrets it reads are registered with.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// The one place Secrets enter the run: whichever check reads one, and whether or not an

@@ -129,19 +129,16 @@ impl Answers {
 
 impl Context {
     /// Reads what every check relies on, once and all at the same time: the proxy config, the
-    /// suite's Secrets (the cluster registers all their values with the redactor, so they are
-    /// scrubbed from any log or answer, whichever check sees it first) and the database's CA
-    /// ConfigMap. The cluster keeps what it read for the checks (one GET per object per run).
-    pub async fn prepare(
-        suite: Arc<Suite>,
-        cluster: Cluster,
-        redactor: Redactor,
-        endpoints: Endpoints,
-        hook: Option<Hook>,
-        http: Http,
-    ) -> Context {
-        let cluster = cluster.with_redactor(redactor.clone());
-        redactor.protect(public_names(&suite));
+    /// suite's Secrets (`cluster`, which must carry the run's redactor, registers all their
+    /// values with it, so they are scrubbed from any log or answer, whichever check sees it
+    /// first) and the database's CA ConfigMap. The cluster keeps what it read for the checks
+    /// (one GET per object per run). The names the report prints are protected from redaction.
+    pub async fn read_shared(
+        suite: &Suite,
+        cluster: &Cluster,
+    ) -> Result<ProxyConfig, ProxyConfigError> {
+        let redactor = cluster.redactor();
+        redactor.protect(public_names(suite));
         // Reading is registering (Cluster::get); a read that fails here is repeated by the
         // check that needs the object, and registers then.
         let secrets = suite.secrets();
@@ -157,21 +154,11 @@ impl Context {
                 let _ = cluster.get::<ConfigMap>(&suite.namespace, &name).await;
             }
         };
-        let (proxy_config, _, _) = tokio::join!(read_proxy_config(&cluster, &suite), secrets, ca);
+        let (proxy_config, _, _) = tokio::join!(read_proxy_config(cluster, suite), secrets, ca);
         if let Ok(config) = &proxy_config {
             redactor.protect(config.aliases.iter().map(|a| a.name.clone()));
         }
-        Context {
-            suite,
-            cluster,
-            redactor,
-            endpoints,
-            proxy_config,
-            hook,
-            http,
-            answers: Answers::default(),
-            alias_failures: AliasFailures::default(),
-        }
+        proxy_config
     }
 
     /// The aliases the proxy must serve: the suite's list, else the proxy config's.

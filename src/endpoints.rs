@@ -248,18 +248,26 @@ impl Endpoints {
     /// address, with the reason among the errors.
     pub async fn port_forward(&mut self, cluster: &Cluster, suite: &Suite, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
-        for (name, namespace, service, port) in self.services(suite) {
-            let set_up = tokio::time::timeout_at(
-                deadline,
-                portforward::open(cluster, &namespace, &service, port, &self.lifetime),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "no answer from the API server within {}",
-                    humantime::format_duration(timeout)
-                ))
-            });
+        let services = self.services(suite);
+        // Each takes a few API round trips (the Service, its ready pod): all at once.
+        let lifetime = &self.lifetime;
+        let opened = futures::future::join_all(services.iter().map(
+            |(_, namespace, service, port)| async move {
+                tokio::time::timeout_at(
+                    deadline,
+                    portforward::open(cluster, namespace, service, *port, lifetime),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "no answer from the API server within {}",
+                        humantime::format_duration(timeout)
+                    ))
+                })
+            },
+        ))
+        .await;
+        for ((name, namespace, service, _), set_up) in services.into_iter().zip(opened) {
             match set_up {
                 Ok(fwd) => {
                     let local = fwd.local;

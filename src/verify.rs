@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::check::ALIAS;
+use crate::check::{ALIAS, Family};
 use crate::checks;
 use crate::cluster::{self, Cluster};
 use crate::context::Context;
@@ -91,14 +91,7 @@ pub fn list(plan: &Plan) -> Result<Vec<String>, SetupFailure> {
             ),
             // Aliases come from the cluster: a filter naming one (`e2e::chat::small`) lists
             // the pattern it would match.
-            None if selection.selects(&family.pattern)
-                || selection.filters.is_empty()
-                || selection.filters.iter().any(|f| {
-                    f.starts_with(family.pattern.split(ALIAS).next().unwrap_or_default())
-                }) =>
-            {
-                names.push(family.pattern.clone())
-            }
+            None if may_select_pattern(plan, family) => names.push(family.pattern.clone()),
             None => {}
         }
     }
@@ -106,6 +99,28 @@ pub fn list(plan: &Plan) -> Result<Vec<String>, SetupFailure> {
         return Err(no_match(plan));
     }
     Ok(names)
+}
+
+/// Whether the selection may pick an instance of `family` whose alias is not known yet: it
+/// selects the pattern, selects everything, or a filter names the family's prefix.
+fn may_select_pattern(plan: &Plan, family: &Family) -> bool {
+    let selection = &plan.selection;
+    selection.selects(&family.pattern)
+        || selection.filters.is_empty()
+        || selection
+            .filters
+            .iter()
+            .any(|f| f.starts_with(family.pattern.split(ALIAS).next().unwrap_or_default()))
+}
+
+/// Whether the selection may pick an instance of `family` once the aliases are known.
+fn may_select(plan: &Plan, family: &Family) -> bool {
+    match &plan.suite.litellm.aliases {
+        Some(aliases) => aliases
+            .iter()
+            .any(|a| plan.selection.selects(&family.name_for(a))),
+        None => may_select_pattern(plan, family),
+    }
 }
 
 /// The filters select nothing (a typo in a hook's filter must not pass a sync).
@@ -181,29 +196,37 @@ pub async fn run_redacting(
     let url = cluster.url.clone();
 
     let suite = Arc::new(plan.suite.clone());
-    let endpoints = Endpoints::resolve(&plan.suite, &plan.endpoints);
-    // The run's caps on LiteLLM and each vLLM, shared by every HTTP client it builds.
-    let slots = Arc::new(HttpSlots::new(DEFAULT_CAPS));
-    // Reading the proxy config and the Secrets takes a few API calls: a deadline or a signal
-    // during them still ends the run with its reports, and so does --timeout (kube's read
-    // timeout is an idle one: a server trickling a byte a second would hold them forever).
-    let prepare = Context::prepare(
-        suite,
-        cluster,
-        redactor,
-        endpoints,
-        plan.hook.clone(),
-        Http::new(&plan.proxies).with_slots(Arc::clone(&slots)),
-    );
-    let prepared = tokio::select! {
-        cx = tokio::time::timeout(plan.timeout, prepare) => Some(cx),
-        _ = stopper.cancelled() => None,
+    let cluster = cluster.with_redactor(redactor.clone());
+    let mut endpoints = Endpoints::resolve(&plan.suite, &plan.endpoints);
+    // Only runs that talk to LiteLLM, vLLM or the database need their addresses reachable:
+    // known before the proxy config is read (its aliases' checks all do), so the port-forwards
+    // are set up while it is.
+    let reaches = selected.iter().any(|c| c.layer.reaches_endpoints())
+        || families.iter().any(|f| may_select(plan, f));
+    // The setup reads go out together: the proxy config, the Secrets and the CA (what every
+    // check relies on), the routes users come in by, and the port-forwards. A deadline or a
+    // signal during them still ends the run with its reports, and so does --timeout (kube's
+    // read timeout is an idle one: a server trickling a byte a second would hold them forever).
+    let setup = async {
+        tokio::join!(
+            tokio::time::timeout(plan.timeout, Context::read_shared(&suite, &cluster)),
+            discover_routes(plan, &suite, &cluster),
+            async {
+                if reaches {
+                    reach_endpoints(&mut endpoints, plan, &cluster).await;
+                }
+            },
+        )
     };
-    // Every check needs these reads (the redactor's secrets above all, before any server text
-    // is shown): an API server too slow for them is one that cannot be checked, as at connect.
-    let mut cx = match prepared {
-        Some(Ok(cx)) => cx,
-        Some(Err(_)) => {
+    let (proxy_config, discovered) = match tokio::select! {
+        done = setup => Some(done),
+        _ = stopper.cancelled() => None,
+    } {
+        Some((Ok(proxy_config), discovered, ())) => (proxy_config, discovered),
+        // Every check needs these reads (the redactor's secrets above all, before any server
+        // text is shown): an API server too slow for them is one that cannot be checked, as at
+        // connect.
+        Some((Err(_), _, ())) => {
             return Err(SetupFailure {
                 context: Some(context),
                 ..SetupFailure::new(
@@ -230,6 +253,19 @@ pub async fn run_redacting(
             return Ok(report);
         }
     };
+    // The run's caps on LiteLLM and each vLLM, shared by every HTTP client it builds.
+    let slots = Arc::new(HttpSlots::new(DEFAULT_CAPS));
+    let mut cx = Context {
+        suite,
+        cluster,
+        redactor,
+        endpoints,
+        proxy_config,
+        hook: plan.hook.clone(),
+        http: Http::new(&plan.proxies).with_slots(Arc::clone(&slots)),
+        answers: Default::default(),
+        alias_failures: Default::default(),
+    };
     for alias in cx.aliases() {
         for family in &families {
             if let Some(check) = (family.build)(&cx, &alias)
@@ -242,21 +278,7 @@ pub async fn run_redacting(
     }
     // The routes users come in by are only known once listed (a filter may name one by its
     // host). A listing the selection does not need fails only a check it does not select.
-    if let Some(ingress) = &plan.suite.litellm.ingress {
-        let discovered = tokio::select! {
-            d = tokio::time::timeout(plan.timeout, checks::kubernetes::ingress::discover(&cx, ingress)) => d.ok(),
-            _ = stopper.cancelled() => None,
-        };
-        let discovered = discovered.unwrap_or_else(|| checks::kubernetes::ingress::Discovered {
-            routes: Vec::new(),
-            problem: Some(crate::outcome::Failure::new(
-                Cause::Timeout,
-                format!(
-                    "listing the Ingresses and IngressRoutes did not finish within {}",
-                    humantime::format_duration(plan.timeout)
-                ),
-            )),
-        });
+    if let Some(discovered) = discovered {
         for check in checks::ingress_checks(&plan.suite, &discovered, &cx.endpoints.ingress_hosts())
         {
             if plan.selection.selects(&check.name) && !selected.iter().any(|c| c.name == check.name)
@@ -267,14 +289,6 @@ pub async fn run_redacting(
     }
     if selected.is_empty() {
         return Err(no_match(plan));
-    }
-    // Only runs that talk to LiteLLM, vLLM or the database need their addresses reachable.
-    if selected.iter().any(|c| c.layer.reaches_endpoints()) {
-        tokio::select! {
-            _ = reach_endpoints(&mut cx.endpoints, plan, &cx.cluster) => {},
-            // The runner reports every check as not run.
-            _ = stopper.cancelled() => {},
-        }
     }
     // An https:// URL through a port-forward keeps the Service's name; the client connects it
     // to the local port.
@@ -316,6 +330,33 @@ pub async fn run_redacting(
     };
     events.event(&Event::RunFinished(report.clone()));
     Ok(report)
+}
+
+/// The Ingresses and IngressRoutes in front of LiteLLM, when the suite has routes to check;
+/// a listing slower than --timeout is the problem the route checks report.
+async fn discover_routes(
+    plan: &Plan,
+    suite: &crate::suite::Suite,
+    cluster: &Cluster,
+) -> Option<checks::kubernetes::ingress::Discovered> {
+    let ingress = plan.suite.litellm.ingress.as_ref()?;
+    let listed = tokio::time::timeout(
+        plan.timeout,
+        checks::kubernetes::ingress::discover(cluster, suite, ingress),
+    )
+    .await;
+    Some(
+        listed.unwrap_or_else(|_| checks::kubernetes::ingress::Discovered {
+            routes: Vec::new(),
+            problem: Some(crate::outcome::Failure::new(
+                Cause::Timeout,
+                format!(
+                    "listing the Ingresses and IngressRoutes did not finish within {}",
+                    humantime::format_duration(plan.timeout)
+                ),
+            )),
+        }),
+    )
 }
 
 /// Sets up port-forwards where the endpoints are not reachable directly: `--connect

@@ -181,6 +181,61 @@ fn the_setup_reads_go_out_together() {
 }
 
 #[test]
+fn the_port_forwards_and_the_api_discovery_are_set_up_beside_the_setup_reads() {
+    // Each port-forward reads its Service and EndpointSlices, the connection the API's
+    // version and groups: one after another, at 500 ms an answer, they cost seconds before
+    // the first check could start. The forwards lead nowhere here; only their setup counts.
+    let fake = slow_healthy(Duration::from_millis(500));
+    let run = verify_json(
+        &fake,
+        &[
+            "--connect",
+            "port-forward",
+            "--timeout",
+            "5s",
+            "--exact",
+            "litellm::live",
+            "vllm::health",
+            "database::connect",
+        ],
+    );
+    assert!(!run.stdout.is_empty(), "no report: {}", run.stderr);
+    let spans = fake.in_flight().spans();
+    let span = |part: &str| {
+        spans
+            .iter()
+            .find(|s| s.path.ends_with(part))
+            .cloned()
+            .unwrap_or_else(|| panic!("no request for {part}: {spans:?}"))
+    };
+    let config = span("/configmaps/litellm-config");
+    let services = [
+        span("/services/litellm"),
+        span("/services/vllm"),
+        span("/services/cloudnative-pg-cluster-rw"),
+    ];
+    for (i, a) in services.iter().enumerate() {
+        assert!(a.overlaps(&config), "{} after the proxy config", a.path);
+        for b in &services[i + 1..] {
+            assert!(
+                a.overlaps(b),
+                "{} and {} one after the other",
+                a.path,
+                b.path
+            );
+        }
+    }
+    let version = span("/version");
+    for part in ["/api", "/apis"] {
+        let discovery = span(part);
+        assert!(
+            version.overlaps(&discovery),
+            "{part} after /version: {spans:?}"
+        );
+    }
+}
+
+#[test]
 fn per_destination_caps_hold_with_many_aliases() {
     // 24 aliases, four model requests each, at 200 ms a completion: far more requests than any
     // cap, all ready to go at once.

@@ -17,10 +17,10 @@ use serde_json::Value;
 
 use crate::certificate::{self, CertFacts};
 use crate::check::Check;
-use crate::cluster::Access;
+use crate::cluster::{Access, Cluster};
 use crate::context::Context;
 use crate::outcome::{Cause, Failure, Layer, Passed, ProbeResult, Verdict, Warning};
-use crate::suite::{Ingress as IngressSuite, TRAEFIK_GROUPS};
+use crate::suite::{Ingress as IngressSuite, Suite, TRAEFIK_GROUPS};
 
 use super::in_namespace;
 
@@ -78,12 +78,12 @@ impl Discovered {
 /// Lists the namespace's Ingresses, and its IngressRoutes where Traefik's CRDs are served, and
 /// keeps those in front of LiteLLM: a backend that is the proxy's Service, or the suite's name
 /// or one of its hosts.
-pub async fn discover(cx: &Context, suite: &IngressSuite) -> Discovered {
-    let ns = cx.suite.namespace.clone();
-    let service = cx.suite.litellm.service.name.clone();
+pub async fn discover(cluster: &Cluster, suite: &Suite, ingress: &IngressSuite) -> Discovered {
+    let ns = suite.namespace.clone();
+    let service = suite.litellm.service.name.clone();
     let wanted = |name: &str, hosts: &[String], backends: &[(Option<String>, String)]| {
-        suite.name.as_deref() == Some(name)
-            || suite
+        ingress.name.as_deref() == Some(name)
+            || ingress
                 .hosts
                 .iter()
                 .flatten()
@@ -93,7 +93,7 @@ pub async fn discover(cx: &Context, suite: &IngressSuite) -> Discovered {
                 .any(|(bns, b)| *b == service && bns.as_deref().is_none_or(|n| n == ns))
     };
     let mut out = Discovered::default();
-    match cx.cluster.list::<Ingress>(&ns, None).await {
+    match cluster.list::<Ingress>(&ns, None).await {
         Ok(list) => {
             for i in list {
                 let name = i.metadata.name.clone().unwrap_or_default();
@@ -117,10 +117,10 @@ pub async fn discover(cx: &Context, suite: &IngressSuite) -> Discovered {
         }
     }
     for group in TRAEFIK_GROUPS {
-        if cx.cluster.serves(&format!("{group}/v1alpha1")) != Some(true) {
+        if cluster.serves(&format!("{group}/v1alpha1")) != Some(true) {
             continue;
         }
-        let api = route_api(cx, &ns, group);
+        let api = route_api(cluster, &ns, group);
         match api.list(&ListParams::default().limit(MAX_ROUTES)).await {
             Ok(list) => {
                 for o in list.items {
@@ -158,10 +158,10 @@ pub async fn discover(cx: &Context, suite: &IngressSuite) -> Discovered {
     out
 }
 
-fn route_api(cx: &Context, ns: &str, group: &str) -> Api<DynamicObject> {
+fn route_api(cluster: &Cluster, ns: &str, group: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk(group, "v1alpha1", "IngressRoute");
     let ar = ApiResource::from_gvk_with_plural(&gvk, "ingressroutes");
-    Api::namespaced_with(cx.cluster.client.clone(), ns, &ar)
+    Api::namespaced_with(cluster.client.clone(), ns, &ar)
 }
 
 /// The checks for what [`discover`] found: one per route, or one saying why none could be
@@ -736,7 +736,7 @@ fn summary(
 async fn judge_route(cx: &Context, suite: &IngressSuite, group: &str, name: &str) -> ProbeResult {
     let ns = cx.suite.namespace.clone();
     let what = format!("IngressRoute {ns}/{name}");
-    let api = route_api(cx, &ns, group);
+    let api = route_api(&cx.cluster, &ns, group);
     let found = api.get_opt(name).await.map_err(|e| {
         Access {
             verb: "get",
