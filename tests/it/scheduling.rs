@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::harness::{Run, command_under, run_in, run_with, verify_json};
 use crate::support::fake_kube::FakeKube;
+use crate::support::in_flight::Span;
 use crate::support::latency::{Latency, ModelLatency};
 use crate::support::stack::{self, Options};
 
@@ -43,6 +44,15 @@ fn overlapping(run: &Run) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// The fake API server's first request whose path ends in `part`.
+fn span_of(spans: &[Span], part: &str) -> Span {
+    spans
+        .iter()
+        .find(|s| s.path.ends_with(part))
+        .cloned()
+        .unwrap_or_else(|| panic!("no request for {part}: {spans:?}"))
 }
 
 fn all_passed(run: &Run) {
@@ -165,13 +175,7 @@ fn the_setup_reads_go_out_together() {
     let run = verify_json(&fake, &["--exact", "platform::namespace"]);
     all_passed(&run);
     let spans = fake.in_flight().spans();
-    let span = |part: &str| {
-        spans
-            .iter()
-            .find(|s| s.path.ends_with(part))
-            .cloned()
-            .unwrap_or_else(|| panic!("no request for {part}: {spans:?}"))
-    };
+    let span = |part: &str| span_of(&spans, part);
     let config = span("/configmaps/litellm-config");
     let secrets = span("/secrets/litellm-secrets");
     assert!(
@@ -201,13 +205,7 @@ fn the_port_forwards_and_the_api_discovery_are_set_up_beside_the_setup_reads() {
     );
     assert!(!run.stdout.is_empty(), "no report: {}", run.stderr);
     let spans = fake.in_flight().spans();
-    let span = |part: &str| {
-        spans
-            .iter()
-            .find(|s| s.path.ends_with(part))
-            .cloned()
-            .unwrap_or_else(|| panic!("no request for {part}: {spans:?}"))
-    };
+    let span = |part: &str| span_of(&spans, part);
     let config = span("/configmaps/litellm-config");
     let services = [
         span("/services/litellm"),
