@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use crate::context::Context;
-use crate::outcome::{Layer, Prerequisite, ProbeResult};
+use crate::outcome::{Layer, Prerequisite, ProbeResult, Verdict};
 
 pub type Probe =
     Arc<dyn Fn(Arc<Context>, Attempt) -> BoxFuture<'static, ProbeResult> + Send + Sync>;
@@ -59,6 +59,46 @@ impl Check {
         self.beside.push(name.clone());
         self.requires(Prerequisite::Check(name))
     }
+
+    /// Makes this check the proof for `aliases` too, whose deployment equals its alias's (see
+    /// [`Family::per_deployment`]): its result says which aliases it stands for, so a reader
+    /// looking for one of them finds it.
+    pub fn stands_for(mut self, aliases: Vec<String>) -> Check {
+        if aliases.is_empty() {
+            return self;
+        }
+        const SHOWN: usize = 5;
+        let mut named = aliases[..aliases.len().min(SHOWN)].join(", ");
+        if aliases.len() > SHOWN {
+            named.push_str(&format!(" and {} more", aliases.len() - SHOWN));
+        }
+        let line = format!(
+            "stands for {} more alias{} of the same deployment (equal litellm_params and model_info): {named}; --every-alias checks each",
+            aliases.len(),
+            if aliases.len() == 1 { "" } else { "es" },
+        );
+        let probe = self.probe;
+        self.probe = Arc::new(move |cx, attempt| {
+            let (probe, line) = (Arc::clone(&probe), line.clone());
+            Box::pin(async move {
+                match probe(cx, attempt).await {
+                    Ok(Verdict::Passed(mut p)) => {
+                        p.notes.push(line);
+                        Ok(Verdict::Passed(p))
+                    }
+                    Err(mut f) => {
+                        f.details = Some(match f.details.take() {
+                            Some(d) => format!("{d}\n{line}"),
+                            None => line,
+                        });
+                        Err(f)
+                    }
+                    skipped => skipped,
+                }
+            })
+        });
+        self
+    }
 }
 
 impl fmt::Debug for Check {
@@ -81,6 +121,11 @@ pub struct Family {
     pub pattern: String,
     /// Builds the check for one alias, or `None` where it does not apply (no guardrail on it).
     pub build: FamilyBuild,
+    /// Whether one alias's check proves every alias of the same deployment (a chat through
+    /// `a` and through `b`, equal but for their names, takes the same route to the same
+    /// backend with the same key and guardrails): the run then builds it for the first
+    /// selected alias of each deployment only, unless `--every-alias`.
+    pub per_deployment: bool,
 }
 
 /// Builds a family's check for one alias (see [`Family::build`]).
@@ -94,7 +139,14 @@ impl Family {
         Family {
             pattern: pattern.into(),
             build: Arc::new(build),
+            per_deployment: false,
         }
+    }
+
+    /// See [`Family::per_deployment`].
+    pub fn per_deployment(mut self) -> Family {
+        self.per_deployment = true;
+        self
     }
 
     pub fn name_for(&self, alias: &str) -> String {

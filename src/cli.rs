@@ -157,6 +157,10 @@ pub struct VerifyArgs {
     /// How many checks run at once.
     #[arg(long, value_name = "N", env = "SMOKECHECK_TEST_THREADS")]
     pub test_threads: Option<NonZeroUsize>,
+    /// Chat through every alias; by default aliases that differ only in their name (the same
+    /// litellm_params and model_info) are chatted through once, by the first of them.
+    #[arg(long, env = "SMOKECHECK_EVERY_ALIAS")]
+    pub every_alias: bool,
     /// How endpoints inside the cluster are reached.
     #[arg(long, value_enum, default_value_t = ConnectMode::Auto, env = "SMOKECHECK_CONNECT")]
     pub connect: ConnectMode,
@@ -221,6 +225,10 @@ pub struct ServeArgs {
     /// How many checks run at once.
     #[arg(long, value_name = "N", env = "SMOKECHECK_TEST_THREADS")]
     pub test_threads: Option<NonZeroUsize>,
+    /// Chat through every alias; by default aliases that differ only in their name (the same
+    /// litellm_params and model_info) are chatted through once, by the first of them.
+    #[arg(long, env = "SMOKECHECK_EVERY_ALIAS")]
+    pub every_alias: bool,
     /// How endpoints inside the cluster are reached.
     #[arg(long, value_enum, default_value_t = ConnectMode::Auto, env = "SMOKECHECK_CONNECT")]
     pub connect: ConnectMode,
@@ -293,6 +301,7 @@ impl ServeArgs {
             deadline: Some(deadline),
             wait: None,
             threads: self.test_threads.map(NonZeroUsize::get),
+            every_alias: self.every_alias,
             connect: self.connect,
             hook: None,
             in_cluster: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
@@ -483,6 +492,7 @@ impl VerifyArgs {
             deadline,
             wait,
             threads: self.test_threads.map(NonZeroUsize::get),
+            every_alias: self.every_alias,
             connect: self.connect,
             hook,
             in_cluster: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),

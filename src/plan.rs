@@ -32,6 +32,8 @@ pub struct Plan {
     pub deadline: Option<Duration>,
     pub wait: Option<Duration>,
     pub threads: Option<usize>,
+    /// `--every-alias`: every alias's end-to-end checks, not one alias's per deployment.
+    pub every_alias: bool,
     pub connect: ConnectMode,
     pub hook: Option<Hook>,
     /// Running in a pod (`KUBERNETES_SERVICE_HOST` is set): in-cluster names resolve, so

@@ -3,6 +3,7 @@
 //! GitOps deployed instead of a copy in the suite that can drift.
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// One `model_list` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,10 @@ pub struct Alias {
     pub api_key_ref: Option<String>,
     /// `litellm_params.guardrails`.
     pub guardrails: Vec<String>,
+    /// Everything of the entry but its name (`litellm_params`, `model_info`, ...), digested:
+    /// two entries with equal digests are served alike, whatever they are called. A digest,
+    /// because `litellm_params` may hold a key in plain text.
+    pub deployment: [u8; 32],
 }
 
 impl Alias {
@@ -83,6 +88,7 @@ impl ProxyConfig {
                     api_base: str_at(&params, "api_base"),
                     api_key_ref: str_at(&params, "api_key"),
                     guardrails: list(params.get("guardrails")),
+                    deployment: digest_without_name(m),
                 })
             })
             .collect();
@@ -114,6 +120,21 @@ impl ProxyConfig {
         self.aliases.iter().find(|a| a.name == name)
     }
 
+    /// What serves `alias`: the digests of its entries (several under one `model_name` are
+    /// LiteLLM's load balancing), sorted, or `None` when the config has no entry for it. Aliases
+    /// with equal deployments differ only in their name: a chat through one proves the same
+    /// route, key, backend and guardrails as through the other.
+    pub fn deployment(&self, alias: &str) -> Option<Vec<[u8; 32]>> {
+        let mut digests: Vec<[u8; 32]> = self
+            .aliases
+            .iter()
+            .filter(|a| a.name == alias)
+            .map(|a| a.deployment)
+            .collect();
+        digests.sort_unstable();
+        (!digests.is_empty()).then_some(digests)
+    }
+
     /// Whether requests to `alias` go through guardrail `name` (enabled on it, or default_on).
     pub fn guarded(&self, alias: &str, name: &str) -> bool {
         let default_on = self
@@ -125,6 +146,31 @@ impl ProxyConfig {
                 .alias(alias)
                 .is_some_and(|a| a.guardrails.iter().any(|g| g == name))
     }
+}
+
+/// The SHA-256 of a `model_list` entry without its `model_name`, with every map's keys in
+/// order (a YAML's key order is no difference in what LiteLLM serves).
+fn digest_without_name(entry: &Value) -> [u8; 32] {
+    fn canonical(v: &Value) -> Value {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), canonical(&map[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+            other => other.clone(),
+        }
+    }
+    let mut entry = canonical(entry);
+    if let Some(map) = entry.as_object_mut() {
+        map.remove("model_name");
+    }
+    Sha256::digest(entry.to_string()).into()
 }
 
 #[cfg(test)]
@@ -143,6 +189,27 @@ mod tests {
         assert!(c.guarded("small", "message_trimming"));
         assert!(!c.guarded("other", "message_trimming"));
         assert_eq!(c.guardrails[0].target, "a.b.C");
+    }
+
+    #[test]
+    fn aliases_differing_only_in_their_name_share_a_deployment() {
+        let c = ProxyConfig::parse(concat!(
+            "model_list:\n",
+            "  - model_name: a\n    litellm_params: {model: openai/m, api_base: http://v/v1, guardrails: [t]}\n",
+            "  - model_name: b\n    litellm_params: {api_base: http://v/v1, model: openai/m, guardrails: [t]}\n",
+            "  - model_name: c\n    litellm_params: {model: openai/m, api_base: http://v/v1}\n",
+            "  - model_name: d\n    litellm_params: {model: openai/m, api_base: http://v/v1, guardrails: [t]}\n    model_info: {max_input_tokens: 100}\n",
+            "  - model_name: e\n    litellm_params: {model: openai/m, api_base: http://w/v1, guardrails: [t]}\n",
+            "  - model_name: e\n    litellm_params: {model: openai/m, api_base: http://v/v1, guardrails: [t]}\n",
+        ))
+        .expect("parses");
+        let d = |name| c.deployment(name).expect(name);
+        assert_eq!(d("a"), d("b"), "key order is no difference");
+        assert_ne!(d("a"), d("c"), "a guardrail is");
+        assert_ne!(d("a"), d("d"), "model_info is");
+        assert_eq!(d("e").len(), 2, "load-balanced entries are one deployment");
+        assert_ne!(d("a"), d("e"));
+        assert_eq!(c.deployment("absent"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! process environment read here: the CLI, `serve` and fleet runs call [`run`] repeatedly and
 //! concurrently, each with its own plan, and decide themselves what an outcome means.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::check::{ALIAS, Family};
+use crate::check::{ALIAS, Check, Family};
 use crate::checks;
 use crate::cluster::{self, Cluster};
 use crate::context::Context;
@@ -266,16 +267,37 @@ pub async fn run_redacting(
         answers: Default::default(),
         alias_failures: Default::default(),
     };
+    // A per-deployment family's check is built for the first selected alias of each
+    // deployment, and stands for the others (a filter naming one alias still selects its own).
+    let mut built: Vec<(Check, Vec<String>)> = Vec::new();
+    let mut first_of: HashMap<(usize, Vec<[u8; 32]>), usize> = HashMap::new();
     for alias in cx.aliases() {
-        for family in &families {
-            if let Some(check) = (family.build)(&cx, &alias)
-                && plan.selection.selects(&check.name)
-                && !selected.iter().any(|c| c.name == check.name)
+        for (f, family) in families.iter().enumerate() {
+            let Some(check) = (family.build)(&cx, &alias) else {
+                continue;
+            };
+            if !plan.selection.selects(&check.name) || selected.iter().any(|c| c.name == check.name)
             {
-                selected.push(check);
+                continue;
             }
+            let deployment = (family.per_deployment && !plan.every_alias)
+                .then(|| cx.proxy_config.as_ref().ok()?.deployment(&alias))
+                .flatten();
+            if let Some(deployment) = deployment {
+                if let Some(&first) = first_of.get(&(f, deployment.clone())) {
+                    built[first].1.push(alias.clone());
+                    continue;
+                }
+                first_of.insert((f, deployment), built.len());
+            }
+            built.push((check, Vec::new()));
         }
     }
+    selected.extend(
+        built
+            .into_iter()
+            .map(|(check, others)| check.stands_for(others)),
+    );
     // The routes users come in by are only known once listed (a filter may name one by its
     // host). A listing the selection does not need fails only a check it does not select.
     if let Some(discovered) = discovered {

@@ -62,6 +62,7 @@ fn plan_for(kubeconfig: &Path, suite: Option<&Path>, filters: &[&str]) -> Plan {
         deadline: None,
         wait: None,
         threads: None,
+        every_alias: false,
         connect: ConnectMode::Auto,
         hook: None,
         in_cluster: false,

@@ -234,9 +234,10 @@ fn the_port_forwards_and_the_api_discovery_are_set_up_beside_the_setup_reads() {
 }
 
 #[test]
-fn per_destination_caps_hold_with_many_aliases() {
-    // 24 aliases, four model requests each, at 200 ms a completion: far more requests than any
-    // cap, all ready to go at once.
+fn aliases_of_one_deployment_are_chatted_through_once_and_every_alias_holds_the_caps() {
+    // 24 aliases of one deployment (the same litellm_params): by default one alias's chats
+    // prove them all; with --every-alias, four model requests each at 200 ms a completion are
+    // far more requests than any cap, all ready to go at once.
     let options = Options {
         aliases: Some(24),
         api_latency: Latency::fixed(Duration::from_millis(10)),
@@ -247,13 +248,98 @@ fn per_destination_caps_hold_with_many_aliases() {
         ..Options::default()
     };
     let stack = stack::start_with_options(stack::fault("healthy").expect("fault"), &options);
-    let dir = tempfile::tempdir().expect("temp dir");
     let suite = stack.suite.display().to_string();
+    let names = |run: &Run, prefix: &str| -> Vec<String> {
+        run.json()["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .filter_map(|c| c["name"].as_str().filter(|n| n.starts_with(prefix)))
+            .map(str::to_string)
+            .collect()
+    };
+    let completions = || {
+        stack
+            .vllm()
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .count()
+    };
+
+    // One deployment: one alias's checks, saying which aliases they stand for.
+    let run = run_in(
+        tempfile::tempdir().expect("temp dir"),
+        &stack.kubeconfig,
+        &["--format", "json"],
+        &["--suite", &suite],
+    );
+    all_passed(&run);
+    assert_eq!(
+        names(&run, "e2e::"),
+        [
+            "e2e::chat::chat-001",
+            "e2e::chat::chat-001::stream",
+            "e2e::trimming::chat-001",
+            "e2e::trimming::chat-001::control"
+        ],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        names(&run, "vllm::api_base::").len(),
+        24,
+        "config checks stay per alias"
+    );
+    let chat = run.json()["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "e2e::chat::chat-001")
+        .cloned()
+        .expect("the chat");
+    let said = chat.to_string();
+    assert!(
+        said.contains("stands for 23 more aliases of the same deployment")
+            && said.contains("chat-002, chat-003")
+            && said.contains("--every-alias"),
+        "{said}"
+    );
+    assert_eq!(
+        completions(),
+        4,
+        "model requests of one deployment's checks"
+    );
+
+    // A filter naming another alias selects that alias's own check.
+    stack.vllm().clear_requests();
+    let run = run_in(
+        tempfile::tempdir().expect("temp dir"),
+        &stack.kubeconfig,
+        &["--format", "json"],
+        &["--suite", &suite, "--exact", "e2e::chat::chat-017"],
+    );
+    all_passed(&run);
+    assert_eq!(names(&run, ""), ["e2e::chat::chat-017"], "{}", run.stdout);
+    assert!(!run.stdout.contains("stands for"), "{}", run.stdout);
+
+    // Every alias: the load the caps are for.
+    let models_reads = || {
+        stack
+            .vllm()
+            .smokecheck_in_flight()
+            .spans()
+            .iter()
+            .filter(|s| s.path == "/v1/models")
+            .count()
+    };
+    let models_reads_before = models_reads();
+    let dir = tempfile::tempdir().expect("temp dir");
     let run = run_in(
         dir,
         &stack.kubeconfig,
         &["--format", "json"],
-        &["--suite", &suite],
+        &["--suite", &suite, "--every-alias"],
     );
     all_passed(&run);
     let chats = run.json()["checks"]
@@ -280,12 +366,9 @@ fn per_destination_caps_hold_with_many_aliases() {
     assert!(litellm >= 2, "LiteLLM never saw two requests at once");
     // max_model_len is read once for the backend, not by vllm::models and again by each of
     // the 48 trimming checks.
-    let models_reads = stack
-        .vllm()
-        .smokecheck_in_flight()
-        .spans()
-        .iter()
-        .filter(|s| s.path == "/v1/models")
-        .count();
-    assert_eq!(models_reads, 1, "GET /v1/models per run");
+    assert_eq!(
+        models_reads() - models_reads_before,
+        1,
+        "GET /v1/models per run"
+    );
 }

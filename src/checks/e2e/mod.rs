@@ -67,7 +67,8 @@ pub fn families() -> Vec<Family> {
                 async move { chat(&cx, &attempt, &alias).await }
             });
             Some(after(check, cx, "", false))
-        }),
+        })
+        .per_deployment(),
         Family::new(stream_name(ALIAS), |cx, alias| {
             let name = stream_name(alias);
             let alias = alias.to_string();
@@ -76,7 +77,8 @@ pub fn families() -> Vec<Family> {
                 async move { stream(&cx, &attempt, &alias).await }
             });
             Some(after(check, cx, "", false))
-        }),
+        })
+        .per_deployment(),
         trimming::family(),
         trimming::control_family(),
     ]

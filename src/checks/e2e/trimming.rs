@@ -41,6 +41,7 @@ pub fn family() -> Family {
         });
         Some(super::after(check, cx, alias, true))
     })
+    .per_deployment()
 }
 
 pub fn control_family() -> Family {
@@ -54,6 +55,7 @@ pub fn control_family() -> Family {
         });
         Some(super::after(check, cx, alias, true))
     })
+    .per_deployment()
 }
 
 /// The context window of an alias and where the number came from.
