@@ -247,16 +247,29 @@ fn main() -> ExitCode {
             eprintln!("error: writing {}: {e}", env.display());
             return ExitCode::from(2);
         }
+        // The most requests in flight at once at each server, since the start: what the
+        // per-destination caps bound (ci/bench reads it after a run).
+        let peaks = stack.dir().join("peaks");
         eprintln!(
-            "\nsandbox: the stack keeps running; in another shell:\n  {} verify --kubeconfig {} --suite {}\n  kubectl --kubeconfig {} get pods -A\n  (set -a; . {}; ci/baseline/verify.sh)   the script baseline, through port-forwards held open\nCtrl-C stops it.",
+            "\nsandbox: the stack keeps running; in another shell:\n  {} verify --kubeconfig {} --suite {}\n  kubectl --kubeconfig {} get pods -A\n  (set -a; . {}; ci/baseline/verify.sh)   the script baseline, through port-forwards held open\n  cat {}   the most requests in flight at once at LiteLLM, the API server and vLLM\nCtrl-C stops it.",
             bin.display(),
             stack.kubeconfig.display(),
             stack.suite.display(),
             stack.kubeconfig.display(),
             env.display(),
+            peaks.display(),
         );
         loop {
-            std::thread::park_timeout(Duration::from_secs(3600));
+            let line = format!(
+                "litellm {} api {} vllm {}\n",
+                stack.litellm.in_flight().peak(),
+                stack.fake.in_flight().peak(),
+                stack.vllm().smokecheck_in_flight().peak(),
+            );
+            if let Err(e) = std::fs::write(&peaks, line) {
+                eprintln!("sandbox: writing {}: {e}", peaks.display());
+            }
+            std::thread::park_timeout(Duration::from_secs(1));
         }
     }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
