@@ -59,8 +59,9 @@ pub enum SchemaOf {
     Fleet,
 }
 
+/// Which suite: `--suite` and `--namespace`, as every command that reads one takes them.
 #[derive(Debug, Args)]
-pub struct RbacArgs {
+pub struct SuiteArgs {
     /// The suite file [default: the built-in suites/litellm.yaml].
     #[arg(long, value_name = "FILE", env = "SMOKECHECK_SUITE")]
     pub suite: Option<PathBuf>,
@@ -69,10 +70,16 @@ pub struct RbacArgs {
     pub namespace: Option<String>,
 }
 
-impl RbacArgs {
-    pub fn suite(&self) -> Result<Suite, PlanError> {
+impl SuiteArgs {
+    pub fn load(&self) -> Result<Suite, PlanError> {
         plan::load_suite(self.suite.as_deref(), self.namespace.as_deref())
     }
+}
+
+#[derive(Debug, Args)]
+pub struct RbacArgs {
+    #[command(flatten)]
+    pub suite: SuiteArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,29 +89,93 @@ pub enum ColorChoice {
     Never,
 }
 
+/// What a run checks, where and how: the flags `verify` and `serve` share.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub struct RunArgs {
     /// Run only checks whose name contains one of these (as `cargo test`).
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
     /// Filters must equal the whole check name.
     #[arg(long)]
     pub exact: bool,
-    /// Leave out checks whose name contains PATTERN (repeatable).
+    /// Leave out checks whose name contains PATTERN (repeatable), e.g. e2e::trimming.
     #[arg(long, value_name = "PATTERN")]
     pub skip: Vec<String>,
+    #[command(flatten)]
+    pub suite: SuiteArgs,
+    /// Path to the kubeconfig file (as kubectl; KUBECONFIG is honoured too; in a pod, the
+    /// ServiceAccount's in-cluster config).
+    #[arg(long, value_name = "PATH", env = "SMOKECHECK_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Reach suite endpoint NAME (litellm, database, vllm or vllm:<ns>/<service>) at URL.
+    #[arg(
+        long = "endpoint",
+        value_name = "NAME=URL",
+        env = "SMOKECHECK_ENDPOINT",
+        value_delimiter = ','
+    )]
+    pub endpoints: Vec<String>,
+    /// Time limit of one check attempt.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        env = "SMOKECHECK_TIMEOUT"
+    )]
+    pub timeout: String,
+    /// How many checks run at once.
+    #[arg(long, value_name = "N", env = "SMOKECHECK_TEST_THREADS")]
+    pub test_threads: Option<NonZeroUsize>,
+    /// Chat through every alias; by default aliases that differ only in their name (the same
+    /// litellm_params and model_info) are chatted through once, by the first of them.
+    #[arg(long, env = "SMOKECHECK_EVERY_ALIAS")]
+    pub every_alias: bool,
+    /// How endpoints inside the cluster are reached.
+    #[arg(long, value_enum, default_value_t = ConnectMode::Auto, env = "SMOKECHECK_CONNECT")]
+    pub connect: ConnectMode,
+}
+
+impl RunArgs {
+    /// The plan of a run of `suite` on the cluster `kube` selects, from these flags; what
+    /// only one command has (a deadline, reports, a hook) is left for it to set.
+    fn plan(&self, suite: Suite, kube: KubeSelection) -> Result<Plan, PlanError> {
+        Ok(Plan {
+            selection: Selection {
+                filters: self.filters.clone(),
+                exact: self.exact,
+                skip: self.skip.clone(),
+            },
+            list: false,
+            kube,
+            endpoints: plan::endpoints(&self.endpoints, &suite)?,
+            suite,
+            output: Output {
+                format: Format::Plain,
+                color: false,
+                progress_bar: false,
+                junit: None,
+                termination_log: None,
+            },
+            timeout: plan::duration("--timeout", &self.timeout, MAX_TIMEOUT)?,
+            deadline: None,
+            wait: None,
+            threads: self.test_threads.map(NonZeroUsize::get),
+            every_alias: self.every_alias,
+            connect: self.connect,
+            hook: None,
+            in_cluster: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+            proxies: Proxies::from_env(),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Print the names of the selected checks and exit, without touching the network.
     #[arg(long)]
     pub list: bool,
-    /// The suite file [default: the built-in suites/litellm.yaml].
-    #[arg(long, value_name = "FILE", env = "SMOKECHECK_SUITE")]
-    pub suite: Option<PathBuf>,
-    /// Override the suite's namespace.
-    #[arg(short = 'n', long, value_name = "NS", env = "SMOKECHECK_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Path to the kubeconfig file (as kubectl; KUBECONFIG is honoured too).
-    #[arg(long, value_name = "PATH", env = "SMOKECHECK_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use; given more than once, each context is checked at once
     /// with the same suite, in one report (a fleet run).
     #[arg(long, value_name = "NAME", env = "SMOKECHECK_CONTEXT")]
@@ -123,14 +194,6 @@ pub struct VerifyArgs {
         env = "SMOKECHECK_CLUSTERS"
     )]
     pub clusters: NonZeroUsize,
-    /// Reach suite endpoint NAME (litellm, database, vllm or vllm:<ns>/<service>) at URL.
-    #[arg(
-        long = "endpoint",
-        value_name = "NAME=URL",
-        env = "SMOKECHECK_ENDPOINT",
-        value_delimiter = ','
-    )]
-    pub endpoints: Vec<String>,
     /// Write a JUnit XML report to PATH.
     #[arg(long, value_name = "PATH", env = "SMOKECHECK_JUNIT")]
     pub junit: Option<PathBuf>,
@@ -140,30 +203,12 @@ pub struct VerifyArgs {
     /// When to use colours (NO_COLOR is honoured by auto).
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, env = "SMOKECHECK_COLOR")]
     pub color: ColorChoice,
-    /// Time limit of one check attempt.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "30s",
-        env = "SMOKECHECK_TIMEOUT"
-    )]
-    pub timeout: String,
     /// Time limit of the whole run; checks still running then fail, and reports are written.
     #[arg(long, value_name = "DURATION", env = "SMOKECHECK_DEADLINE")]
     pub deadline: Option<String>,
     /// Retry failing checks with backoff until they pass or DURATION has elapsed.
     #[arg(long, value_name = "DURATION", env = "SMOKECHECK_WAIT")]
     pub wait: Option<String>,
-    /// How many checks run at once.
-    #[arg(long, value_name = "N", env = "SMOKECHECK_TEST_THREADS")]
-    pub test_threads: Option<NonZeroUsize>,
-    /// Chat through every alias; by default aliases that differ only in their name (the same
-    /// litellm_params and model_info) are chatted through once, by the first of them.
-    #[arg(long, env = "SMOKECHECK_EVERY_ALIAS")]
-    pub every_alias: bool,
-    /// How endpoints inside the cluster are reached.
-    #[arg(long, value_enum, default_value_t = ConnectMode::Auto, env = "SMOKECHECK_CONNECT")]
-    pub connect: ConnectMode,
     /// Run as the PostSync hook of this Argo CD Application (NAMESPACE/NAME): plain logs, a
     /// termination message, and never waiting on that Application's own sync.
     #[arg(long, value_name = "NS/NAME", env = "SMOKECHECK_ARGOCD_APP")]
@@ -184,54 +229,11 @@ pub struct VerifyArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Run only checks whose name contains one of these (as `cargo test`).
-    #[arg(value_name = "FILTER")]
-    pub filters: Vec<String>,
-    /// Filters must equal the whole check name.
-    #[arg(long)]
-    pub exact: bool,
-    /// Leave out checks whose name contains PATTERN (repeatable), e.g. e2e::trimming.
-    #[arg(long, value_name = "PATTERN")]
-    pub skip: Vec<String>,
-    /// The suite file [default: the built-in suites/litellm.yaml].
-    #[arg(long, value_name = "FILE", env = "SMOKECHECK_SUITE")]
-    pub suite: Option<PathBuf>,
-    /// Override the suite's namespace.
-    #[arg(short = 'n', long, value_name = "NS", env = "SMOKECHECK_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Path to the kubeconfig file (as kubectl; KUBECONFIG is honoured too; in a pod, the
-    /// ServiceAccount's in-cluster config).
-    #[arg(long, value_name = "PATH", env = "SMOKECHECK_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// The kubeconfig context to use.
     #[arg(long, value_name = "NAME", env = "SMOKECHECK_CONTEXT")]
     pub context: Option<String>,
-    /// Reach suite endpoint NAME (litellm, database, vllm or vllm:<ns>/<service>) at URL.
-    #[arg(
-        long = "endpoint",
-        value_name = "NAME=URL",
-        env = "SMOKECHECK_ENDPOINT",
-        value_delimiter = ','
-    )]
-    pub endpoints: Vec<String>,
-    /// Time limit of one check attempt.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "30s",
-        env = "SMOKECHECK_TIMEOUT"
-    )]
-    pub timeout: String,
-    /// How many checks run at once.
-    #[arg(long, value_name = "N", env = "SMOKECHECK_TEST_THREADS")]
-    pub test_threads: Option<NonZeroUsize>,
-    /// Chat through every alias; by default aliases that differ only in their name (the same
-    /// litellm_params and model_info) are chatted through once, by the first of them.
-    #[arg(long, env = "SMOKECHECK_EVERY_ALIAS")]
-    pub every_alias: bool,
-    /// How endpoints inside the cluster are reached.
-    #[arg(long, value_enum, default_value_t = ConnectMode::Auto, env = "SMOKECHECK_CONNECT")]
-    pub connect: ConnectMode,
     /// Time between the starts of two runs (at least 30s), each start jittered by up to 10%.
     #[arg(
         long,
@@ -264,8 +266,7 @@ pub struct ServePlan {
 impl ServeArgs {
     /// The validated serve plan, or the first bad value, named.
     pub fn plan(self) -> Result<ServePlan, PlanError> {
-        let suite = plan::load_suite(self.suite.as_deref(), self.namespace.as_deref())?;
-        let timeout = plan::duration("--timeout", &self.timeout, MAX_TIMEOUT)?;
+        let suite = self.run.suite.load()?;
         let interval = plan::interval(&self.interval, min_interval())?;
         let deadline = plan::run_deadline(self.deadline.as_deref(), interval)?;
         let listen = self.listen.parse().map_err(|e| PlanError::Flag {
@@ -275,37 +276,15 @@ impl ServeArgs {
                 self.listen
             ),
         })?;
-        let endpoints = plan::endpoints(&self.endpoints, &suite)?;
+        let kube = KubeSelection {
+            kubeconfig: self.run.kubeconfig.clone(),
+            context: self.context,
+        };
+        // serve's runs render nothing (the base plan's output): their results become metrics
+        // and /report.json.
         let plan = Plan {
-            suite,
-            selection: Selection {
-                filters: self.filters,
-                exact: self.exact,
-                skip: self.skip,
-            },
-            list: false,
-            kube: KubeSelection {
-                kubeconfig: self.kubeconfig,
-                context: self.context,
-            },
-            endpoints,
-            // serve's runs render nothing: their results become metrics and /report.json.
-            output: Output {
-                format: Format::Plain,
-                color: false,
-                progress_bar: false,
-                junit: None,
-                termination_log: None,
-            },
-            timeout,
             deadline: Some(deadline),
-            wait: None,
-            threads: self.test_threads.map(NonZeroUsize::get),
-            every_alias: self.every_alias,
-            connect: self.connect,
-            hook: None,
-            in_cluster: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
-            proxies: Proxies::from_env(),
+            ..self.run.plan(suite, kube)?
         };
         Ok(ServePlan {
             plan,
@@ -363,9 +342,9 @@ impl VerifyArgs {
 
     /// The validated plan, or the first bad value, named.
     pub fn plan(self) -> Result<Plan, PlanError> {
-        let suite = plan::load_suite(self.suite.as_deref(), self.namespace.as_deref())?;
+        let suite = self.run.suite.load()?;
         let kube = KubeSelection {
-            kubeconfig: self.kubeconfig.clone(),
+            kubeconfig: self.run.kubeconfig.clone(),
             context: self.context.first().cloned(),
         };
         if !self.cluster.is_empty() {
@@ -396,7 +375,7 @@ impl VerifyArgs {
             }
         }
         // A URL reaches one cluster's Service, never every cluster's.
-        if self.endpoints.iter().any(|e| !e.trim().is_empty()) {
+        if self.run.endpoints.iter().any(|e| !e.trim().is_empty()) {
             return Err(plan::flag(
                 "--endpoint",
                 "reaches one cluster's Service: a fleet run reaches each cluster's own",
@@ -407,8 +386,8 @@ impl VerifyArgs {
             Some(path) => {
                 for (given, name) in [
                     (!self.context.is_empty(), "--context"),
-                    (self.suite.is_some(), "--suite"),
-                    (self.namespace.is_some(), "--namespace"),
+                    (self.run.suite.suite.is_some(), "--suite"),
+                    (self.run.suite.namespace.is_some(), "--namespace"),
                 ] {
                     if given {
                         return Err(plan::flag(
@@ -418,7 +397,7 @@ impl VerifyArgs {
                         .into());
                     }
                 }
-                fleet::targets(path, &self.cluster, self.kubeconfig.as_deref())?
+                fleet::targets(path, &self.cluster, self.run.kubeconfig.as_deref())?
             }
             None => {
                 if !self.cluster.is_empty() {
@@ -426,7 +405,7 @@ impl VerifyArgs {
                         plan::flag("--cluster", "selects clusters of a --fleet file").into(),
                     );
                 }
-                let suite = plan::load_suite(self.suite.as_deref(), self.namespace.as_deref())?;
+                let suite = self.run.suite.load()?;
                 let mut targets: Vec<fleet::Target> = Vec::new();
                 for context in &self.context {
                     if targets.iter().any(|t| &t.name == context) {
@@ -438,7 +417,7 @@ impl VerifyArgs {
                         name: context.clone(),
                         suite: suite.clone(),
                         kube: KubeSelection {
-                            kubeconfig: self.kubeconfig.clone(),
+                            kubeconfig: self.run.kubeconfig.clone(),
                             context: Some(context.clone()),
                         },
                     });
@@ -464,8 +443,7 @@ impl VerifyArgs {
 
     /// The plan of one run of `suite` on the cluster `kube` selects, with every other flag.
     fn plan_for(&self, suite: Suite, kube: KubeSelection) -> Result<Plan, PlanError> {
-        let output = self.output();
-        let timeout = plan::duration("--timeout", &self.timeout, MAX_TIMEOUT)?;
+        let base = self.run.plan(suite, kube)?;
         let deadline = plan::deadline(
             self.deadline.as_deref(),
             self.job_active_deadline.as_deref(),
@@ -476,27 +454,13 @@ impl VerifyArgs {
             .as_deref()
             .map(|d| plan::duration("--wait", d, plan::MAX_RUN))
             .transpose()?;
-        let endpoints = plan::endpoints(&self.endpoints, &suite)?;
         Ok(Plan {
-            suite,
-            selection: Selection {
-                filters: self.filters.clone(),
-                exact: self.exact,
-                skip: self.skip.clone(),
-            },
             list: self.list,
-            kube,
-            endpoints,
-            output,
-            timeout,
+            output: self.output(),
             deadline,
             wait,
-            threads: self.test_threads.map(NonZeroUsize::get),
-            every_alias: self.every_alias,
-            connect: self.connect,
             hook,
-            in_cluster: std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
-            proxies: Proxies::from_env(),
+            ..base
         })
     }
 }

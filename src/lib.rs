@@ -93,7 +93,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             print_stdout(&format!("{schema}\n"));
             ExitCode::from(exit::PASSED)
         }
-        Command::Rbac(args) => match args.suite() {
+        Command::Rbac(args) => match args.suite.load() {
             Ok(suite) => {
                 print_stdout(&rbac::manifests(&suite));
                 ExitCode::from(exit::PASSED)
@@ -190,7 +190,12 @@ enum Verified {
 /// `smokecheck verify`: plan, run, and the one finish path that writes every report.
 fn verify(args: VerifyArgs) -> ExitCode {
     let mut reporter = Reporter::new(args.output());
-    let namespace_hint = args.namespace.clone().unwrap_or_else(|| "litellm".into());
+    let namespace_hint = args
+        .run
+        .suite
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "litellm".into());
     let mut runtime = None;
     // Nothing here should panic; if something does, the run still ends with its reports, a
     // termination message and one line on stderr (the hook), never with an earlier run's.
@@ -224,7 +229,12 @@ fn plan_and_run(
     reporter: &mut Reporter,
     runtime_slot: &mut Option<tokio::runtime::Runtime>,
 ) -> Verified {
-    let namespace_hint = args.namespace.clone().unwrap_or_else(|| "litellm".into());
+    let namespace_hint = args
+        .run
+        .suite
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "litellm".into());
     let pushgateway = args.pushgateway.clone();
     let plan = match args.plan() {
         Ok(plan) => plan,
