@@ -243,9 +243,16 @@ fn main() -> ExitCode {
     if args.serve {
         let relays = stack.relays();
         let env = stack.dir().join("baseline.env");
-        if let Err(e) = std::fs::write(&env, stack.baseline_env(&relays)) {
-            eprintln!("error: writing {}: {e}", env.display());
-            return ExitCode::from(2);
+        // And where a pod in the cluster would reach the Services (ci/bench's hook runs).
+        let in_cluster = stack.dir().join("in-cluster.env");
+        for (path, text) in [
+            (&env, stack.baseline_env(&relays)),
+            (&in_cluster, stack.in_cluster_env()),
+        ] {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("error: writing {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
         }
         // The most requests in flight at once at each server, since the start: what the
         // per-destination caps bound (ci/bench reads it after a run).

@@ -248,6 +248,18 @@ impl Stack {
     /// The settings of the script baseline (ci/baseline/verify.sh) for this stack, as
     /// `NAME=value` lines a shell can source: the kubeconfig, the relays' addresses, and where
     /// the stack's suite differs from the default one.
+    /// The addresses a pod in the cluster reaches the Services at (the hook's view: no
+    /// port-forward), as `NAME=value` lines the script baseline reads.
+    pub fn in_cluster_env(&self) -> String {
+        format!(
+            "LITELLM_URL={}\nVLLM_URL={}\nPGHOSTADDR={}\nPGPORT={}\n",
+            self.litellm.url(),
+            self.vllm().url(),
+            self.db.host,
+            self.db.port,
+        )
+    }
+
     pub fn baseline_env(&self, relays: &Relays) -> String {
         let [litellm, vllm, database] = relays.addrs[..] else {
             panic!("stack: expected the three relays of Stack::relays")
