@@ -370,6 +370,7 @@ fn modules_depend_only_on_what_architecture_md_allows() {
         ("suite", &[]),
         ("secret", &[]),
         ("proxy_config", &[]),
+        ("once", &[]),
         ("events", &["outcome"]),
     ];
     let mut broken = Vec::new();

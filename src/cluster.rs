@@ -5,20 +5,20 @@
 //! before anyone sees it.
 //!
 //! Per run: at most [`crate::destinations::Caps::api_server`] requests in flight (the client's
-//! [`SlotLayer`]), and one GET per Secret and ConfigMap, shared by every check that reads it
-//! (concurrent readers wait for the one read; a read that failed or found nothing is made
-//! again by the next reader). A `--wait` retry expects the cluster to change: before one, the
+//! [`SlotLayer`]), and one GET per object and one LIST per kind, namespace and selector, shared
+//! by every check and port-forward that reads it (concurrent readers wait for the one read; a
+//! read that failed or found nothing is made again by the next reader). A `--wait` retry expects the cluster to change: before one, the
 //! runner has the reads forgotten ([`Cluster::forget_reads`]), so a re-sealed Secret is seen.
 
 pub mod answer;
 
-use std::any::{Any, TypeId};
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, LogParams};
 use kube::client::ClientBuilder;
 use kube::config::KubeConfigOptions;
@@ -31,6 +31,7 @@ use self::answer::{
 };
 use crate::destinations::{DEFAULT_CAPS, SlotLayer, Slots};
 use crate::kube_auth::{self, KubeconfigFileError, PluginError};
+use crate::once::ReadOnce;
 use crate::outcome::{Cause, Failure};
 use crate::plan::KubeSelection;
 use crate::secret::{Redactor, SecretValue};
@@ -114,14 +115,9 @@ pub struct Cluster {
     /// Learns every value of every Secret read through [`Cluster::get`] and [`Cluster::list`]
     /// (the run's redactor, see [`Cluster::with_redactor`]).
     redactor: Redactor,
-    /// The Secrets and ConfigMaps read so far, shared by every check of the run.
-    read: Arc<Mutex<HashMap<ObjectKey, Arc<Cached>>>>,
+    /// The objects and lists read so far, shared by every check of the run.
+    read: Arc<ReadOnce>,
 }
-
-/// `(type, namespace, name)` of an object read through [`Cluster::get`].
-type ObjectKey = (TypeId, String, String);
-/// One object's read: done once, by whichever check asks first.
-type Cached = tokio::sync::OnceCell<Arc<dyn Any + Send + Sync>>;
 
 /// Loads the config as kubectl does: `--kubeconfig`, else `KUBECONFIG`/`~/.kube/config`, else
 /// the pod's service account. `--context` picks a context from the kubeconfig.
@@ -456,17 +452,15 @@ impl Cluster {
 
     /// Forgets every object read so far: the next reader of each reads it again.
     pub fn forget_reads(&self) {
-        if let Ok(mut read) = self.read.lock() {
-            read.clear();
-        }
+        self.read.forget();
     }
 
     pub fn serves(&self, group_version: &str) -> Option<bool> {
         self.served.as_ref().map(|s| s.contains(group_version))
     }
 
-    /// Gets one namespaced object; `None` when it does not exist. A Secret or ConfigMap is read
-    /// once per run (see the module header).
+    /// Gets one namespaced object; `None` when it does not exist. Read once per run (see the
+    /// module header).
     pub async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Failure>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -477,39 +471,21 @@ impl Cluster {
             + Sync
             + 'static,
     {
-        let kind = TypeId::of::<K>();
-        if kind != TypeId::of::<Secret>() && kind != TypeId::of::<ConfigMap>() {
-            return self.fetch(namespace, name).await;
-        }
-        let key = (kind, namespace.to_string(), name.to_string());
-        let cell: Option<Arc<Cached>> = self
+        let key = format!("{}/{namespace}/{name}", std::any::type_name::<K>());
+        // Not found is no answer to keep: the next reader asks again.
+        let got = self
             .read
-            .lock()
-            .ok()
-            .map(|mut read| Arc::clone(read.entry(key).or_default()));
-        let Some(cell) = cell else {
-            return self.fetch(namespace, name).await;
-        };
-        // Not found or not read: nothing is kept, the next reader asks again.
-        let missing: Result<Option<K>, Failure> = Ok(None);
-        let mut outcome = missing;
-        let got = cell
-            .get_or_try_init(|| async {
+            .get_or_read(&key, || async {
                 match self.fetch::<K>(namespace, name).await {
-                    Ok(Some(object)) => Ok(Arc::new(object) as Arc<dyn Any + Send + Sync>),
+                    Ok(Some(object)) => Ok(object),
                     other => Err(other),
                 }
             })
             .await;
         match got {
-            Ok(object) => {
-                if let Some(object) = object.downcast_ref::<K>() {
-                    outcome = Ok(Some(object.clone()));
-                }
-            }
-            Err(other) => outcome = other,
+            Ok(object) => Ok(Some(object)),
+            Err(other) => other,
         }
-        outcome
     }
 
     /// One GET of one namespaced object.
@@ -540,8 +516,34 @@ impl Cluster {
     }
 
     /// Lists namespaced objects matching a label selector (all when `None`), in pages of
-    /// [`LIST_PAGE`], within [`MAX_LIST`] bytes for all pages together.
+    /// [`LIST_PAGE`], within [`MAX_LIST`] bytes for all pages together. Listed once per run (see
+    /// the module header).
     pub async fn list<K>(&self, namespace: &str, selector: Option<&str>) -> Result<Vec<K>, Failure>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let key = format!(
+            "{}/{namespace}?{}",
+            std::any::type_name::<K>(),
+            selector.unwrap_or_default()
+        );
+        self.read
+            .get_or_read(&key, || self.list_pages(namespace, selector))
+            .await
+    }
+
+    /// One LIST, page by page.
+    async fn list_pages<K>(
+        &self,
+        namespace: &str,
+        selector: Option<&str>,
+    ) -> Result<Vec<K>, Failure>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone

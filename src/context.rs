@@ -3,19 +3,16 @@
 //! hook it runs as, and the redactor primed with every value of every Secret the suite reads
 //! (and the names the report prints, which it leaves alone).
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-
-use tokio::sync::OnceCell;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use crate::cluster::Cluster;
 use crate::endpoints::Endpoints;
 use crate::http::Http;
+use crate::once::ReadOnce;
 use crate::outcome::Failure;
 use crate::plan::Hook;
 use crate::proxy_config::ProxyConfig;
@@ -34,7 +31,7 @@ pub struct Context {
     /// The one HTTP client of the run (LiteLLM and vLLM probes).
     pub http: Http,
     /// Answers read once per run and shared by the checks that need them.
-    pub answers: Answers,
+    pub answers: ReadOnce,
     /// What each alias's deployment failed with first, for the checks that then met the
     /// proxy's cooldown.
     pub alias_failures: AliasFailures,
@@ -75,54 +72,6 @@ impl AliasFailures {
             if tokio::time::timeout_at(until, told).await.is_err() {
                 return None;
             }
-        }
-    }
-}
-
-/// Answers read once per run and shared by every check that needs them (vLLM's `/v1/models`
-/// of a backend: `vllm::models` and each alias's trimming checks size by its `max_model_len`).
-/// Only a good answer is kept; a retry under `--wait` forgets them all, as the cluster's reads.
-#[derive(Default)]
-pub struct Answers {
-    cells: Mutex<HashMap<String, Arc<Kept>>>,
-}
-
-/// One answer: read once, by whichever check asks first.
-type Kept = OnceCell<Arc<dyn Any + Send + Sync>>;
-
-impl Answers {
-    /// The answer kept under `key`, or `read`'s when it is good (kept for the next reader);
-    /// concurrent readers of one key wait for one read.
-    pub async fn get_or_read<T, E, F>(&self, key: &str, read: impl Fn() -> F) -> Result<T, E>
-    where
-        T: Clone + Send + Sync + 'static,
-        F: Future<Output = Result<T, E>>,
-    {
-        let cell = self
-            .cells
-            .lock()
-            .ok()
-            .map(|mut cells| Arc::clone(cells.entry(key.to_string()).or_default()));
-        let Some(cell) = cell else {
-            return read().await;
-        };
-        let kept = cell
-            .get_or_try_init(|| async {
-                read()
-                    .await
-                    .map(|answer| Arc::new(answer) as Arc<dyn Any + Send + Sync>)
-            })
-            .await?;
-        match kept.downcast_ref::<T>() {
-            Some(answer) => Ok(answer.clone()),
-            // Another type under the same key: a mistake in the caller's keys, read afresh.
-            None => read().await,
-        }
-    }
-
-    pub fn forget(&self) {
-        if let Ok(mut cells) = self.cells.lock() {
-            cells.clear();
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod fanout;
 pub mod fleet;
 pub mod http;
 pub mod kube_auth;
+pub mod once;
 pub mod outcome;
 pub mod plan;
 pub mod portforward;

@@ -261,7 +261,7 @@ fn context_window(model: &serde_json::Value) -> Result<Option<u32>, String> {
 }
 
 /// `GET <base>/models` with `key`: the served models (not a model request).
-/// vLLM's `/v1/models` of a backend, read once per run (see [`crate::context::Answers`]).
+/// vLLM's `/v1/models` of a backend, read once per run (see [`crate::once::ReadOnce`]).
 pub(crate) async fn served_models(
     cx: &Context,
     target: &VllmTarget,

@@ -533,6 +533,7 @@ fn one_run_sends_vllm_the_requests_the_cost_note_counts() {
     });
     let fake = litellm_proxy().fake(alias::SERVE_COST);
     fake.clear_requests();
+    let api_before = stack.fake.requests().len();
     let dir = tempfile::tempdir().expect("temp dir");
     let suite = stack.suite.display().to_string();
     let run = run_in(
@@ -543,6 +544,18 @@ fn one_run_sends_vllm_the_requests_the_cost_note_counts() {
     );
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.json()["summary"]["passed"], 32, "{}", run.stdout);
+    // And the API server (the note's own line): one GET per object, one LIST per kind and
+    // selector, whichever checks and port-forwards need them; port-forward streams apart (one
+    // per connection from a laptop, as many as the HTTP clients open).
+    let api: Vec<_> = stack.fake.requests().split_off(api_before);
+    let (forwards, reads): (Vec<_>, Vec<_>) = api
+        .iter()
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .partition(|r| r.contains("/portforward?"));
+    let distinct: BTreeSet<&String> = reads.iter().collect();
+    assert_eq!(distinct.len(), reads.len(), "a read made twice: {reads:#?}");
+    assert_eq!(reads.len(), 31, "{reads:#?}");
+    assert!(forwards.len() <= 16, "{forwards:#?}");
 
     let seen = fake.requests();
     let count = |path: &str| seen.iter().filter(|r| r.path == path).count();
