@@ -74,6 +74,12 @@ impl SuiteArgs {
     pub fn load(&self) -> Result<Suite, PlanError> {
         plan::load_suite(self.suite.as_deref(), self.namespace.as_deref())
     }
+
+    /// The namespace a report names when the suite could not be read: `-n`, else the
+    /// built-in suite's.
+    pub fn namespace_hint(&self) -> String {
+        self.namespace.clone().unwrap_or_else(|| "litellm".into())
+    }
 }
 
 #[derive(Debug, Args)]

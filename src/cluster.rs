@@ -412,6 +412,30 @@ impl Access<'_> {
 }
 
 /// Plural name and group of a typed resource, for [`Access`].
+/// A namespaced Kubernetes object as the cluster reads it: typed, decoded from JSON, and kept
+/// for the run's other readers (so shared across tasks).
+pub trait Object:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Object for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 fn names<K: Resource<DynamicType = ()>>() -> (String, String) {
     (K::plural(&()).into_owned(), K::group(&()).into_owned())
 }
@@ -463,13 +487,7 @@ impl Cluster {
     /// module header).
     pub async fn get<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Failure>
     where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Object,
     {
         let key = format!("{}/{namespace}/{name}", std::any::type_name::<K>());
         // Not found is no answer to keep: the next reader asks again.
@@ -491,11 +509,7 @@ impl Cluster {
     /// One GET of one namespaced object.
     async fn fetch<K>(&self, namespace: &str, name: &str) -> Result<Option<K>, Failure>
     where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + 'static,
+        K: Object,
     {
         let (resource, group) = names::<K>();
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
@@ -520,13 +534,7 @@ impl Cluster {
     /// the module header).
     pub async fn list<K>(&self, namespace: &str, selector: Option<&str>) -> Result<Vec<K>, Failure>
     where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + 'static,
+        K: Object,
     {
         let key = format!(
             "{}/{namespace}?{}",
@@ -545,11 +553,7 @@ impl Cluster {
         selector: Option<&str>,
     ) -> Result<Vec<K>, Failure>
     where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug
-            + 'static,
+        K: Object,
     {
         let (resource, group) = names::<K>();
         let access = Access {

@@ -191,12 +191,7 @@ enum Verified {
 /// `smokecheck verify`: plan, run, and the one finish path that writes every report.
 fn verify(args: VerifyArgs) -> ExitCode {
     let mut reporter = Reporter::new(args.output());
-    let namespace_hint = args
-        .run
-        .suite
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "litellm".into());
+    let namespace_hint = args.run.suite.namespace_hint();
     let mut runtime = None;
     // Nothing here should panic; if something does, the run still ends with its reports, a
     // termination message and one line on stderr (the hook), never with an earlier run's.
@@ -230,12 +225,7 @@ fn plan_and_run(
     reporter: &mut Reporter,
     runtime_slot: &mut Option<tokio::runtime::Runtime>,
 ) -> Verified {
-    let namespace_hint = args
-        .run
-        .suite
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "litellm".into());
+    let namespace_hint = args.run.suite.namespace_hint();
     let pushgateway = args.pushgateway.clone();
     let plan = match args.plan() {
         Ok(plan) => plan,

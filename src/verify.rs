@@ -10,6 +10,7 @@
 //! concurrently, each with its own plan, and decide themselves what an outcome means.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -100,6 +101,45 @@ pub fn list(plan: &Plan) -> Result<Vec<String>, SetupFailure> {
         return Err(no_match(plan));
     }
     Ok(names)
+}
+
+/// The per-alias checks the selection picks, now that the proxy config names the aliases
+/// (none already in `selected`). A per-deployment family's check is built for the first
+/// selected alias of each deployment and stands for the others; a filter naming one alias's
+/// check still selects that alias's own.
+fn alias_checks(cx: &Context, families: &[Family], plan: &Plan, selected: &[Check]) -> Vec<Check> {
+    let mut built: Vec<(Check, Vec<String>)> = Vec::new();
+    let mut first_of: HashMap<(usize, Vec<[u8; 32]>), usize> = HashMap::new();
+    for alias in cx.aliases() {
+        for (f, family) in families.iter().enumerate() {
+            let Some(check) = (family.build)(cx, &alias) else {
+                continue;
+            };
+            if !plan.selection.selects(&check.name) || selected.iter().any(|c| c.name == check.name)
+            {
+                continue;
+            }
+            let deployment = (family.per_deployment && !plan.every_alias)
+                .then(|| cx.proxy_config.as_ref().ok()?.deployment(&alias))
+                .flatten();
+            if let Some(deployment) = deployment {
+                match first_of.entry((f, deployment)) {
+                    Entry::Occupied(first) => {
+                        built[*first.get()].1.push(alias.clone());
+                        continue;
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(built.len());
+                    }
+                }
+            }
+            built.push((check, Vec::new()));
+        }
+    }
+    built
+        .into_iter()
+        .map(|(check, others)| check.stands_for(others))
+        .collect()
 }
 
 /// Whether the selection may pick an instance of `family` whose alias is not known yet: it
@@ -267,37 +307,8 @@ pub async fn run_redacting(
         answers: Default::default(),
         alias_failures: Default::default(),
     };
-    // A per-deployment family's check is built for the first selected alias of each
-    // deployment, and stands for the others (a filter naming one alias still selects its own).
-    let mut built: Vec<(Check, Vec<String>)> = Vec::new();
-    let mut first_of: HashMap<(usize, Vec<[u8; 32]>), usize> = HashMap::new();
-    for alias in cx.aliases() {
-        for (f, family) in families.iter().enumerate() {
-            let Some(check) = (family.build)(&cx, &alias) else {
-                continue;
-            };
-            if !plan.selection.selects(&check.name) || selected.iter().any(|c| c.name == check.name)
-            {
-                continue;
-            }
-            let deployment = (family.per_deployment && !plan.every_alias)
-                .then(|| cx.proxy_config.as_ref().ok()?.deployment(&alias))
-                .flatten();
-            if let Some(deployment) = deployment {
-                if let Some(&first) = first_of.get(&(f, deployment.clone())) {
-                    built[first].1.push(alias.clone());
-                    continue;
-                }
-                first_of.insert((f, deployment), built.len());
-            }
-            built.push((check, Vec::new()));
-        }
-    }
-    selected.extend(
-        built
-            .into_iter()
-            .map(|(check, others)| check.stands_for(others)),
-    );
+    let per_alias = alias_checks(&cx, &families, plan, &selected);
+    selected.extend(per_alias);
     // The routes users come in by are only known once listed (a filter may name one by its
     // host). A listing the selection does not need fails only a check it does not select.
     if let Some(discovered) = discovered {
